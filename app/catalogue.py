@@ -1,0 +1,420 @@
+"""The only code that opens the GeoPackage: loads the layers once and answers queries on them."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from app import geodesy
+from app.errors import InvalidParameter, NotFound
+
+STATUSES = ("active", "inactive", "under_construction", "unknown")
+DECLARED = ("undeclared", "declared", "acknowledged", "unknown")
+SORTS = ("distance", "name")
+LIST_SEPARATOR = ";"
+BORDER_KINDS_ALWAYS_MEASURED = ("mdl", "dmz_edge")
+
+
+def split_list(value) -> list[str]:
+    """A `;`-separated text cell as a list of its non-empty items."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    return [item.strip() for item in str(value).split(LIST_SEPARATOR) if item.strip()]
+
+
+def _clean(value):
+    """A cell value as JSON-ready Python: NaN and NA become None, numpy scalars become Python."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def record(row: pd.Series, columns) -> dict:
+    """The given columns of a row as a plain dict of JSON-ready values."""
+    return {column: _clean(row[column]) for column in columns}
+
+
+@dataclass(frozen=True)
+class SiteFilter:
+    """Attribute filters on sites; each field keeps sites matching any of its values."""
+
+    status: tuple[str, ...] = ()
+    declared: tuple[str, ...] = ()
+    missile_class: tuple[str, ...] = ()
+    missile_type: tuple[str, ...] = ()
+    facility_type: tuple[str, ...] = ()
+    country: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BorderBand:
+    """Keep sites whose distance to one border lies in [min_km, max_km]."""
+
+    border_id: str
+    min_km: float | None = None
+    max_km: float | None = None
+
+
+@dataclass(frozen=True)
+class Centre:
+    """A query centre in lon/lat degrees, with the place it was named by, if any."""
+
+    lon: float
+    lat: float
+    place_id: str | None = None
+
+
+@dataclass
+class SitePage:
+    """One page of a site query: the rows, how many matched in all, and the query's centre."""
+
+    sites: gpd.GeoDataFrame
+    number_matched: int
+    centre: Centre | None = None
+    border_distances: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes: the data version shown in answers and on maps."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Catalogue:
+    """The catalogue's layers in memory, with every site's border distances precomputed."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GeoPackage not found: {self.path}")
+        self.version = file_sha256(self.path)
+        self.sites = self._read_layer("sites").set_index("id", drop=False)
+        self.missiles = self._read_layer("missiles").set_index("id", drop=False)
+        self.observations = self._read_layer("observations")
+        self.sources = self._read_layer("sources").set_index("id", drop=False)
+        self.places = self._read_layer("places").set_index("id", drop=False)
+        self.borders = self._read_layer("borders").set_index("id", drop=False)
+        self.reported = self._read_layer("reported_distances")
+        self.site_borders = self._measure_site_borders(self.measured_border_ids)
+
+    def _read_layer(self, layer: str) -> pd.DataFrame:
+        """One layer of the GeoPackage (a GeoDataFrame when it has geometry)."""
+        return pyogrio.read_dataframe(self.path, layer=layer)
+
+    # --- vocabularies -------------------------------------------------------------------------
+
+    @cached_property
+    def measured_border_ids(self) -> tuple[str, ...]:
+        """Borders every site is measured against: the MDL, the DMZ edges, and its countries' land borders."""
+        site_countries = set(self.sites["country"].dropna())
+        chosen = []
+        for border_id, border in self.borders.iterrows():
+            countries = set(split_list(border["countries"]))
+            if border["kind"] in BORDER_KINDS_ALWAYS_MEASURED or countries & site_countries:
+                chosen.append(border_id)
+        return tuple(chosen)
+
+    @cached_property
+    def vocabularies(self) -> dict[str, tuple[str, ...]]:
+        """The values each filter accepts, read from the data."""
+        return {
+            "status": STATUSES,
+            "declared": DECLARED,
+            "missile_class": tuple(sorted(set(self.missiles["class"].dropna()) | self._reported_classes())),
+            "missile_type": tuple(self.missiles.index),
+            "facility_type": tuple(sorted(set(self.sites["facility_type"].dropna()))),
+            "country": tuple(sorted(set(self.sites["country"].dropna()))),
+        }
+
+    def _reported_classes(self) -> set[str]:
+        """Classes named on sites without a missile type (e.g. a reported ICBM unit)."""
+        return {item for cell in self.sites["missile_classes"] for item in split_list(cell)}
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def place(self, name: str, *, parameter: str = "near") -> Centre:
+        """A reference place by id or name (case-insensitive) as a query centre."""
+        wanted = name.strip().casefold()
+        for place_id, place in self.places.iterrows():
+            if wanted in (str(place_id).casefold(), str(place["name"]).casefold()):
+                return Centre(place.geometry.x, place.geometry.y, place_id)
+        known = ", ".join(sorted(self.places["name"]))
+        raise InvalidParameter(f"unknown place {name!r}; known places: {known}", parameter=parameter)
+
+    def site_row(self, site_id: str) -> pd.Series:
+        """One site's row, or NotFound."""
+        if site_id not in self.sites.index:
+            raise NotFound(f"no site with id {site_id!r}", parameter="site_id")
+        return self.sites.loc[site_id]
+
+    def border_row(self, border_id: str, *, parameter: str = "border") -> pd.Series:
+        """One border's row, or InvalidParameter naming the known ids."""
+        if border_id not in self.borders.index:
+            raise InvalidParameter(
+                f"unknown border {border_id!r}; known borders include: {', '.join(self.measured_border_ids)}",
+                parameter=parameter,
+            )
+        return self.borders.loc[border_id]
+
+    def check_filter(self, where: SiteFilter) -> None:
+        """Raise InvalidParameter for a filter value the catalogue does not know."""
+        for name, allowed in self.vocabularies.items():
+            for value in getattr(where, name):
+                if value not in allowed:
+                    raise InvalidParameter(
+                        f"unknown {name} {value!r}; allowed: {', '.join(allowed)}", parameter=name
+                    )
+
+    # --- border distances ---------------------------------------------------------------------
+
+    def _measure_site_borders(self, border_ids) -> pd.DataFrame:
+        """Every located site's distance to each border, with the nearest point on the border."""
+        rows = []
+        located = self.sites[~self.sites.geometry.isna() & ~self.sites.geometry.is_empty]
+        for site_id, site in located.iterrows():
+            for border_id in border_ids:
+                rows.append({"site_id": site_id, **self._border_distance(site.geometry, border_id)})
+        columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def _border_distance(self, point, border_id: str) -> dict:
+        """Distance from a point to one border, in km, with the nearest point on it."""
+        distance_m, (lon, lat) = geodesy.nearest_on_line(point.x, point.y, self.borders.loc[border_id].geometry)
+        return {"border_id": border_id, "distance_km": distance_m / 1000, "nearest_lon": lon, "nearest_lat": lat}
+
+    def border_distances(self, lon: float, lat: float, border_ids=None) -> pd.DataFrame:
+        """Distance from any point to each border (the measured set unless ids are given)."""
+        ids = list(border_ids or self.measured_border_ids)
+        for border_id in ids:
+            self.border_row(border_id)
+        point = shapely.Point(lon, lat)
+        rows = [{**self._border_distance(point, border_id)} for border_id in ids]
+        table = pd.DataFrame(rows)
+        table["name"] = [self.borders.loc[b, "name"] for b in table["border_id"]]
+        return table
+
+    def site_border_distances(self, site_ids) -> dict[str, dict[str, float]]:
+        """Each site's distances in km keyed by border id, for the given sites."""
+        table = self.site_borders[self.site_borders["site_id"].isin(list(site_ids))]
+        result: dict[str, dict[str, float]] = {site_id: {} for site_id in site_ids}
+        for row in table.itertuples():
+            result[row.site_id][row.border_id] = row.distance_km
+        return result
+
+    def _distance_to_border_km(self, border_id: str) -> pd.Series:
+        """Every located site's distance in km to one border (measured now if not precomputed)."""
+        known = self.site_borders[self.site_borders["border_id"] == border_id]
+        if known.empty:
+            known = self._measure_site_borders([border_id])
+            self.site_borders = pd.concat([self.site_borders, known], ignore_index=True)
+        return known.set_index("site_id")["distance_km"]
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def _filtered(self, where: SiteFilter) -> gpd.GeoDataFrame:
+        """The sites matching every attribute filter."""
+        self.check_filter(where)
+        sites = self.sites
+        mask = pd.Series(True, index=sites.index)
+        if where.status:
+            mask &= sites["current_status"].isin(where.status)
+        if where.declared:
+            mask &= sites["declared_status"].isin(where.declared)
+        if where.facility_type:
+            mask &= sites["facility_type"].isin(where.facility_type)
+        if where.country:
+            mask &= sites["country"].isin(where.country)
+        if where.missile_type:
+            mask &= sites["missile_types"].map(lambda v: bool(set(split_list(v)) & set(where.missile_type)))
+        if where.missile_class:
+            mask &= sites["missile_classes"].map(lambda v: bool(set(split_list(v)) & set(where.missile_class)))
+        return sites[mask]
+
+    def find_sites(
+        self,
+        *,
+        where: SiteFilter = SiteFilter(),
+        centre: Centre | None = None,
+        within_km: float | None = None,
+        band: BorderBand | None = None,
+        sort: str = "name",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> SitePage:
+        """Sites matching the filters, optionally within a geodesic radius and a border-distance band."""
+        if within_km is not None and centre is None:
+            raise InvalidParameter("within_km needs a centre: give lat and lon, or near", parameter="within_km")
+        if sort == "distance" and centre is None:
+            raise InvalidParameter("sort=distance needs a centre: give lat and lon, or near", parameter="sort")
+        sites = self._filtered(where).copy()
+        if centre is not None:
+            sites = self._with_distance(sites, centre, within_km)
+        if band is not None:
+            sites = self._in_band(sites, band)
+        sites = self._sorted(sites, sort)
+        page = sites.iloc[offset : offset + limit]
+        return SitePage(page, len(sites), centre, self.site_border_distances(page.index))
+
+    def _with_distance(self, sites: gpd.GeoDataFrame, centre: Centre, within_km: float | None):
+        """Add `distance_km` from the centre; keep only sites within the radius when one is given."""
+        located = sites[~sites.geometry.isna() & ~sites.geometry.is_empty]
+        if within_km is None:
+            distances = geodesy.distance_m(centre.lon, centre.lat, located.geometry.x.values, located.geometry.y.values)
+            return located.assign(distance_km=np.asarray(distances) / 1000)
+        radius_m = within_km * 1000
+        mask, distances = geodesy.within_radius(
+            centre.lon, centre.lat, located.geometry.x.values, located.geometry.y.values, radius_m
+        )
+        return located[mask].assign(distance_km=np.asarray(distances)[mask] / 1000)
+
+    def _in_band(self, sites: gpd.GeoDataFrame, band: BorderBand) -> gpd.GeoDataFrame:
+        """Sites whose distance to the band's border lies within it, with that distance as a column."""
+        self.border_row(band.border_id)
+        distance = self._distance_to_border_km(band.border_id).reindex(sites.index)
+        mask = distance.notna()
+        if band.min_km is not None:
+            mask &= distance >= band.min_km
+        if band.max_km is not None:
+            mask &= distance <= band.max_km
+        return sites[mask].assign(border_distance_km=distance[mask])
+
+    @staticmethod
+    def _sorted(sites: gpd.GeoDataFrame, sort: str) -> gpd.GeoDataFrame:
+        """Sites in the asked order, ties broken by id so pages are stable."""
+        if sort not in SORTS:
+            raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(SORTS)}", parameter="sort")
+        keys = ["distance_km", "id"] if sort == "distance" else ["name", "id"]
+        return sites.sort_values(keys, key=lambda col: col.str.casefold() if col.dtype == object else col)
+
+    # --- one site -----------------------------------------------------------------------------
+
+    def site_missiles(self, site: pd.Series) -> pd.DataFrame:
+        """The missile rows attributed to a site."""
+        ids = [m for m in split_list(site["missile_types"]) if m in self.missiles.index]
+        return self.missiles.loc[ids]
+
+    def site_observations(self, site_id: str) -> pd.DataFrame:
+        """A site's dated observations, newest first."""
+        rows = self.observations[self.observations["site_id"] == site_id]
+        return rows.sort_values(["observed_on", "id"], ascending=[False, True])
+
+    def sources_for(self, ids) -> pd.DataFrame:
+        """The source rows for the given ids, in the given order, without duplicates."""
+        unique = [i for i in dict.fromkeys(ids) if i in self.sources.index]
+        return self.sources.loc[unique]
+
+    def site_source_ids(self, site: pd.Series) -> list[str]:
+        """Every source cited by a site, its observations and its missiles."""
+        ids = split_list(site["source_ids"]) + split_list(site.get("coord_source_id"))
+        ids += list(self.site_observations(site["id"])["source_id"].dropna())
+        for _, missile in self.site_missiles(site).iterrows():
+            ids += split_list(missile["source_ids"])
+        return ids
+
+    def site_border_table(self, site_id: str) -> pd.DataFrame:
+        """A site's border distances with the nearest border points, nearest first."""
+        table = self.site_borders[self.site_borders["site_id"] == site_id].copy()
+        table["name"] = [self.borders.loc[b, "name"] for b in table["border_id"]]
+        return table.sort_values("distance_km")
+
+    # --- rings and reach ----------------------------------------------------------------------
+
+    def site_rings(self, site_id: str, km: list[float] | None = None) -> list[dict]:
+        """Geodesic range rings around a site: one per missile with a published range, or per asked km."""
+        site = self.site_row(site_id)
+        if site.geometry is None or site.geometry.is_empty:
+            raise InvalidParameter(f"site {site_id!r} has no known coordinate, so it has no rings", parameter="site_id")
+        lon, lat = site.geometry.x, site.geometry.y
+        if km:
+            return [{"radius_km": r, "geometry": geodesy.range_ring(lon, lat, r * 1000)} for r in km]
+        rings = []
+        for missile_id, missile in self.site_missiles(site).iterrows():
+            if pd.isna(missile["range_max_km"]):
+                continue
+            rings.append({"missile_id": missile_id, "geometry": self._missile_area(lon, lat, missile), **record(
+                missile, ["name", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "source_ids"])})
+        return rings
+
+    @staticmethod
+    def _missile_area(lon: float, lat: float, missile: pd.Series):
+        """The area a missile reaches from a point: its max-range disc less its min-range hole."""
+        outer_m = float(missile["range_max_km"]) * 1000
+        inner = missile["range_min_km"]
+        if pd.isna(inner) or float(inner) <= 0:
+            return geodesy.range_ring(lon, lat, outer_m)
+        return geodesy.annulus(lon, lat, float(inner) * 1000, outer_m)
+
+    def reach(self, target: Centre, *, where: SiteFilter = SiteFilter()) -> pd.DataFrame:
+        """Every (site, missile) pair whose published range covers the target, with the margin in km."""
+        rows = []
+        sites = self._filtered(where)
+        located = sites[~sites.geometry.isna() & ~sites.geometry.is_empty]
+        for site_id, site in located.iterrows():
+            distance_km = float(geodesy.distance_m(site.geometry.x, site.geometry.y, target.lon, target.lat)) / 1000
+            for missile_id, missile in self.site_missiles(site).iterrows():
+                verdict = _reach_verdict(distance_km, missile)
+                if verdict is not None:
+                    rows.append({"site_id": site_id, "missile_id": missile_id, "distance_km": distance_km, **verdict})
+        columns = ["site_id", "missile_id", "distance_km", "range_min_km", "range_max_km", "range_kind", "margin_km"]
+        return pd.DataFrame(rows, columns=columns).sort_values(["margin_km", "site_id", "missile_id"],
+                                                               ascending=[False, True, True], ignore_index=True)
+
+    def unassessable_site_ids(self, where: SiteFilter = SiteFilter()) -> list[str]:
+        """Sites matching the filters whose reach cannot be judged: no coordinate or no published range."""
+        unknown = []
+        for site_id, site in self._filtered(where).iterrows():
+            ranges = self.site_missiles(site)["range_max_km"]
+            if site.geometry is None or site.geometry.is_empty or ranges.isna().all():
+                unknown.append(site_id)
+        return unknown
+
+    # --- data quality -------------------------------------------------------------------------
+
+    def check_reported(self, tolerance_km: float = 5.0) -> pd.DataFrame:
+        """Computed distances beside those the sources report, and whether each agrees or is explained."""
+        rows = []
+        for item in self.reported.itertuples():
+            site = self.site_row(item.site_id)
+            computed = self._computed_to(site, item.target_kind, item.target_id)
+            difference = computed - float(item.reported_km)
+            explanation = _clean(getattr(item, "explanation", None))
+            rows.append({
+                "site_id": item.site_id, "target_id": item.target_id, "reported_km": float(item.reported_km),
+                "computed_km": computed, "difference_km": difference,
+                "ok": abs(difference) <= tolerance_km or bool(explanation), "explanation": explanation,
+            })
+        return pd.DataFrame(rows)
+
+    def _computed_to(self, site: pd.Series, target_kind: str, target_id: str) -> float:
+        """A site's computed distance in km to a place or a border."""
+        if target_kind == "border":
+            return self._border_distance(site.geometry, target_id)["distance_km"]
+        place = self.places.loc[target_id].geometry
+        return float(geodesy.distance_m(site.geometry.x, site.geometry.y, place.x, place.y)) / 1000
+
+
+def _reach_verdict(distance_km: float, missile: pd.Series) -> dict | None:
+    """The range facts and margin when a missile covers a distance, else None."""
+    max_km, min_km = missile["range_max_km"], missile["range_min_km"]
+    if pd.isna(max_km) or distance_km > float(max_km):
+        return None
+    if not pd.isna(min_km) and distance_km < float(min_km):
+        return None
+    return {
+        "range_min_km": _clean(min_km), "range_max_km": float(max_km),
+        "range_kind": missile["range_kind"], "margin_km": float(max_km) - distance_km,
+    }

@@ -1,0 +1,71 @@
+"""The domain's exceptions, each mapped to one HTTP status and one JSON error shape."""
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class CatalogueError(Exception):
+    """Base of every error the service reports to a client."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, parameter: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.parameter = parameter
+
+
+class InvalidParameter(CatalogueError):
+    """A parameter's value is well-formed but not acceptable (unknown place, bad combination)."""
+
+    status_code = 422
+    code = "invalid_parameter"
+
+
+class NotFound(CatalogueError):
+    """The resource named in the path does not exist."""
+
+    status_code = 404
+    code = "not_found"
+
+
+def error_body(status: int, code: str, message: str, parameter: str | None = None) -> dict:
+    """The single JSON error shape every error path returns."""
+    return {"error": {"status": status, "code": code, "message": message, "parameter": parameter}}
+
+
+def _parameter_name(loc: tuple) -> str | None:
+    """The parameter a pydantic error location points at (`("query", "lat")` -> `lat`)."""
+    names = [str(part) for part in loc if part not in ("query", "path", "body", "header")]
+    return ".".join(names) or None
+
+
+async def _on_catalogue_error(_: Request, exc: CatalogueError) -> JSONResponse:
+    return JSONResponse(error_body(exc.status_code, exc.code, exc.message, exc.parameter), exc.status_code)
+
+
+async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    parameter = _parameter_name(tuple(first.get("loc", ())))
+    message = f"{parameter}: {first.get('msg', 'invalid value')}" if parameter else first.get("msg", "invalid")
+    return JSONResponse(error_body(422, "invalid_parameter", message, parameter), 422)
+
+
+async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = "not_found" if exc.status_code == 404 else "http_error"
+    return JSONResponse(error_body(exc.status_code, code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body(500, "internal_error", "internal error"), 500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception to the one error shape."""
+    app.add_exception_handler(CatalogueError, _on_catalogue_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

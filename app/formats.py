@@ -1,0 +1,122 @@
+"""Encoders: sites, rings and tables as GeoJSON (RFC 7946) and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pandas as pd
+import shapely
+from shapely.geometry import mapping
+
+from app.catalogue import Catalogue, SitePage, record, split_list
+
+GEOJSON_MEDIA_TYPE = "application/geo+json"
+COORDINATE_DECIMALS = 7
+LIST_COLUMNS = ("aliases", "missile_types", "missile_classes", "missile_classes_reported", "source_ids")
+SITE_COLUMNS = (
+    "id", "name", "aliases", "country", "province", "facility_type", "declared_status", "current_status",
+    "status_observed_on", "missile_types", "missile_classes", "unit_size", "belt", "belt_notes",
+    "coord_confidence", "coord_precision_m", "coord_source_id", "notes", "source_ids",
+)
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _round_coords(coords):
+    """Nested coordinate arrays rounded to 7 decimals (about 1 cm)."""
+    if isinstance(coords, (int, float)):
+        return round(float(coords), COORDINATE_DECIMALS)
+    return [_round_coords(c) for c in coords]
+
+
+def geometry_json(geometry) -> dict | None:
+    """A shapely geometry as an RFC 7946 geometry object (CCW exteriors, rounded), or None."""
+    if geometry is None or geometry.is_empty:
+        return None
+    geometry = shapely.orient_polygons(geometry) if geometry.geom_type.endswith("Polygon") else geometry
+    data = mapping(geometry)
+    return {"type": data["type"], "coordinates": _round_coords(data["coordinates"])}
+
+
+def feature(geometry, properties: dict, feature_id: str | None = None) -> dict:
+    """One GeoJSON Feature."""
+    body = {"type": "Feature", "geometry": geometry_json(geometry), "properties": properties}
+    if feature_id is not None:
+        body = {"type": "Feature", "id": feature_id, **{k: v for k, v in body.items() if k != "type"}}
+    return body
+
+
+def feature_collection(features: list[dict], **members) -> dict:
+    """A GeoJSON FeatureCollection with extra foreign members (counts, centre, data version)."""
+    return {"type": "FeatureCollection", **members, "features": features}
+
+
+def site_properties(row: pd.Series) -> dict:
+    """A site's attributes as JSON properties, multi-valued cells as lists."""
+    properties = record(row, [c for c in SITE_COLUMNS if c in row.index])
+    for column in LIST_COLUMNS:
+        if column in properties:
+            properties[column] = split_list(properties[column])
+    return properties
+
+
+def rounded_km(value) -> float | None:
+    """A distance in km rounded to the metre, or None when unknown."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 3)
+
+
+def site_features(page: SitePage) -> list[dict]:
+    """The features of one page of sites, with distances when the query had a centre."""
+    features = []
+    for site_id, row in page.sites.iterrows():
+        properties = site_properties(row)
+        if "distance_km" in row.index:
+            properties["distance_km"] = rounded_km(row["distance_km"])
+        if "border_distance_km" in row.index:
+            properties["border_distance_km"] = rounded_km(row["border_distance_km"])
+        borders = page.border_distances.get(site_id, {})
+        properties["border_distances_km"] = {b: rounded_km(d) for b, d in borders.items()}
+        features.append(feature(row.geometry, properties, site_id))
+    return features
+
+
+def sites_geojson(catalogue: Catalogue, page: SitePage, *, limit: int, offset: int) -> dict:
+    """A page of sites as a FeatureCollection with its paging and data version."""
+    centre = None if page.centre is None else {"lon": page.centre.lon, "lat": page.centre.lat,
+                                               "place_id": page.centre.place_id}
+    return feature_collection(
+        site_features(page), numberMatched=page.number_matched, numberReturned=len(page.sites),
+        limit=limit, offset=offset, centre=centre, data_version=catalogue.version,
+    )
+
+
+def csv_cell(value) -> str:
+    """A value as a CSV cell that a spreadsheet will not run as a formula."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return str(value)
+    return "'" + value if value.startswith(CSV_FORMULA_PREFIXES) else value
+
+
+def sites_csv(features: list[dict]) -> str:
+    """Site features as CSV: lon, lat, then every property (lists joined by `; `)."""
+    columns = ["lon", "lat"] + list(features[0]["properties"]) if features else ["lon", "lat", *SITE_COLUMNS]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for item in features:
+        coords = (item["geometry"] or {}).get("coordinates") or [None, None]
+        values = {"lon": coords[0], "lat": coords[1], **item["properties"]}
+        writer.writerow([csv_cell(_flat(values.get(c))) for c in columns])
+    return out.getvalue()
+
+
+def _flat(value):
+    """Lists joined by `; ` and dicts as `key=value` pairs, for one CSV cell."""
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}={v}" for k, v in value.items())
+    return value

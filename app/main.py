@@ -1,0 +1,35 @@
+"""The ASGI app: `create_app(settings)` builds it; `app` is the default one for uvicorn."""
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.catalogue import Catalogue
+from app.errors import install_error_handlers
+from app.routers import reach, reference, sites
+from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A service over the GeoPackage the settings name, loaded once at start-up."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.catalogue = Catalogue(settings.gpkg)
+        yield
+
+    app = FastAPI(
+        title="missile-sites",
+        summary="A sourced catalogue of missile sites with geodesic (WGS84) proximity queries.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in (sites.router, reach.router, reference.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

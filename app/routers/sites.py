@@ -1,0 +1,73 @@
+"""/sites: query, one site, and its range rings."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from app.catalogue import record, split_list
+from app.formats import feature, feature_collection, rounded_km, site_properties, sites_geojson
+from app.routers import CatalogueDep, GeoJSONResponse
+from app.schemas import MAX_LIST_ITEMS, MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams
+
+router = APIRouter(tags=["sites"])
+SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
+
+
+@router.get("/sites", response_class=GeoJSONResponse, summary="Find sites")
+def list_sites(
+    catalogue: CatalogueDep,
+    centre: Annotated[CentreParams, Depends()],
+    radius: Annotated[RadiusParams, Depends()],
+    filters: Annotated[FilterParams, Depends()],
+    border: Annotated[BorderParams, Depends()],
+    page: Annotated[PageParams, Depends()],
+):
+    """Sites as GeoJSON, filtered, optionally within a geodesic radius of a point or place."""
+    where = centre.resolve(catalogue)
+    sort = page.sort or ("distance" if where is not None else "name")
+    result = catalogue.find_sites(
+        where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
+        sort=sort, limit=page.limit, offset=page.offset,
+    )
+    return sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
+
+
+@router.get("/sites/{site_id}", response_class=GeoJSONResponse, summary="One site, in full")
+def get_site(catalogue: CatalogueDep, site_id: SiteId):
+    """A site with its observations, missiles and ranges, sources, and border distances."""
+    site = catalogue.site_row(site_id)
+    properties = site_properties(site)
+    properties["observations"] = [
+        record(row, ["id", "observed_on", "kind", "status_seen", "source_id", "notes"])
+        for _, row in catalogue.site_observations(site_id).iterrows()
+    ]
+    properties["missiles"] = [
+        {**record(row, ["id", "name", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "notes"]),
+         "source_ids": split_list(row["source_ids"])}
+        for _, row in catalogue.site_missiles(site).iterrows()
+    ]
+    properties["border_distances"] = [
+        {"border_id": row.border_id, "name": row.name, "distance_km": rounded_km(row.distance_km),
+         "nearest_point": [round(row.nearest_lon, 7), round(row.nearest_lat, 7)]}
+        for row in catalogue.site_border_table(site_id).itertuples()
+    ]
+    properties["sources"] = [
+        record(row, ["id", "title", "publisher", "published_on", "url"])
+        for _, row in catalogue.sources_for(catalogue.site_source_ids(site)).iterrows()
+    ]
+    return {**feature(site.geometry, properties, site_id), "data_version": catalogue.version}
+
+
+@router.get("/sites/{site_id}/rings", response_class=GeoJSONResponse, summary="Geodesic range rings")
+def get_site_rings(
+    catalogue: CatalogueDep,
+    site_id: SiteId,
+    km: Annotated[
+        list[Annotated[float, Query(gt=0, le=MAX_RADIUS_KM, allow_inf_nan=False)]] | None,
+        Query(max_length=MAX_LIST_ITEMS, description="Ring radii in km instead of the site's missile ranges."),
+    ] = None,
+):
+    """Range rings on the WGS84 ellipsoid, cut at ±180°: one per missile (min-range hole included) or per `km`."""
+    rings = catalogue.site_rings(site_id, km)
+    features = [feature(ring.pop("geometry"), {"site_id": site_id, **ring}) for ring in rings]
+    return feature_collection(features, data_version=catalogue.version)

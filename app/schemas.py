@@ -1,0 +1,111 @@
+"""Request parameter groups, shared by every route, with their bounds and API docs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Query
+
+from app.catalogue import BorderBand, Catalogue, Centre, SiteFilter
+from app.errors import InvalidParameter
+from app.geodesy import EARTH_HALF_CIRCUMFERENCE_M
+
+MAX_LIMIT = 1000
+MAX_RADIUS_KM = EARTH_HALF_CIRCUMFERENCE_M / 1000
+MAX_LIST_ITEMS = 50
+Status = Literal["active", "inactive", "under_construction", "unknown"]
+Declared = Literal["undeclared", "declared", "acknowledged", "unknown"]
+Latitude = Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude, WGS84 degrees.")]
+Longitude = Annotated[
+    float | None, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude, WGS84 degrees.")
+]
+Name = Annotated[str | None, Query(min_length=1, max_length=200, description="A reference place, by name or id.")]
+
+
+def _values(description: str):
+    """A repeatable string filter (`?x=a&x=b`)."""
+    return Query(max_length=MAX_LIST_ITEMS, description=description)
+
+
+@dataclass
+class CentreParams:
+    """A point given as `lat` and `lon`, or by a place name with `near`."""
+
+    lat: Latitude = None
+    lon: Longitude = None
+    near: Name = None
+
+    def resolve(self, catalogue: Catalogue, *, required: bool = False) -> Centre | None:
+        """The centre these parameters name, or None; InvalidParameter when half-given or ambiguous."""
+        has_point = self.lat is not None or self.lon is not None
+        if has_point and self.near is not None:
+            raise InvalidParameter("give either lat and lon, or near, not both", parameter="near")
+        if has_point and (self.lat is None or self.lon is None):
+            raise InvalidParameter("lat and lon must be given together", parameter="lon" if self.lon is None else "lat")
+        if self.near is not None:
+            return catalogue.place(self.near)
+        if has_point:
+            return Centre(self.lon, self.lat)
+        if required:
+            raise InvalidParameter("a point is required: give lat and lon, or near", parameter="lat")
+        return None
+
+
+@dataclass
+class FilterParams:
+    """Attribute filters on sites; repeat a parameter to accept several values."""
+
+    status: Annotated[list[Status] | None, _values("Current status (derived from the latest observation).")] = None
+    declared: Annotated[list[Declared] | None, _values("Declared status.")] = None
+    missile_class: Annotated[list[str] | None, _values("Missile class, e.g. SRBM, MRBM, IRBM, ICBM.")] = None
+    missile_type: Annotated[list[str] | None, _values("Missile id, e.g. hwasong-5 (see /missiles).")] = None
+    facility_type: Annotated[list[str] | None, _values("Facility type, e.g. missile_operating_base.")] = None
+    country: Annotated[list[str] | None, _values("ISO 3166 alpha-3 country code, e.g. PRK.")] = None
+
+    def to_filter(self) -> SiteFilter:
+        """The catalogue filter these parameters describe."""
+        return SiteFilter(**{name: tuple(getattr(self, name) or ()) for name in SiteFilter.__dataclass_fields__})
+
+
+@dataclass
+class RadiusParams:
+    """A geodesic radius around the centre."""
+
+    within_km: Annotated[
+        float | None,
+        Query(gt=0, le=MAX_RADIUS_KM, allow_inf_nan=False,
+              description="Keep sites within this geodesic (WGS84) distance of the centre, in km."),
+    ] = None
+
+
+@dataclass
+class BorderParams:
+    """A band of distance to one border, e.g. the first belt: `border=mdl&border_min_km=50&border_max_km=90`."""
+
+    border: Annotated[str | None, Query(min_length=1, max_length=100, description="Border id (see /borders).")] = None
+    border_min_km: Annotated[
+        float | None, Query(ge=0, le=MAX_RADIUS_KM, allow_inf_nan=False, description="Minimum distance to the border, km.")
+    ] = None
+    border_max_km: Annotated[
+        float | None, Query(ge=0, le=MAX_RADIUS_KM, allow_inf_nan=False, description="Maximum distance to the border, km.")
+    ] = None
+
+    def to_band(self) -> BorderBand | None:
+        """The band these parameters describe, or None."""
+        if self.border is None:
+            if self.border_min_km is not None or self.border_max_km is not None:
+                raise InvalidParameter("border_min_km and border_max_km need border", parameter="border")
+            return None
+        if None not in (self.border_min_km, self.border_max_km) and self.border_min_km > self.border_max_km:
+            raise InvalidParameter("border_min_km is greater than border_max_km", parameter="border_min_km")
+        return BorderBand(self.border, self.border_min_km, self.border_max_km)
+
+
+@dataclass
+class PageParams:
+    """Order and paging."""
+
+    sort: Annotated[Literal["distance", "name"] | None, Query(description="Order: distance (needs a centre) or name.")] = None
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
