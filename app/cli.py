@@ -1,0 +1,188 @@
+"""The command line: the same catalogue functions and parameter bounds as the API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pydantic
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.build_data import build
+from app.catalogue import Catalogue
+from app.errors import CatalogueError
+from app.formats import sites_csv, sites_geojson
+from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams
+from app.settings import GEODATA_DIR, Settings
+
+cli = typer.Typer(help="A sourced catalogue of missile sites with geodesic proximity queries.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+GpkgOption = Annotated[Optional[Path], typer.Option(help="GeoPackage to read (default: the settings').")]
+
+
+class OutputFormat(str, Enum):
+    """How `sites` prints its answer."""
+
+    table = "table"
+    geojson = "geojson"
+    csv = "csv"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """Print an error naming the problem and exit."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _params(kind, **values):
+    """A parameter group validated with the same bounds as the API's."""
+    try:
+        return pydantic.TypeAdapter(kind).validate_python({k: v for k, v in values.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}")
+
+
+def _open(gpkg: Path | None) -> Catalogue:
+    """The catalogue at the given path or the settings' one."""
+    path = gpkg or Settings().gpkg
+    try:
+        return Catalogue(path)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default: settings).")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: settings).")] = None,
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run("app.main:app", host=host or settings.host, port=port or settings.port)
+
+
+@cli.command()
+def sites(
+    lat: Annotated[Optional[float], typer.Option(help="Centre latitude, degrees.")] = None,
+    lon: Annotated[Optional[float], typer.Option(help="Centre longitude, degrees.")] = None,
+    near: Annotated[Optional[str], typer.Option(help="Centre at a reference place, e.g. Seoul.")] = None,
+    within_km: Annotated[Optional[float], typer.Option(help="Geodesic radius around the centre, km.")] = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="Current status (repeatable).")] = None,
+    declared: Annotated[Optional[list[str]], typer.Option(help="Declared status (repeatable).")] = None,
+    missile_class: Annotated[Optional[list[str]], typer.Option(help="Missile class, e.g. SRBM.")] = None,
+    missile_type: Annotated[Optional[list[str]], typer.Option(help="Missile id, e.g. hwasong-5.")] = None,
+    facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
+    country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
+    border: Annotated[Optional[str], typer.Option(help="Border id for a distance band, e.g. mdl.")] = None,
+    border_min_km: Annotated[Optional[float], typer.Option(help="Minimum distance to --border, km.")] = None,
+    border_max_km: Annotated[Optional[float], typer.Option(help="Maximum distance to --border, km.")] = None,
+    sort: Annotated[Optional[str], typer.Option(help="distance or name.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
+    offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, geojson or csv.")] = OutputFormat.table,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Find sites, with the same filters as GET /sites."""
+    centre_params = _params(CentreParams, lat=lat, lon=lon, near=near)
+    radius = _params(RadiusParams, within_km=within_km)
+    filters = _params(FilterParams, status=status, declared=declared, missile_class=missile_class,
+                      missile_type=missile_type, facility_type=facility_type, country=country)
+    band = _params(BorderParams, border=border, border_min_km=border_min_km, border_max_km=border_max_km)
+    page = _params(PageParams, sort=sort, limit=limit, offset=offset)
+    catalogue = _open(gpkg)
+    try:
+        centre = centre_params.resolve(catalogue)
+        result = catalogue.find_sites(
+            where=filters.to_filter(), centre=centre, within_km=radius.within_km, band=band.to_band(),
+            sort=page.sort or ("distance" if centre else "name"), limit=page.limit, offset=page.offset,
+        )
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    collection = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
+    if output is OutputFormat.geojson:
+        sys.stdout.write(json.dumps(collection, ensure_ascii=False, indent=1) + "\n")
+    elif output is OutputFormat.csv:
+        sys.stdout.write(sites_csv(collection["features"]))
+    else:
+        console.print(_sites_table(collection))
+
+
+def _sites_table(collection: dict) -> Table:
+    """Site features as a rich table, with distances when the query had a centre."""
+    features = collection["features"]
+    border_ids = list(dict.fromkeys(b for f in features for b in f["properties"]["border_distances_km"]))
+    table = Table(title=f"{collection['numberReturned']} of {collection['numberMatched']} sites")
+    columns = ["id", "name", "status", "declared", "missiles"]
+    has_distance = any("distance_km" in f["properties"] for f in features)
+    for column in columns + (["km"] if has_distance else []) + [f"{b} km" for b in border_ids]:
+        table.add_column(column, justify="right" if column.endswith("km") else "left")
+    for item in features:
+        p = item["properties"]
+        cells = [p["id"], p["name"], p["current_status"], p["declared_status"], ", ".join(p["missile_types"])]
+        cells += [_km(p.get("distance_km"))] if has_distance else []
+        cells += [_km(p["border_distances_km"].get(b)) for b in border_ids]
+        table.add_row(*cells)
+    return table
+
+
+def _km(value) -> str:
+    """A distance for a table cell: one decimal, or `unknown`."""
+    return "unknown" if value is None else f"{value:,.1f}"
+
+
+@cli.command("build-data")
+def build_data(
+    sources: Annotated[Path, typer.Option(help="Folder of text sources.")] = GEODATA_DIR / "sources",
+    out: Annotated[Path, typer.Option("--out", "-o", help="GeoPackage to write.")] = GEODATA_DIR / "catalogue.gpkg",
+) -> None:
+    """Build the GeoPackage from geodata/sources, deterministically."""
+    try:
+        path = build(sources, out)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {path}")
+
+
+@cli.command()
+def validate(
+    gpkg: GpkgOption = None,
+    tolerance_km: Annotated[float, typer.Option(min=0, help="Agreement asked of reported distances.")] = 5.0,
+) -> None:
+    """Check the GeoPackage with GDAL's validate_gpkg and compare computed with reported distances."""
+    from osgeo_utils.samples import validate_gpkg
+
+    path = gpkg or Settings().gpkg
+    problems = validate_gpkg.check(str(path), abort_at_first_error=False, extra_checks=True,
+                                   warning_as_error=True, myprint=lambda msg: None)
+    for problem in problems:
+        errors.print(f"validate_gpkg: {problem}", highlight=False)
+    console.print(f"validate_gpkg: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    report = _open(path).check_reported(tolerance_km)
+    console.print(_reported_table(report, tolerance_km))
+    if problems or not report["ok"].all():
+        raise typer.Exit(1)
+
+
+def _reported_table(report, tolerance_km: float) -> Table:
+    """Reported against computed distances as a rich table."""
+    table = Table(title=f"Reported vs computed distances (WGS84 geodesic; tolerance {tolerance_km:g} km)")
+    for column in ("site", "to", "reported km", "computed km", "diff km", "ok", "explanation"):
+        table.add_column(column, justify="right" if "km" in column else "left")
+    for row in report.itertuples():
+        table.add_row(row.site_id, row.target_id, f"{row.reported_km:g}", f"{row.computed_km:.1f}",
+                      f"{row.difference_km:+.1f}", "yes" if row.ok else "NO", row.explanation or "")
+    return table
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

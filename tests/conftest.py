@@ -1,0 +1,32 @@
+"""Shared fixtures: the bundled GeoPackage, a catalogue on it, and an in-process API client."""
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.catalogue import Catalogue
+from app.main import create_app
+from app.settings import GEODATA_DIR, Settings
+
+BUNDLED_GPKG = GEODATA_DIR / "catalogue.gpkg"
+
+
+@pytest.fixture(scope="session")
+def gpkg_path() -> Path:
+    """The committed GeoPackage."""
+    return BUNDLED_GPKG
+
+
+@pytest.fixture(scope="session")
+def catalogue(gpkg_path) -> Catalogue:
+    """The catalogue loaded once for the session."""
+    return Catalogue(gpkg_path)
+
+
+@pytest.fixture(scope="session")
+def client(gpkg_path):
+    """An in-process client of an app built on the bundled GeoPackage, ignoring any local .env."""
+    app = create_app(Settings(gpkg=gpkg_path, _env_file=None))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
