@@ -108,6 +108,7 @@ class Catalogue:
         self.sources = self._read_layer("sources").set_index("id", drop=False)
         self.places = self._read_layer("places").set_index("id", drop=False)
         self.borders = self._read_layer("borders").set_index("id", drop=False)
+        self.countries = self._read_layer("countries")  # the maps' vector basemap
         self.reported = self._read_layer("reported_distances")
         self.site_borders = self._measure_site_borders(self.measured_border_ids)
 
