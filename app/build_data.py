@@ -1,0 +1,627 @@
+"""Build the catalogue GeoPackage from the reviewable text sources in geodata/sources, byte for byte the same each run."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pycountry
+import pyogrio
+import shapely
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCES_DIR = REPO_ROOT / "geodata" / "sources"
+CATALOGUE_PATH = REPO_ROOT / "geodata" / "catalogue.gpkg"
+
+CRS = "EPSG:4326"
+SEP = "; "
+# gpkg_contents.last_change is pinned so that two builds give the same bytes; it is not a data date.
+BUILD_TIMESTAMP = "2000-01-01T00:00:00.000Z"
+GDAL_OPTIONS = {"OGR_CURRENT_DATE": BUILD_TIMESTAMP}
+
+LSIB_FILE = "dmz_mdl_lsib.geojson"
+NE_FILE = "naturalearth-countries-10m.topojson"
+LSIB_SOURCE_ID = "lsib-stiles-dmz"
+NE_SOURCE_ID = "natural-earth-10m-admin0"
+LSIB_VERSION = "stiles/data dmz/dmz-topojson.json"
+NE_VERSION = "world-atlas@2.0.2 countries-10m.json"
+LSIB_LINES = {  # LSIB feature name -> (border id, kind)
+    "Military Demarcation Line": ("mdl", "mdl"),
+    "DMZ northern boundary": ("dmz-north", "dmz_edge"),
+    "DMZ southern boundary": ("dmz-south", "dmz_edge"),
+}
+KOREAS = "KOR; PRK"
+
+MISSILE_CLASSES = ("SRBM", "MRBM", "IRBM", "ICBM", "SLBM")
+VOCAB = {
+    "coord_confidence": ("exact", "approximate", "unknown"),
+    "facility_type": (
+        "missile_operating_base", "missile_base", "launch_site", "launch_area", "test_site", "space_launch_site",
+        "submarine_base", "nuclear_test_site", "nuclear_complex", "support_facility", "airfield",
+    ),
+    "declared_status": ("undeclared", "declared", "acknowledged", "unknown"),
+    "unit_size": (
+        "battalion", "battalion-or-regiment", "regiment", "regiment-or-brigade", "brigade", "reinforced-brigade",
+        "brigade-or-larger",
+    ),
+    "belt": ("first", "second", "strategic"),
+    "kind": ("imagery", "report", "event"),
+    "status_seen": ("active", "inactive", "under_construction", "unknown"),
+    "range_kind": ("maximum", "observed_flight", "claimed", "estimate"),
+    "confidence": ("normal", "low"),
+    "place_kind": ("capital", "territorial_capital", "city", "military_base", "air_base", "airfield", "reference_point"),
+    "target_kind": ("place", "border"),
+}
+
+SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+LAYER_DESCRIPTIONS = {
+    "sites": "Missile and related sites; NULL geometry where no trustworthy coordinate is known.",
+    "missiles": "Missile systems with their best published range and its kind.",
+    "observations": "Dated observations of sites (imagery, reports, events) with the status seen.",
+    "sources": "Every source cited by the catalogue.",
+    "places": "Reference places analysts measure distances to.",
+    "reported_distances": "Distances the sources themselves state, to cross-check coordinates.",
+    "borders": "MDL and DMZ edges (LSIB) and land borders shared by two Natural Earth countries.",
+    "countries": "Natural Earth 1:10m admin-0 countries.",
+}
+
+
+# --- reading and validating the text sources ------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """One CSV source: its file name and its rows as (line number, values)."""
+
+    name: str
+    rows: list[tuple[int, dict[str, str]]]
+
+    def ids(self, column: str = "id") -> set[str]:
+        """The set of values of one column."""
+        return {row[column] for _, row in self.rows}
+
+
+def _fail(file: str, line: int, problem: str) -> None:
+    """Raise the one error shape for bad sources: file, line and problem."""
+    raise ValueError(f"{file}: line {line}: {problem}")
+
+
+def read_table(path: Path, columns: tuple[str, ...]) -> Table:
+    """A UTF-8 CSV with exactly the given header, one row per line, cells without stray whitespace."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name}: not UTF-8 ({exc})") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    if tuple(reader.fieldnames or ()) != columns:
+        _fail(path.name, 1, f"header is {reader.fieldnames}, expected {list(columns)}")
+    rows = []
+    for row in reader:
+        if None in row or None in row.values():
+            _fail(path.name, reader.line_num, f"expected {len(columns)} cells")
+        if any("\n" in value or "\r" in value for value in row.values()):
+            _fail(path.name, reader.line_num, "a cell spans lines (one row per line)")
+        if any(value != value.strip() for value in row.values()):
+            _fail(path.name, reader.line_num, "a cell has leading or trailing whitespace")
+        rows.append((reader.line_num, row))
+    return Table(path.name, rows)
+
+
+def split_cell(value: str) -> list[str]:
+    """A `; `-separated cell as its items (empty cell: no items)."""
+    return value.split(SEP) if value else []
+
+
+Rule = Callable[[str, dict], "str | None"]
+
+
+def required(value: str, _ctx: dict) -> str | None:
+    """The cell must not be blank."""
+    return None if value else "is blank"
+
+
+def optional(_value: str, _ctx: dict) -> str | None:
+    """Any text, blank allowed."""
+    return None
+
+
+def slug(value: str, _ctx: dict) -> str | None:
+    """A lowercase slug id."""
+    return None if SLUG.match(value) else f"{value!r} is not a slug (lowercase letters, digits, single hyphens)"
+
+
+def enum(name: str, blank_ok: bool = False) -> Rule:
+    """One value of a named vocabulary (or blank when allowed)."""
+    def rule(value: str, _ctx: dict) -> str | None:
+        if (blank_ok and not value) or value in VOCAB[name]:
+            return None
+        return f"{value!r} is not one of {', '.join(VOCAB[name])}"
+    return rule
+
+
+def date(value: str, _ctx: dict) -> str | None:
+    """Blank, or an ISO date, possibly partial (YYYY, YYYY-MM, YYYY-MM-DD)."""
+    if not value:
+        return None
+    if PARTIAL_DATE.match(value):
+        padded = value + "-01" * (2 - value.count("-"))
+        try:
+            datetime.date.fromisoformat(padded)
+            return None
+        except ValueError:
+            pass
+    return f"{value!r} is not an ISO date (YYYY, YYYY-MM or YYYY-MM-DD)"
+
+
+def url(value: str, _ctx: dict) -> str | None:
+    """Blank or an http(s) URL without spaces."""
+    ok = not value or (value.startswith(("http://", "https://")) and " " not in value)
+    return None if ok else f"{value!r} is not an http(s) URL"
+
+
+def number(value: str, _ctx: dict) -> str | None:
+    """Blank or a finite number >= 0."""
+    if not value:
+        return None
+    try:
+        parsed = float(value)
+    except ValueError:
+        return f"{value!r} is not a number"
+    return None if math.isfinite(parsed) and parsed >= 0 else f"{value!r} is not a finite number >= 0"
+
+
+def alpha3(blank_ok: bool) -> Rule:
+    """An ISO 3166-1 alpha-3 code (or blank when allowed)."""
+    def rule(value: str, _ctx: dict) -> str | None:
+        if (blank_ok and not value) or (value.isupper() and pycountry.countries.get(alpha_3=value)):
+            return None
+        return f"{value!r} is not an ISO 3166-1 alpha-3 code"
+    return rule
+
+
+def items(check: Callable[[str], str | None], blank_ok: bool = True) -> Rule:
+    """A `; `-separated list whose items are unique, non-blank and pass `check`."""
+    def rule(value: str, _ctx: dict) -> str | None:
+        if not value:
+            return None if blank_ok else "is blank"
+        parts = split_cell(value)
+        if any(not part or part != part.strip() or ";" in part for part in parts):
+            return f"{value!r} is not a '; '-separated list"
+        if len(set(parts)) != len(parts):
+            return f"{value!r} repeats an item"
+        return next((problem for part in parts if (problem := check(part))), None)
+    return rule
+
+
+def ref(kind: str, label: str, many: bool = False, blank_ok: bool = False) -> Rule:
+    """Id(s) that must exist among the known ids of one kind (sources, missiles, sites, ...)."""
+    def one(ctx: dict) -> Callable[[str], str | None]:
+        return lambda item: None if item in ctx[kind] else f"unknown {label} id {item!r}"
+
+    def rule(value: str, ctx: dict) -> str | None:
+        if many:
+            return items(one(ctx), blank_ok)(value, ctx)
+        if not value:
+            return None if blank_ok else "is blank"
+        return one(ctx)(value)
+    return rule
+
+
+def missile_class(item: str) -> str | None:
+    """One missile class of the fixed set."""
+    return None if item in MISSILE_CLASSES else f"{item!r} is not one of {', '.join(MISSILE_CLASSES)}"
+
+
+SCHEMAS: dict[str, dict[str, Rule]] = {
+    "sources.csv": {
+        "id": slug, "title": required, "publisher": required, "published_on": date, "url": url, "notes": optional,
+    },
+    "missiles.csv": {
+        "id": slug, "name": required, "aliases": items(lambda _: None), "class": lambda v, c: missile_class(v),
+        "range_min_km": number, "range_max_km": number, "range_kind": enum("range_kind", blank_ok=True),
+        "confidence": enum("confidence", blank_ok=True), "source_ids": ref("sources", "source", many=True, blank_ok=False),
+        "notes": optional,
+    },
+    "places.csv": {
+        "id": slug, "name": required, "kind": enum("place_kind"), "country": alpha3(blank_ok=True),
+        "lon": required, "lat": required, "source_id": ref("sources", "source"), "notes": optional,
+    },
+    "sites.csv": {
+        "id": slug, "name": required, "aliases": items(lambda _: None), "country": alpha3(blank_ok=False),
+        "province": optional, "lon": optional, "lat": optional, "coord_confidence": enum("coord_confidence"),
+        "coord_precision_m": number, "coord_source_id": ref("sources", "source", blank_ok=True),
+        "facility_type": enum("facility_type"), "declared_status": enum("declared_status"),
+        "missile_types": ref("missiles", "missile", many=True, blank_ok=True), "missile_classes_reported": items(missile_class),
+        "unit_size": enum("unit_size", blank_ok=True), "belt": enum("belt", blank_ok=True), "belt_notes": optional,
+        "notes": optional, "source_ids": ref("sources", "source", many=True, blank_ok=False),
+    },
+    "observations.csv": {
+        "id": slug, "site_id": ref("sites", "site"), "observed_on": lambda v, c: required(v, c) or date(v, c),
+        "kind": enum("kind"), "status_seen": enum("status_seen"), "source_id": ref("sources", "source"),
+        "notes": optional,
+    },
+    "reported_distances.csv": {
+        "site_id": ref("sites", "site"), "target_kind": enum("target_kind"), "target_id": required,
+        "reported_km": lambda v, c: required(v, c) or number(v, c), "source_id": ref("sources", "source"),
+        "notes": optional,
+    },
+}
+SORT_KEYS = {"reported_distances.csv": ("site_id", "target_kind", "target_id")}
+
+
+def validate_cells(table: Table, ctx: dict) -> None:
+    """Check every cell against its column's rule."""
+    for line, row in table.rows:
+        for column, rule in SCHEMAS[table.name].items():
+            if problem := rule(row[column], ctx):
+                _fail(table.name, line, f"{column}: {problem}")
+
+
+def validate_order(table: Table) -> None:
+    """Rows are unique and sorted by id (or by the file's sort key) so diffs stay reviewable."""
+    keys = SORT_KEYS.get(table.name, ("id",))
+    previous = None
+    for line, row in table.rows:
+        key = tuple(row[k] for k in keys)
+        if previous is not None and key <= previous:
+            problem = "duplicate" if key == previous else "out of order"
+            _fail(table.name, line, f"{'/'.join(keys)} {'/'.join(key)} is {problem} (rows must be sorted, unique)")
+        previous = key
+
+
+def coordinate(row: dict, file: str, line: int, required_: bool) -> tuple[float, float] | None:
+    """The row's lon/lat as floats, checked for range; None when both are blank and allowed."""
+    if not row["lon"] and not row["lat"] and not required_:
+        return None
+    values = {}
+    for axis, limit in (("lon", 180.0), ("lat", 90.0)):
+        try:
+            values[axis] = float(row[axis])
+        except ValueError:
+            _fail(file, line, f"{axis} {row[axis]!r} is not a number (give both lon and lat, or neither)")
+        if not -limit <= values[axis] <= limit:
+            _fail(file, line, f"{axis} {row[axis]} out of range [-{limit:g}, {limit:g}]")
+    return values["lon"], values["lat"]
+
+
+def validate_site_row(row: dict, file: str, line: int) -> None:
+    """A site's coordinate fields agree with each other."""
+    located = coordinate(row, file, line, required_=False) is not None
+    if located == (row["coord_confidence"] == "unknown"):
+        _fail(file, line, "coord_confidence must be 'unknown' exactly when lon/lat are blank")
+    if located != bool(row["coord_source_id"]):
+        _fail(file, line, "coord_source_id must be given exactly when lon/lat are given")
+    if row["coord_precision_m"] and not located:
+        _fail(file, line, "coord_precision_m given without a coordinate")
+    if row["coord_source_id"] and row["coord_source_id"] not in split_cell(row["source_ids"]):
+        _fail(file, line, f"coord_source_id {row['coord_source_id']!r} is not among source_ids")
+
+
+def validate_missile_row(row: dict, file: str, line: int) -> None:
+    """A missile's range fields agree with each other."""
+    low, high = row["range_min_km"], row["range_max_km"]
+    if low and not high:
+        _fail(file, line, "range_min_km given without range_max_km")
+    if low and high and float(low) > float(high):
+        _fail(file, line, f"range_min_km {low} exceeds range_max_km {high}")
+    for column in ("range_kind", "confidence"):
+        if bool(row[column]) != bool(high):
+            _fail(file, line, f"{column} must be given exactly when range_max_km is given")
+
+
+def validate_target_row(row: dict, file: str, line: int, ctx: dict) -> None:
+    """A reported distance's target exists among places or borders, by its kind."""
+    known = ctx["places"] if row["target_kind"] == "place" else ctx["borders"]
+    if row["target_id"] not in known:
+        _fail(file, line, f"target_id: unknown {row['target_kind']} id {row['target_id']!r}")
+
+
+def load_sources(sources_dir: Path, border_ids: set[str]) -> dict[str, Table]:
+    """Read and validate every CSV source, in dependency order; raise ValueError naming file and line."""
+    ctx: dict[str, set[str]] = {"borders": border_ids}
+    tables: dict[str, Table] = {}
+    for name, kind in (("sources.csv", "sources"), ("missiles.csv", "missiles"), ("places.csv", "places"),
+                       ("sites.csv", "sites"), ("observations.csv", "observations"),
+                       ("reported_distances.csv", None)):
+        table = read_table(sources_dir / name, tuple(SCHEMAS[name]))
+        validate_order(table)
+        validate_cells(table, ctx)
+        validate_rows(table, ctx)
+        tables[name] = table
+        if kind:
+            ctx[kind] = table.ids()
+    for source_id in (LSIB_SOURCE_ID, NE_SOURCE_ID):
+        if source_id not in ctx["sources"]:
+            raise ValueError(f"sources.csv: the geo files' source id {source_id!r} is missing")
+    return tables
+
+
+def validate_rows(table: Table, ctx: dict) -> None:
+    """Cross-column checks of one table."""
+    for line, row in table.rows:
+        if table.name == "sites.csv":
+            validate_site_row(row, table.name, line)
+        elif table.name == "places.csv":
+            coordinate(row, table.name, line, required_=True)
+        elif table.name == "missiles.csv":
+            validate_missile_row(row, table.name, line)
+        elif table.name == "reported_distances.csv":
+            validate_target_row(row, table.name, line, ctx)
+
+
+# --- layers from the text sources ---------------------------------------------------------------
+
+
+def frame(table: Table, drop: tuple[str, ...] = (), numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A table as a DataFrame: blanks as NULL, numeric columns as floats, in file order."""
+    columns = [c for c in SCHEMAS[table.name] if c not in drop]
+    data = {c: pd.Series([row[c] or None for _, row in table.rows], dtype=object) for c in columns}
+    for column in numeric:
+        data[column] = pd.to_numeric(data[column]).astype(float)
+    return pd.DataFrame(data, columns=columns)
+
+
+def point_of(row: dict) -> shapely.Point | None:
+    """A row's lon/lat as a point, or None when unknown."""
+    return shapely.Point(float(row["lon"]), float(row["lat"])) if row["lon"] else None
+
+
+def latest_status(observations: Table) -> dict[str, tuple[str, str]]:
+    """Per site, (status_seen, observed_on) of the latest-dated observation that saw a status."""
+    latest: dict[str, tuple[str, str, str]] = {}
+    for _, row in observations.rows:
+        if row["status_seen"] == "unknown":
+            continue
+        key = (row["observed_on"], row["id"], row["status_seen"])
+        if row["site_id"] not in latest or key > latest[row["site_id"]]:
+            latest[row["site_id"]] = key
+    return {site: (status, on) for site, (on, _, status) in latest.items()}
+
+
+def site_classes(row: dict, classes: dict[str, str]) -> str | None:
+    """The sorted classes of a site's missile types united with the classes reported without a type."""
+    found = {classes[m] for m in split_cell(row["missile_types"])} | set(split_cell(row["missile_classes_reported"]))
+    return SEP.join(sorted(found)) or None
+
+
+def sites_layer(tables: dict[str, Table]) -> gpd.GeoDataFrame:
+    """The sites layer: sites.csv without lon/lat, plus missile_classes and the current status."""
+    sites = tables["sites.csv"]
+    classes = {row["id"]: row["class"] for _, row in tables["missiles.csv"].rows}
+    status = latest_status(tables["observations.csv"])
+    data = frame(sites, drop=("lon", "lat"), numeric=("coord_precision_m",))
+    data["missile_classes"] = pd.Series([site_classes(row, classes) for _, row in sites.rows], dtype=object)
+    data["current_status"] = pd.Series([status.get(row["id"], ("unknown", None))[0] for _, row in sites.rows], dtype=object)
+    data["status_observed_on"] = pd.Series([status.get(row["id"], (None, None))[1] for _, row in sites.rows], dtype=object)
+    return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in sites.rows], crs=CRS)
+
+
+def places_layer(places: Table) -> gpd.GeoDataFrame:
+    """The places layer: places.csv with lon/lat as point geometry."""
+    data = frame(places, drop=("lon", "lat"))
+    return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in places.rows], crs=CRS)
+
+
+# --- borders and countries from the geo files -----------------------------------------------------
+
+
+def file_version(path: Path, label: str) -> str:
+    """A geo file's version: its upstream label and the SHA-256 of the copied bytes."""
+    return f"{label}; sha256={hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
+def as_multilinestring(geometry) -> shapely.MultiLineString:
+    """A LineString or MultiLineString as a MultiLineString."""
+    return geometry if geometry.geom_type == "MultiLineString" else shapely.MultiLineString([geometry])
+
+
+def lsib_borders(path: Path) -> list[dict]:
+    """The MDL and the DMZ's two edges from the LSIB GeoJSON, as border rows."""
+    version = file_version(path, LSIB_VERSION)
+    rows = []
+    for feature in json.loads(path.read_text(encoding="utf-8"))["features"]:
+        name = feature["properties"]["name"]
+        if name not in LSIB_LINES:
+            raise ValueError(f"{path.name}: unexpected feature {name!r}")
+        border_id, kind = LSIB_LINES[name]
+        rows.append({"id": border_id, "name": name, "kind": kind, "countries": KOREAS, "source_id": LSIB_SOURCE_ID,
+                     "source_version": version, "geometry": as_multilinestring(shapely.geometry.shape(feature["geometry"]))})
+    if sorted(r["id"] for r in rows) != sorted(i for i, _ in LSIB_LINES.values()):
+        raise ValueError(f"{path.name}: expected exactly the features {sorted(LSIB_LINES)}")
+    return rows
+
+
+def decode_arcs(topology: dict) -> list[list[tuple[float, float]]]:
+    """A quantized TopoJSON's arcs as absolute lon/lat coordinates (delta-decoded with the transform)."""
+    (sx, sy), (tx, ty) = topology["transform"]["scale"], topology["transform"]["translate"]
+    arcs = []
+    for arc in topology["arcs"]:
+        x = y = 0
+        points = []
+        for dx, dy in arc:
+            x, y = x + dx, y + dy
+            points.append((x * sx + tx, y * sy + ty))
+        arcs.append(points)
+    return arcs
+
+
+def ring(arcs: list, indexes: list[int]) -> list[tuple[float, float]]:
+    """A polygon ring from arc indexes (~i is arc i reversed), shared end points dropped."""
+    points: list[tuple[float, float]] = []
+    for index in indexes:
+        part = arcs[index] if index >= 0 else arcs[~index][::-1]
+        points.extend(part if not points else part[1:])
+    return points
+
+
+def multipolygon(arcs: list, geometry: dict) -> shapely.MultiPolygon:
+    """A TopoJSON Polygon or MultiPolygon as a MultiPolygon, without rings quantization collapsed (< 4 points)."""
+    polygons = geometry["arcs"] if geometry["type"] == "MultiPolygon" else [geometry["arcs"]]
+    parts = []
+    for rings in polygons:
+        coords = [ring(arcs, r) for r in rings]
+        if len(coords[0]) >= 4:
+            parts.append(shapely.Polygon(coords[0], [hole for hole in coords[1:] if len(hole) >= 4]))
+    return shapely.MultiPolygon(parts)
+
+
+def arc_indexes(geometry: dict) -> Iterator[int]:
+    """Every arc a TopoJSON geometry uses, as a non-negative index."""
+    stack = [geometry.get("arcs", [])]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item if item >= 0 else ~item
+
+
+def fallback_id(name: str) -> str:
+    """A stable id for a Natural Earth unit without a usable ISO code: NE_ plus its name in capitals."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return "NE_" + re.sub(r"[^A-Z0-9]+", "_", ascii_name.upper()).strip("_")
+
+
+def iso_alpha3(geometry: dict) -> str | None:
+    """The alpha-3 code of a unit's ISO numeric id, or None when the id is missing or unmapped."""
+    country = pycountry.countries.get(numeric=geometry["id"]) if geometry.get("id") else None
+    return country.alpha_3 if country else None
+
+
+def named_as_iso(geometry: dict) -> bool:
+    """Whether a unit's Natural Earth name is one of its ISO code's names in pycountry."""
+    country = pycountry.countries.get(numeric=geometry["id"]) if geometry.get("id") else None
+    names = {getattr(country, attr, None) for attr in ("name", "common_name", "official_name")} if country else set()
+    return geometry["properties"]["name"] in names
+
+
+def country_ids(geometries: list[dict]) -> list[str]:
+    """Each unit's id: its alpha-3 code, unless missing, unmapped, or shared with a unit that bears the ISO name."""
+    codes = [iso_alpha3(g) for g in geometries]
+    counts = Counter(code for code in codes if code)
+    ids = [code if code and (counts[code] == 1 or named_as_iso(g)) else fallback_id(g["properties"]["name"])
+           for g, code in zip(geometries, codes)]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{NE_FILE}: country ids are not unique: {sorted(i for i in ids if ids.count(i) > 1)}")
+    return ids
+
+
+def country_rows(topology: dict, arcs: list, version: str) -> list[dict]:
+    """Every Natural Earth unit as a country row (with the arcs it uses), sorted by id."""
+    geometries = topology["objects"]["countries"]["geometries"]
+    rows = [{"id": country_id, "iso_n3": g.get("id"), "name": g["properties"]["name"], "source_id": NE_SOURCE_ID,
+             "geometry": multipolygon(arcs, g), "_arcs": set(arc_indexes(g)), "_version": version}
+            for country_id, g in zip(country_ids(geometries), geometries)]
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def land_border_rows(countries: list[dict], arcs: list) -> list[dict]:
+    """Land borders: arcs used by exactly two countries, merged per pair into one MultiLineString."""
+    users: dict[int, set[str]] = defaultdict(set)
+    for country in countries:
+        for index in country["_arcs"]:
+            users[index].add(country["id"])
+    pairs: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for index in sorted(users):
+        if len(users[index]) == 2:
+            pairs[tuple(sorted(users[index], key=str.lower))].append(index)
+    names = {c["id"]: c["name"] for c in countries}
+    version = countries[0]["_version"]
+    return [{"id": f"{a.lower()}-{b.lower()}", "name": f"{names[a]} – {names[b]}", "kind": "land_border",
+             "countries": SEP.join(sorted((a, b))), "source_id": NE_SOURCE_ID, "source_version": version,
+             "geometry": as_multilinestring(shapely.line_merge(shapely.MultiLineString([arcs[i] for i in indexes])))}
+            for (a, b), indexes in pairs.items()]
+
+
+def geo_layers(sources_dir: Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The borders and countries layers from the LSIB GeoJSON and the Natural Earth TopoJSON."""
+    path = sources_dir / NE_FILE
+    topology = json.loads(path.read_text(encoding="utf-8"))
+    arcs = decode_arcs(topology)
+    countries = country_rows(topology, arcs, file_version(path, NE_VERSION))
+    borders = sorted(lsib_borders(sources_dir / LSIB_FILE) + land_border_rows(countries, arcs), key=lambda r: r["id"])
+    country_frame = pd.DataFrame([{k: v for k, v in c.items() if not k.startswith("_")} for c in countries])
+    return (gpd.GeoDataFrame(pd.DataFrame(borders), geometry="geometry", crs=CRS),
+            gpd.GeoDataFrame(country_frame, geometry="geometry", crs=CRS))
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def gdal_config(options: dict[str, str]) -> Iterator[None]:
+    """Set GDAL config options for the duration of a block, then restore the previous values."""
+    previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
+    pyogrio.set_gdal_config_options(options)
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options(previous)
+
+
+def write_layers(path: Path, layers: list[tuple[str, pd.DataFrame, str | None]]) -> None:
+    """Write the layers, in order, into a new GeoPackage."""
+    with gdal_config(GDAL_OPTIONS):
+        for name, data, geometry_type in layers:
+            pyogrio.write_dataframe(data, path, layer=name, driver="GPKG", geometry_type=geometry_type,
+                                    layer_options={"DESCRIPTION": LAYER_DESCRIPTIONS[name]})
+
+
+def write_atomically(out_path: Path, layers: list[tuple[str, pd.DataFrame, str | None]]) -> None:
+    """Write to a temporary file beside out_path, then move it into place (never a half-written file)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp.gpkg", dir=out_path.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    temp.unlink()
+    try:
+        write_layers(temp, layers)
+        os.replace(temp, out_path)
+    finally:
+        for leftover in (temp, temp.with_name(temp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def build(sources_dir: Path, out_path: Path) -> Path:
+    """Validate geodata/sources and write the catalogue GeoPackage to out_path, deterministically."""
+    sources_dir, out_path = Path(sources_dir), Path(out_path)
+    borders, countries = geo_layers(sources_dir)
+    tables = load_sources(sources_dir, set(borders["id"]))
+    layers = [
+        ("sites", sites_layer(tables), "Point"),
+        ("missiles", frame(tables["missiles.csv"], numeric=("range_min_km", "range_max_km")), None),
+        ("observations", frame(tables["observations.csv"]), None),
+        ("sources", frame(tables["sources.csv"]), None),
+        ("reported_distances", frame(tables["reported_distances.csv"], numeric=("reported_km",)), None),
+        ("places", places_layer(tables["places.csv"]), "Point"),
+        ("borders", borders, "MultiLineString"),
+        ("countries", countries, "MultiPolygon"),
+    ]
+    write_atomically(out_path, layers)
+    return out_path
+
+
+def main() -> None:
+    """Rebuild geodata/catalogue.gpkg from geodata/sources (`python -m app.build_data`)."""
+    print(f"wrote {build(SOURCES_DIR, CATALOGUE_PATH)}")
+
+
+if __name__ == "__main__":
+    main()

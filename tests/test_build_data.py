@@ -1,0 +1,312 @@
+"""The data build: validated text sources in, a valid, deterministic GeoPackage out, with the key facts intact."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyogrio
+import pytest
+from osgeo_utils.samples import validate_gpkg
+
+from app.build_data import build
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = REPO / "geodata" / "sources"
+COMMITTED = REPO / "geodata" / "catalogue.gpkg"
+LAYERS = ("sites", "missiles", "observations", "sources", "reported_distances", "places", "borders", "countries")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """One fresh build of geodata/sources into a temporary folder."""
+    return build(SOURCES, tmp_path_factory.mktemp("build") / "catalogue.gpkg")
+
+
+@pytest.fixture(scope="module")
+def layers(built) -> dict[str, pd.DataFrame]:
+    """Every layer of the fresh build, read back with pyogrio."""
+    return {name: pyogrio.read_dataframe(built, layer=name) for name in LAYERS}
+
+
+@pytest.fixture
+def sources_copy(tmp_path) -> Path:
+    """A private copy of geodata/sources that a test may corrupt."""
+    return Path(shutil.copytree(SOURCES, tmp_path / "sources"))
+
+
+def row(frame: pd.DataFrame, row_id: str) -> pd.Series:
+    """The one row of a layer with the given id."""
+    matches = frame[frame["id"] == row_id]
+    assert len(matches) == 1, f"expected one row with id {row_id!r}, found {len(matches)}"
+    return matches.iloc[0]
+
+
+def blank(value) -> bool:
+    """Whether a value read back is NULL."""
+    return value is None or (not isinstance(value, str) and pd.isna(value))
+
+
+# --- the file itself ------------------------------------------------------------------------------
+
+
+def test_validate_gpkg_with_extra_checks_and_warnings_as_errors(built):
+    argv = ["validate_gpkg", "-k", "--extra", "--warning-as-error", str(built)]
+    assert validate_gpkg.main(argv, output_in_string=True) == 0, validate_gpkg.get_output_string()
+
+
+def test_two_builds_are_byte_identical(built, tmp_path):
+    again = build(SOURCES, tmp_path / "again.gpkg")
+    assert again.read_bytes() == built.read_bytes()
+
+
+def test_committed_catalogue_is_a_fresh_build(built):
+    assert COMMITTED.is_file(), "geodata/catalogue.gpkg is missing: run `missile-sites build-data`"
+    assert COMMITTED.read_bytes() == built.read_bytes(), "geodata/catalogue.gpkg is stale: run `missile-sites build-data`"
+
+
+def test_build_returns_the_output_path_and_leaves_no_temporary_file(built):
+    assert built.name == "catalogue.gpkg"
+    assert sorted(p.name for p in built.parent.iterdir()) == ["catalogue.gpkg"]
+
+
+# --- layers and schemas ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "geometry_type", "count"),
+    [
+        ("sites", "Point", 23),
+        ("missiles", None, 18),
+        ("places", "Point", 15),
+        ("reported_distances", None, 25),
+        ("observations", None, None),
+        ("sources", None, None),
+        ("borders", "MultiLineString", None),
+        ("countries", "MultiPolygon", None),
+    ],
+)
+def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
+    info = pyogrio.read_info(built, layer=layer)
+    assert info["geometry_type"] == geometry_type
+    assert info["crs"] == ("EPSG:4326" if geometry_type else None)
+    assert info["features"] == count if count is not None else info["features"] > 0
+
+
+@pytest.mark.parametrize(
+    ("layer", "columns"),
+    [
+        ("sites", ["id", "name", "aliases", "country", "province", "coord_confidence", "coord_precision_m",
+                   "coord_source_id", "facility_type", "declared_status", "missile_types", "missile_classes_reported",
+                   "unit_size", "belt", "belt_notes", "notes", "source_ids", "missile_classes", "current_status",
+                   "status_observed_on"]),
+        ("missiles", ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_kind", "confidence",
+                      "source_ids", "notes"]),
+        ("observations", ["id", "site_id", "observed_on", "kind", "status_seen", "source_id", "notes"]),
+        ("sources", ["id", "title", "publisher", "published_on", "url", "notes"]),
+        ("reported_distances", ["site_id", "target_kind", "target_id", "reported_km", "source_id", "notes"]),
+        ("places", ["id", "name", "kind", "country", "source_id", "notes"]),
+        ("borders", ["id", "name", "kind", "countries", "source_id", "source_version"]),
+        ("countries", ["id", "iso_n3", "name", "source_id"]),
+    ],
+)
+def test_layer_columns(built, layer, columns):
+    assert list(pyogrio.read_info(built, layer=layer)["fields"]) == columns
+
+
+@pytest.mark.parametrize(
+    ("layer", "column", "expected_dtype"),
+    [
+        ("sites", "coord_precision_m", "float64"),
+        ("missiles", "range_min_km", "float64"),
+        ("missiles", "range_max_km", "float64"),
+        ("reported_distances", "reported_km", "float64"),
+    ],
+)
+def test_numeric_columns_are_real(built, layer, column, expected_dtype):
+    info = pyogrio.read_info(built, layer=layer)
+    assert dict(zip(info["fields"], info["dtypes"]))[column] == expected_dtype
+
+
+# --- key values -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("site_id", "lon_lat"),
+    [
+        ("sakkanmol", (126.107945, 38.584698)),
+        ("kal-gol", (126.7226, 38.682288)),
+        ("okpyong-dong", (127.305, 39.283889)),
+        ("yeongjeo-dong", None),
+        ("sil-li-ballistic-missile-support-facility", None),
+    ],
+)
+def test_site_geometry(layers, site_id, lon_lat):
+    geometry = row(layers["sites"], site_id).geometry
+    if lon_lat is None:
+        assert geometry is None
+    else:
+        assert geometry.geom_type == "Point" and (geometry.x, geometry.y) == lon_lat
+
+
+@pytest.mark.parametrize(
+    ("layer", "row_id", "column", "expected"),
+    [
+        ("sites", "sakkanmol", "coord_confidence", "exact"),
+        ("sites", "sakkanmol", "declared_status", "undeclared"),
+        ("sites", "sakkanmol", "missile_types", "hwasong-5; hwasong-6"),
+        ("sites", "sakkanmol", "belt", "first"),
+        ("sites", "sakkanmol", "current_status", "active"),
+        ("sites", "sakkanmol", "status_observed_on", "2018-11-12"),
+        ("sites", "kumchon-ni", "coord_precision_m", 31.0),
+        ("sites", "kal-gol", "coord_confidence", "approximate"),
+        ("sites", "hoejung-ni", "missile_types", None),
+        ("sites", "hoejung-ni", "missile_classes", "ICBM; IRBM"),
+        ("sites", "yusang-ni", "missile_classes", "ICBM"),
+        ("sites", "sinpo-shipyard", "missile_classes", "SLBM"),
+        ("sites", "sangnam-ni", "unit_size", "battalion-or-regiment"),
+        ("sites", "yeongjeo-dong", "coord_confidence", "unknown"),
+        ("sites", "yeongjeo-dong", "coord_precision_m", None),
+        ("sites", "yeongjeo-dong", "coord_source_id", None),
+        ("sites", "hwangju-launch-area", "coord_precision_m", None),
+        ("sites", "okpyong-dong", "current_status", "unknown"),
+        ("sites", "sil-li-ballistic-missile-support-facility", "current_status", "under_construction"),
+        ("sites", "sil-li-ballistic-missile-support-facility", "status_observed_on", "2020-05"),
+        ("sites", "sohae-satellite-launching-station", "declared_status", "acknowledged"),
+        ("sites", "sinpo-shipyard", "declared_status", "unknown"),
+        ("missiles", "hwasong-16b", "range_max_km", None),
+        ("missiles", "hwasong-16b", "range_kind", None),
+        ("missiles", "hwasong-11da-4-5", "range_min_km", 90.0),
+        ("missiles", "hwasong-11da-4-5", "range_kind", "claimed"),
+        ("missiles", "hwasong-11a", "range_kind", "observed_flight"),
+        ("missiles", "hwasong-19", "confidence", "low"),
+        ("missiles", "hwasong-7", "range_max_km", 1300.0),
+        ("missiles", "kn-25", "class", "SRBM"),
+        ("places", "panmunjom", "country", None),
+        ("places", "andersen-afb", "country", "GUM"),
+        ("sources", "csis-bp-sakkanmol-2018", "published_on", "2018-11-12"),
+        ("sources", "csis-bp-sil-li-2020", "url", None),
+        ("observations", "sakkanmol-2018-03-29-imagery", "status_seen", "active"),
+        ("countries", "PRK", "iso_n3", "408"),
+        ("countries", "NE_KOSOVO", "iso_n3", None),
+    ],
+)
+def test_key_value(layers, layer, row_id, column, expected):
+    value = row(layers[layer], row_id)[column]
+    assert blank(value) if expected is None else value == expected
+
+
+@pytest.mark.parametrize(
+    ("border_id", "kind", "countries", "box"),
+    [
+        ("mdl", "mdl", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
+        ("dmz-north", "dmz_edge", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
+        ("dmz-south", "dmz_edge", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
+        ("kor-prk", "land_border", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
+        ("chn-prk", "land_border", "CHN; PRK", (124.0, 39.5, 131.0, 43.1)),
+        ("prk-rus", "land_border", "PRK; RUS", (130.4, 42.2, 130.8, 42.6)),
+        ("can-usa", "land_border", "CAN; USA", (-141.1, 41.6, -66.8, 69.7)),
+    ],
+)
+def test_border(layers, border_id, kind, countries, box):
+    border = row(layers["borders"], border_id)
+    assert (border["kind"], border["countries"]) == (kind, countries)
+    assert border.geometry.geom_type == "MultiLineString" and not border.geometry.is_empty
+    min_x, min_y, max_x, max_y = border.geometry.bounds
+    assert box[0] <= min_x and box[1] <= min_y and max_x <= box[2] and max_y <= box[3]
+
+
+def test_border_ids_are_sorted_pairs_of_lowercase_codes(layers):
+    land = layers["borders"][layers["borders"]["kind"] == "land_border"]
+    for border_id, countries in zip(land["id"], land["countries"]):
+        first, second = border_id.split("-")
+        assert first < second and countries == "; ".join(sorted([first.upper(), second.upper()]))
+
+
+def test_every_cited_id_resolves(layers):
+    sources = set(layers["sources"]["id"])
+    cited = {i for cell in layers["sites"]["source_ids"] for i in cell.split("; ")}
+    cited |= {i for cell in layers["missiles"]["source_ids"] for i in cell.split("; ")}
+    cited |= set(layers["observations"]["source_id"]) | set(layers["borders"]["source_id"])
+    assert cited <= sources
+
+
+def test_reported_distance_to_the_dmz_maps_to_the_mdl(layers):
+    reported = layers["reported_distances"]
+    sakkanmol = reported[(reported["site_id"] == "sakkanmol") & (reported["target_kind"] == "border")].iloc[0]
+    assert (sakkanmol["target_id"], sakkanmol["reported_km"]) == ("mdl", 85.0)
+    assert "from the DMZ" in sakkanmol["notes"]
+
+
+# --- validation of corrupted sources --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        ("sites.csv", "undeclared,hwasong-5; hwasong-6,", "undeclared,hwasong-5; hwasong-99,",
+         r"sites\.csv: line \d+: missile_types: unknown missile id 'hwasong-99'"),
+        ("sites.csv", "126.107945,38.584698", "126.107945,95", r"sites\.csv: line \d+: lat 95 out of range"),
+        ("places.csv", "126.9784,37.566,", "186.9784,37.566,", r"places\.csv: line \d+: lon .* out of range"),
+        ("observations.csv", "active,csis-bp-sino-ri-2019,Report", "active,no-such-source,Report",
+         r"observations\.csv: line \d+: source_id: unknown source id 'no-such-source'"),
+        ("missiles.csv", "SRBM,90,500,", "SRBM,900,500,", r"missiles\.csv: line \d+: range_min_km 900 exceeds"),
+        ("missiles.csv", "ICBM,,15000,estimate,low", "ICBM,,15000,estimate,very-low",
+         r"missiles\.csv: line \d+: confidence: 'very-low' is not one of"),
+        ("observations.csv", "2018-03-29,imagery", "2018-02-30,imagery", r"observations\.csv: line \d+: .*not an ISO date"),
+        ("reported_distances.csv", "border,chn-prk,25", "border,chn-xyz,25",
+         r"reported_distances\.csv: line \d+: target_id: unknown border id 'chn-xyz'"),
+        ("sources.csv", "id,title,", "id,titel,", r"sources\.csv: line 1: header is"),
+        ("sites.csv", ",approximate,11,cns", ",unknown,11,cns", r"sites\.csv: line \d+: coord_confidence must be 'unknown'"),
+    ],
+)
+def test_corrupted_source_raises_naming_file_line_and_problem(sources_copy, tmp_path, file, old, new, message):
+    path = sources_copy / file
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"fixture string {old!r} must occur once in {file}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        build(sources_copy, tmp_path / "out" / "catalogue.gpkg")
+
+
+def test_invalid_sources_leave_the_previous_file_alone(sources_copy, tmp_path):
+    out = build(sources_copy, tmp_path / "out" / "catalogue.gpkg")
+    before = out.read_bytes()
+    sites = sources_copy / "sites.csv"
+    sites.write_text(sites.read_text(encoding="utf-8").replace("38.584698", "95"), encoding="utf-8")
+    with pytest.raises(ValueError):
+        build(sources_copy, out)
+    assert out.read_bytes() == before
+    assert [p.name for p in out.parent.iterdir()] == ["catalogue.gpkg"]
+
+
+def test_a_write_failing_midway_leaves_no_partial_file(monkeypatch, tmp_path):
+    out = tmp_path / "out" / "catalogue.gpkg"
+    out.parent.mkdir()
+    out.write_bytes(b"previous")
+    real_write, calls = pyogrio.write_dataframe, []
+
+    def failing_write(*args, **kwargs):
+        calls.append(kwargs["layer"])
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr("app.build_data.pyogrio.write_dataframe", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        build(SOURCES, out)
+    assert out.read_bytes() == b"previous"
+    assert [p.name for p in out.parent.iterdir()] == ["catalogue.gpkg"]
+
+
+def test_build_never_reads_the_shared_reference_folder():
+    code = (REPO / "app" / "build_data.py").read_text(encoding="utf-8")
+    assert "/shared" not in code and "shared/" not in code
+
+
+def test_layer_coordinates_are_finite_lon_lat(layers):
+    for name in ("sites", "places"):
+        for geometry in layers[name].geometry.dropna():
+            assert -180 <= geometry.x <= 180 and -90 <= geometry.y <= 90 and math.isfinite(geometry.x)
