@@ -74,11 +74,16 @@ BORDER_STYLES = {
     "land_border": {"color": "#404040", "weight": 1.2, "opacity": 0.8},
 }
 BORDER_LABELS = {"mdl": "Military Demarcation Line", "dmz_edge": "DMZ edges", "land_border": "Land borders"}
-LAND_STYLE = {"color": "#9a9a8a", "weight": 0.6, "fillColor": "#f2efe4", "fillOpacity": 1, "interactive": False}
+LAND_STYLE = {"stroke": False, "fillColor": "#f2efe4", "fillOpacity": 1, "interactive": False}
 SEA_COLOUR = "#c9dbe8"
 CLUSTER_ABOVE = 40
 DISPLAY_DECIMALS = 5  # about a metre: coordinates drawn on the map, never those measured on
-BASEMAP_TOLERANCE_DEG = 0.01  # countries are the land fill only; borders are drawn at full detail
+# Drawing only (distances are measured on the GeoPackage's full geometries): land and land borders are
+# detailed in the focus area around the query, coarse elsewhere; the MDL and DMZ edges always in full.
+FOCUS_MARGIN_DEG = 4.0
+FOCUS_MAX_SPAN_DEG = (50.0, 35.0)
+DETAIL = {"tolerance_deg": 0.001, "decimals": 4}
+COARSE = {"tolerance_deg": 0.1, "decimals": 2, "min_area_deg2": 0.05}
 TILE_LAYERS = (
     ("OpenStreetMap (online)", "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
      '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors', 19),
@@ -116,6 +121,11 @@ def _items(value) -> list[str]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
     return [item.strip() for item in str(value).split(";") if item.strip()]
+
+
+def drawable(geometry) -> bool:
+    """Whether a cell holds a non-empty geometry (a missing one may be None or NaN)."""
+    return isinstance(geometry, shapely.Geometry) and not geometry.is_empty
 
 
 def _km(value) -> str:
@@ -225,11 +235,36 @@ def _observation_item(observation: pd.Series) -> str:
 # --- layers ------------------------------------------------------------------------------------
 
 
-def _display_geometry(geometry, tolerance_deg: float = 0.0):
-    """A geometry as GeoJSON for drawing: optionally simplified, coordinates rounded to about a metre."""
+def _display_geometry(geometry, tolerance_deg: float = 0.0, decimals: int = DISPLAY_DECIMALS,
+                      min_area_deg2: float = 0.0) -> dict | None:
+    """A geometry as GeoJSON for drawing: simplified, small islands dropped, coordinates rounded; None if empty."""
     if tolerance_deg:
         geometry = geometry.simplify(tolerance_deg, preserve_topology=True)
-    return mapping(shapely.set_precision(geometry, 10 ** -DISPLAY_DECIMALS, mode="pointwise"))
+    if min_area_deg2 and geometry.geom_type == "MultiPolygon":
+        geometry = shapely.MultiPolygon([p for p in geometry.geoms if p.area >= min_area_deg2])
+    geometry = shapely.set_precision(geometry, 10.0 ** -decimals, mode="pointwise")
+    return None if geometry.is_empty else mapping(geometry)
+
+
+def focus_box(shapes) -> tuple[float, float, float, float] | None:
+    """The box drawn in detail: around the given shapes with a margin, or None when they span too much."""
+    shapes = [g for g in shapes if drawable(g)]
+    if not shapes:
+        return None
+    west, south, east, north = shapely.GeometryCollection(shapes).bounds
+    if east - west > FOCUS_MAX_SPAN_DEG[0] or north - south > FOCUS_MAX_SPAN_DEG[1]:
+        return None
+    return (max(west - FOCUS_MARGIN_DEG, -180), max(south - FOCUS_MARGIN_DEG, -90),
+            min(east + FOCUS_MARGIN_DEG, 180), min(north + FOCUS_MARGIN_DEG, 90))
+
+
+def _features(geometries, properties, **display) -> list[dict]:
+    """GeoJSON features of the drawable geometries, each with its properties."""
+    features = []
+    for geometry, props in zip(geometries, properties):
+        if drawable(geometry) and (drawn := _display_geometry(geometry, **display)):
+            features.append({"type": "Feature", "properties": props, "geometry": drawn})
+    return features
 
 
 def _collection(features: list[dict]) -> dict:
@@ -243,7 +278,7 @@ def _base_map() -> folium.Map:
     # Below the tile pane (200), so online tiles cover the vector basemap when they load.
     folium.map.CustomPane("basemap", z_index=150, pointer_events=False).add_to(m)
     m.get_root().header.add_child(Element(
-        f"<style>.leaflet-container {{ background: {SEA_COLOUR}; }}{POPUP_CSS}</style>"), name="missile_sites_css")
+        f"<style>html .leaflet-container {{ background: {SEA_COLOUR}; }}{POPUP_CSS}</style>"), name="missile_sites_css")
     return m
 
 
@@ -253,8 +288,9 @@ POPUP_CSS = """
 .site-popup h4 { margin: 0 0 .3em; font-size: 14px; } .site-popup h5 { margin: .6em 0 .2em; }
 .site-popup th { text-align: left; padding-right: .6em; font-weight: 600; vertical-align: top; }
 .site-popup ul, .site-popup ol { margin: 0; padding-left: 1.3em; }
-.map-box { background: rgba(255,255,255,.92); padding: 6px 8px; border-radius: 4px;
-  font: 11px/1.4 system-ui, sans-serif; box-shadow: 0 1px 4px rgba(0,0,0,.35); max-width: 46em; }
+.map-box { background: rgba(255,255,255,.92); padding: 5px 8px; border-radius: 4px;
+  font: 11px/1.35 system-ui, sans-serif; box-shadow: 0 1px 4px rgba(0,0,0,.35); max-width: 40em; }
+.map-box.legend { max-width: 17em; } .map-box code { word-break: break-all; }
 .map-box h4 { margin: 0 0 .3em; font-size: 12px; }
 .map-box .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -2px; }
 .map-box svg { vertical-align: -4px; margin-right: 4px; }
@@ -262,13 +298,12 @@ POPUP_CSS = """
 """
 
 
-def add_vector_basemap(m: folium.Map, countries) -> None:
-    """Land and countries from the GeoPackage, always drawn (no tiles needed), under any tiles."""
-    features = [
-        {"type": "Feature", "properties": {}, "geometry": _display_geometry(g, BASEMAP_TOLERANCE_DEG)}
-        for g in countries.geometry if g is not None and not g.is_empty
-    ]
-    folium.GeoJson(_collection(features), name="Land (vector basemap)", control=False, pane="basemap",
+def add_vector_basemap(m: folium.Map, countries, focus=None) -> None:
+    """Land from the GeoPackage's countries, always drawn under any tiles: coarse worldwide, detailed in focus."""
+    coarse = _features(countries.geometry, [{}] * len(countries), **COARSE)
+    if focus is not None:
+        coarse += _features(countries.geometry.clip_by_rect(*focus), [{}] * len(countries), **DETAIL)
+    folium.GeoJson(_collection(coarse), name="Land (vector basemap)", control=False, pane="basemap",
                    style_function=lambda _: LAND_STYLE).add_to(m)
 
 
@@ -279,16 +314,21 @@ def add_tile_layers(m: folium.Map) -> None:
         folium.TileLayer(url, name=name, attr=attribution, overlay=False, show=False, max_zoom=max_zoom).add_to(m)
 
 
-def add_borders(m: folium.Map, borders) -> None:
-    """The MDL, the DMZ edges and the land borders as one overlay, each labelled by its name."""
+def add_borders(m: folium.Map, borders, focus=None) -> None:
+    """The MDL and DMZ edges in full, and the land borders (detailed in focus), labelled by name."""
     group = folium.FeatureGroup(name="Borders: MDL, DMZ edges, land borders")
+    box = shapely.box(*focus) if focus is not None else None
     for kind in ("land_border", "dmz_edge", "mdl"):
         rows = borders[borders["kind"] == kind]
-        features = [
-            {"type": "Feature", "properties": {"label": str(row["name"]), "border_id": str(row["id"])},
-             "geometry": _display_geometry(row.geometry)}
-            for _, row in rows.iterrows() if row.geometry is not None and not row.geometry.is_empty
-        ]
+        labels = [{"label": str(row["name"]), "border_id": str(row["id"])} for _, row in rows.iterrows()]
+        if kind != "land_border":
+            features = _features(rows.geometry, labels)
+        elif box is None:
+            features = _features(rows.geometry, labels, **COARSE)
+        else:
+            features = (_features(rows.geometry.clip_by_rect(*focus), labels, **DETAIL)
+                        + _features(rows.geometry.simplify(COARSE["tolerance_deg"]).difference(box), labels,
+                                    decimals=COARSE["decimals"]))
         if features:
             style = {**BORDER_STYLES.get(kind, BORDER_STYLES["land_border"]), "className": f"border border-{kind}"}
             folium.GeoJson(_collection(features), style_function=lambda _, s=style: s,
@@ -305,7 +345,8 @@ def add_range_rings(m: folium.Map, rings: list[dict], colours: dict[str, str]) -
         if key not in groups:
             groups[key] = folium.FeatureGroup(name=inert(f"Range: {_missile_label(ring)}"))
         colour = colours.get(ring.get("class"), NO_CLASS_COLOUR)
-        style = {"color": colour, "weight": 1.5, "fillColor": colour, "fillOpacity": 0.06, "className": "range-ring"}
+        # Outlines only: a catalogue's worth of overlapping ICBM discs would otherwise tint the whole map.
+        style = {"color": colour, "weight": 1.6, "opacity": 0.85, "fill": False, "className": "range-ring"}
         feature = {"type": "Feature", "properties": {"label": label}, "geometry": _display_geometry(ring["geometry"])}
         folium.GeoJson(feature, style_function=lambda _, s=style: s,
                        on_each_feature=folium.JsCode(TEXT_TOOLTIP_JS)).add_to(groups[key])
@@ -351,7 +392,7 @@ def add_query_centre(m: folium.Map, lon: float, lat: float, label: str) -> None:
 def add_sites(m: folium.Map, sites, colours: dict[str, str], popups: dict[str, str], *,
               cluster_above: int = CLUSTER_ABOVE) -> int:
     """Site markers (clustered when there are many) with escaped popups and tooltips; returns how many."""
-    located = [(i, s) for i, s in sites.iterrows() if s.geometry is not None and not s.geometry.is_empty]
+    located = [(i, s) for i, s in sites.iterrows() if drawable(s.geometry)]
     name = inert(f"Sites ({len(located)})")
     group = MarkerCluster(name=name, options={"maxClusterRadius": 40}) if len(located) > cluster_above \
         else folium.FeatureGroup(name=name)
@@ -435,7 +476,7 @@ def add_controls(m: folium.Map) -> None:
 
 def _fit(m: folium.Map, sites, centre, radius_km, borders) -> None:
     """Fit the view to the drawn sites and the query radius, or to the MDL and DMZ when there are none."""
-    shapes = [g for g in sites.geometry if g is not None and not g.is_empty]
+    shapes = [g for g in sites.geometry if drawable(g)]
     if centre is not None and radius_km:
         shapes.append(geodesy.range_ring(centre[0], centre[1], radius_km * 1000))
     elif centre is not None:
@@ -446,7 +487,9 @@ def _fit(m: folium.Map, sites, centre, radius_km, borders) -> None:
         return
     west, south, east, north = shapely.GeometryCollection(shapes).bounds
     pad = 0.3 if (east - west) < 2 and (north - south) < 2 else 0.0
-    m.fit_bounds([[south - pad, west - pad], [north + pad, east + pad]])
+    # Keep the sites clear of the legend (top right) and the footer (bottom left).
+    m.fit_bounds([[south - pad, west - pad], [north + pad, east + pad]], padding_top_left=(30, 30),
+                 padding_bottom_right=(260, 170))
 
 
 # --- self-contained HTML -----------------------------------------------------------------------
@@ -551,10 +594,13 @@ def site_map(
     border_names = {str(b["id"]): str(b["name"]) for _, b in borders.iterrows()}
     colours = class_colours([site_class(s) for _, s in sites.iterrows()] + [r.get("class") for r in rings or []
                                                                              if r.get("class")])
+    located = [g for g in sites.geometry if drawable(g)]
+    centre_point = [shapely.Point(centre)] if centre is not None else []
+    focus = focus_box(located + centre_point or list(borders[borders["kind"] != "land_border"].geometry))
     m = _base_map()
-    add_vector_basemap(m, countries)
+    add_vector_basemap(m, countries, focus)
     add_tile_layers(m)
-    add_borders(m, borders)
+    add_borders(m, borders, focus)
     if rings:
         add_range_rings(m, rings, colours)
     if centre is not None and radius_km:
@@ -570,8 +616,8 @@ def site_map(
     }
     shown = add_sites(m, sites, colours, popups, cluster_above=cluster_above)
     statuses = set(sites["current_status"].dropna()) if "current_status" in sites else set()
-    MapBox(legend_html(colours, statuses), position="bottomright", css_class="legend").add_to(m)
-    unlocated = [str(s.get("name")) for _, s in sites.iterrows() if s.geometry is None or s.geometry.is_empty]
+    MapBox(legend_html(colours, statuses), position="topright", css_class="legend").add_to(m)
+    unlocated = [str(s.get("name")) for _, s in sites.iterrows() if not drawable(s.geometry)]
     MapBox(footer_html(query=query, data_version=data_version, generated_at=generated_at, sources=sources,
                        shown=shown, matched=number_matched, unlocated=unlocated),
            position="bottomleft", css_class="footer").add_to(m)
@@ -617,7 +663,7 @@ def _page_rings(catalogue, sites) -> list[dict]:
     """Every located site's missile range rings, labelled with the site."""
     rings = []
     for site_id, site in sites.iterrows():
-        if site.geometry is None or site.geometry.is_empty:
+        if not drawable(site.geometry):
             continue
         for ring in catalogue.site_rings(site_id):
             rings.append({**ring, "site_id": site_id, "site_name": site.get("name")})
