@@ -38,6 +38,7 @@ _PAD_DEG = 1e-6  # bounding-box padding in degrees (about 0.11 m of latitude)
 _WORLD_TOL_M = 0.01  # a ring this close to the half circumference leaves out less than a centimetre: the world
 _CUT_LOCUS_FROM_M = 19_900_000.0  # every WGS84 geodesic shorter than pi*b = 19,970,326 m is shortest
 _MINIMAL_TOL_M = 1e-5  # a point fwd(az, r) counts as being at distance r when inv agrees to 0.01 mm
+_POLE_TOUCH_M = 1e-3  # a pole this close to the ring is on it, and counted as inside
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _WORLD = box(-180.0, -90.0, 180.0, 90.0)
 
@@ -320,15 +321,20 @@ def _minimal_arcs(lon, lat, radius):
 
 
 def _initial_azimuths(arcs, vertices: int):
-    """Sample azimuths over the shortest-geodesic arcs, and whether each edge to the next lies on an arc."""
+    """Sample azimuths over the shortest-geodesic arcs, and whether each edge to the next lies on an arc.
+
+    Azimuths 0 and 180 (the centre's meridian, where the ring passes nearest each pole) are always
+    samples, so the ring's longitude steps past a pole are never ambiguous.
+    """
     if arcs is None:
-        azimuth = np.linspace(0.0, 360.0, vertices, endpoint=False)
-        return azimuth, np.ones(vertices, dtype=bool)
+        azimuth = np.union1d(np.linspace(0.0, 360.0, vertices, endpoint=False), [0.0, 180.0])
+        return azimuth, np.ones(len(azimuth), dtype=bool)
     pieces, joined = [], []
     for start, stop in arcs:
         count = max(8, int(round(vertices * (stop - start) / 360.0)))
-        pieces.append(np.linspace(start, stop, count + 1))
-        joined.append(np.r_[np.ones(count, dtype=bool), False])
+        meridians = [m for m in (0.0, 180.0, 360.0, 540.0) if start < m < stop]
+        pieces.append(np.union1d(np.linspace(start, stop, count + 1), meridians))
+        joined.append(np.r_[np.ones(len(pieces[-1]) - 1, dtype=bool), False])
     return np.concatenate(pieces), np.concatenate(joined)
 
 
@@ -371,15 +377,17 @@ def _ring_vertices(lon, lat, radius, vertices):
     return _densify(lon, lat, radius, azimuth, joined, tolerance, check)
 
 
-def _winding_steps(lons, want_turns: set[int]):
-    """Longitude steps along the closed ring, re-routed over a pole if needed to wind `want_turns` times."""
+def _winding_steps(lons, parity: int):
+    """Longitude steps along the closed ring and its number of turns, which must have the given parity.
+
+    A wrong parity means the ring passed (numerically) over a pole between two vertices: the longest
+    step is then re-routed the other way round that pole.
+    """
     steps = _wrap(_next(lons) - lons)
     turns = int(round(steps.sum() / 360.0))
-    while turns not in want_turns:  # the ring passed (numerically) over a pole between two vertices
-        sign = 1.0 if turns > max(want_turns) else -1.0
-        candidates = np.flatnonzero(np.sign(steps) == sign)
-        i = candidates[np.argmax(np.abs(steps[candidates]))]
-        steps[i] -= 360.0 * sign
+    if turns % 2 != parity:
+        i = int(np.argmax(np.abs(steps)))
+        steps[i] -= 360.0 * np.sign(steps[i])
         turns = int(round(steps.sum() / 360.0))
     return steps, turns
 
@@ -412,8 +420,10 @@ def _insert_crossings(lon, lat, radius, azimuth, joined, x, y, turns):
         return x, y
     i = np.flatnonzero(cross)
     t = target[i]
-    exact = joined[i] & (np.abs(x1[i] - x[i]) < 90.0)
-    lat_new = y[i] + (y1[i] - y[i]) * (t - x[i]) / (x1[i] - x[i])  # only for degenerate or pole-passing edges
+    exact = joined[i] & (np.abs(x1[i] - x[i]) < 180.0)
+    lat_new = y[i] + (y1[i] - y[i]) * (t - x[i]) / (x1[i] - x[i])  # tiny edges joining cut-locus arcs
+    over_pole = np.abs(x1[i] - x[i]) > 180.0  # edges re-routed over a pole cross +-180 at the pole
+    lat_new[over_pole] = np.copysign(90.0, y[i][over_pole])
     if exact.any():
         e = np.flatnonzero(exact)
         az = _crossing_azimuths(lon, lat, radius, azimuth[i[e]], _next(azimuth, 360.0)[i[e]], x[i[e]], t[e])
@@ -448,21 +458,32 @@ def _disc(lon: float, lat: float, radius: float, vertices: int):
     """The set of points within `radius` metres of (lon, lat) as lon/lat polygon(s)."""
     if radius >= EARTH_HALF_CIRCUMFERENCE_M - _WORLD_TOL_M:
         return _WORLD
-    north_m, south_m = _pole_distances(lon, lat)
-    has_north, has_south = north_m <= radius, south_m <= radius
     azimuth, joined, lons, lats = _ring_vertices(lon, lat, radius, vertices)
-    steps, turns = _winding_steps(lons, {1, -1} if has_north != has_south else {0})
+    north_m, south_m = _pole_distances(lon, lat)
+    has_north, has_south = north_m <= radius + _POLE_TOUCH_M, south_m <= radius + _POLE_TOUCH_M
+    for pole_m, azimuth_to_pole, pole_lat in ((north_m, 0.0, 90.0), (south_m, 180.0, -90.0)):
+        if abs(pole_m - radius) <= _POLE_TOUCH_M:  # the ring runs through the pole: count it as enclosed
+            at = np.mod(azimuth, 360.0) == azimuth_to_pole
+            lons, lats = np.where(at, _wrap(lon + 180.0), lons), np.where(at, pole_lat, lats)
+    steps, turns = _winding_steps(lons, int(has_north != has_south))
     x, y = _insert_crossings(lon, lat, radius, azimuth, joined, _unwrap(lons, steps), lats, turns)
     if turns == 0:
-        inside = _fold(Polygon(np.column_stack([x, y])))
-        return _polygonal(_WORLD.difference(inside)) if has_north else inside
+        disc = _fold(Polygon(np.column_stack([x, y])))
+        if has_north and has_south:
+            disc = _polygonal(_WORLD.difference(disc))
+    else:
+        disc = _fold(_pole_polygon(x, y, turns, 90.0 if has_north else -90.0))
+    return disc
+
+
+def _pole_polygon(x, y, turns: int, pole_lat: float):
+    """The unwrapped polygon between a ring winding `turns` times round a pole and that pole's line."""
     seam = np.flatnonzero(np.mod(x + 180.0, 360.0) == 0.0)
-    start = int(seam[0]) if len(seam) else 0
+    start = int(seam[0]) if len(seam) else 0  # start on the antimeridian so the pole closure runs along it
     x = np.concatenate((x[start:], x[:start] + 360.0 * turns))
     y = np.concatenate((y[start:], y[:start]))
-    pole = 90.0 if has_north else -90.0
-    ring = np.column_stack([np.r_[x, x[0] + 360.0 * turns, x[0] + 360.0 * turns, x[0]], np.r_[y, y[0], pole, pole]])
-    return _fold(Polygon(ring))
+    end = x[0] + 360.0 * turns
+    return Polygon(np.column_stack([np.r_[x, end, end, x[0]], np.r_[y, y[0], pole_lat, pole_lat]]))
 
 
 def range_ring(lon, lat, radius_m, *, vertices=360):
