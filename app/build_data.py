@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import geopandas as gpd
 import pandas as pd
@@ -98,7 +99,7 @@ class Table:
         return {row[column] for _, row in self.rows}
 
 
-def _fail(file: str, line: int, problem: str) -> None:
+def _fail(file: str, line: int, problem: str) -> NoReturn:
     """Raise the one error shape for bad sources: file, line and problem."""
     raise ValueError(f"{file}: line {line}: {problem}")
 
@@ -286,9 +287,9 @@ def validate_order(table: Table) -> None:
         previous = key
 
 
-def coordinate(row: dict, file: str, line: int, required_: bool) -> tuple[float, float] | None:
+def coordinate(row: dict, file: str, line: int, mandatory: bool) -> tuple[float, float] | None:
     """The row's lon/lat as floats, checked for range; None when both are blank and allowed."""
-    if not row["lon"] and not row["lat"] and not required_:
+    if not row["lon"] and not row["lat"] and not mandatory:
         return None
     values = {}
     for axis, limit in (("lon", 180.0), ("lat", 90.0)):
@@ -303,7 +304,7 @@ def coordinate(row: dict, file: str, line: int, required_: bool) -> tuple[float,
 
 def validate_site_row(row: dict, file: str, line: int) -> None:
     """A site's coordinate fields agree with each other."""
-    located = coordinate(row, file, line, required_=False) is not None
+    located = coordinate(row, file, line, mandatory=False) is not None
     if located == (row["coord_confidence"] == "unknown"):
         _fail(file, line, "coord_confidence must be 'unknown' exactly when lon/lat are blank")
     if located != bool(row["coord_source_id"]):
@@ -359,7 +360,7 @@ def validate_rows(table: Table, ctx: dict) -> None:
         if table.name == "sites.csv":
             validate_site_row(row, table.name, line)
         elif table.name == "places.csv":
-            coordinate(row, table.name, line, required_=True)
+            coordinate(row, table.name, line, mandatory=True)
         elif table.name == "missiles.csv":
             validate_missile_row(row, table.name, line)
         elif table.name == "reported_distances.csv":
