@@ -1,0 +1,160 @@
+"""Generated maps in a real browser: Debian's Chromium, headless, with the network cut off.
+
+Fails on any console error, uncaught page error, dialog (alert) or request that is not file:/data:.
+Screenshots are written to build/screenshots/ and their paths printed.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from app.catalogue import SitePage
+from app.maps import catalogue_map, render_html
+from app.settings import REPO_ROOT
+from app.snapshot import map_png, offline_page, open_map
+from tests.mapdata import HOSTILE, HOSTILE_QUERY, hostile_map
+
+SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
+COUNT_JS = """() => ({
+    markers: document.querySelectorAll('.site-marker').length,
+    clusters: document.querySelectorAll('.marker-cluster').length,
+    in_clusters: [...document.querySelectorAll('.marker-cluster span')].reduce((n, e) => n + Number(e.textContent), 0),
+    rings: document.querySelectorAll('path.range-ring').length,
+    radius: document.querySelectorAll('path.query-radius').length,
+    mdl: document.querySelectorAll('path.border-mdl').length,
+    dmz: document.querySelectorAll('path.border-dmz_edge').length,
+    land_borders: document.querySelectorAll('path.border-land_border').length,
+    land: document.querySelectorAll('.leaflet-basemap-pane path').length,
+    images: document.querySelectorAll('img').length,
+    footer: (document.querySelector('.map-box.footer') || {}).textContent || '',
+    legend: (document.querySelector('.map-box.legend') || {}).textContent || '',
+})"""
+DRAWN_JS = """() => {
+    const box = (selector) => [...document.querySelectorAll(selector)].filter((e) => {
+        const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0;
+    }).length;
+    return {markers: box('.site-marker svg'), rings: box('path.range-ring'), mdl: box('path.border-mdl')};
+}"""
+
+
+def _screenshot(page, name: str) -> Path:
+    """Write a screenshot under build/screenshots and print where."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    print(f"\nscreenshot: {path}")
+    return path
+
+
+def _load(tmp_path: Path, html: str, name: str):
+    """Write a map and open it offline; yields the page and its log."""
+    path = tmp_path / f"{name}.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _whole_page(catalogue) -> SitePage:
+    """Every site of the catalogue as one page."""
+    return SitePage(catalogue.sites, len(catalogue.sites), None, catalogue.site_border_distances(catalogue.sites.index))
+
+
+def test_whole_catalogue_with_rings_renders_offline(catalogue, tmp_path):
+    page_data = _whole_page(catalogue)
+    html = render_html(catalogue_map(catalogue, page_data, rings=True, query="the whole catalogue, with rings"))
+    path = _load(tmp_path, html, "catalogue-rings")
+    located = int((~catalogue.sites.geometry.isna()).sum())
+    ring_count = sum(len(catalogue.site_rings(s)) for s in catalogue.sites.index[~catalogue.sites.geometry.isna()])
+    with offline_page() as (page, log):
+        open_map(page, path)
+        counts = page.evaluate(COUNT_JS)
+        drawn = page.evaluate(DRAWN_JS)
+        shot = _screenshot(page, "catalogue-rings")
+    assert log.problems == []
+    assert counts["markers"] + counts["in_clusters"] == located > 0
+    assert counts["rings"] == ring_count > 0
+    assert counts["mdl"] == 1 and counts["dmz"] == 2 and counts["land_borders"] >= 1
+    assert counts["land"] >= 1
+    assert drawn["markers"] > 0 and drawn["rings"] > 0 and drawn["mdl"] == 1
+    assert catalogue.version in counts["footer"] and "the whole catalogue" in counts["footer"]
+    assert "ICBM" in counts["legend"]
+    assert shot.stat().st_size > 20_000
+
+
+def test_seoul_radius_map_from_the_route_renders_offline(client, tmp_path):
+    response = client.get("/map", params={"near": "Seoul", "within_km": 300, "rings": "true"})
+    assert response.status_code == 200
+    path = _load(tmp_path, response.text, "seoul-300km")
+    with offline_page() as (page, log):
+        open_map(page, path)
+        counts = page.evaluate(COUNT_JS)
+        page.locator(".site-marker").first.click()
+        popup = page.locator(".leaflet-popup-content").inner_text(timeout=5_000)
+        _screenshot(page, "seoul-300km-rings")
+    assert log.problems == []
+    assert counts["radius"] == 1 and counts["markers"] >= 2 and counts["rings"] >= 2
+    assert "Distance to borders" in popup and "Sources" in popup and "km" in popup
+
+
+def test_hostile_names_stay_inert_in_the_browser(catalogue, tmp_path):
+    path = _load(tmp_path, render_html(hostile_map(catalogue)), "hostile")
+    with offline_page() as (page, log):
+        open_map(page, path)
+        shown = page.evaluate(SHOW_TEXT_JS)
+        page.wait_for_timeout(300)
+        title = page.title()
+        after = page.evaluate(COUNT_JS)
+        injected = page.evaluate("() => document.querySelectorAll('.leaflet-popup-content img, "
+                                 ".leaflet-popup-content script, .leaflet-tooltip img, .map-box img').length")
+        _screenshot(page, "hostile-names")
+    assert log.problems == []  # no alert() dialog, no error, no request
+    assert title == f"missile-sites map: {HOSTILE_QUERY}"  # `${document.title=7*7}` did not run
+    assert len(shown) == len(HOSTILE)
+    assert sorted(s["tooltip"] for s in shown) == sorted(t.strip() for t in HOSTILE)
+    assert sorted(s["title"] for s in shown) == sorted(t.strip() for t in HOSTILE)
+    assert all("javascript:" not in s["links"] for s in shown)
+    assert injected == 0 and after["images"] == 0
+    assert HOSTILE_QUERY in after["footer"]
+
+
+# Each site marker's tooltip text and popup title, shown through Leaflet (clicks could hit an overlapping marker).
+SHOW_TEXT_JS = """() => {
+    const shown = [];
+    for (const key of Object.keys(window)) {
+        const layer = window[key];
+        if (!(layer instanceof L.Marker) || !layer._icon || !layer._icon.querySelector('.site-marker')) continue;
+        layer.openTooltip();
+        layer.openPopup();
+        const popup = layer.getPopup().getElement();
+        shown.push({
+            tooltip: layer.getTooltip().getElement().innerText.trim(),
+            title: popup.querySelector('h4').innerText,
+            links: [...popup.querySelectorAll('a')].map((a) => a.getAttribute('href')).join(' '),
+        });
+    }
+    return shown;
+}"""
+
+
+def test_png_of_a_map(catalogue):
+    html = render_html(catalogue_map(catalogue, _whole_page(catalogue), query="png"))
+    png = map_png(html, width=900, height=600)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_a_page_that_asks_the_network_is_caught(tmp_path):
+    path = tmp_path / "leaky.html"
+    path.write_text('<html><body><div class="leaflet-container"><div class="leaflet-map-pane"></div></div>'
+                    '<img src="https://tile.openstreetmap.org/1/1/1.png"><script>console.error("boom")</script>'
+                    "</body></html>", encoding="utf-8")
+    with offline_page() as (page, log):
+        open_map(page, path, settle_ms=300)
+    assert any("tile.openstreetmap.org" in url for url in log.blocked_requests)
+    assert log.console_errors and any("boom" in e for e in log.console_errors)
+
+
+@pytest.fixture(autouse=True)
+def _chromium_is_installed():
+    """These tests need Debian's chromium; the README's test command installs it."""
+    from app.snapshot import chromium_path
+
+    assert Path(chromium_path()).exists()
