@@ -24,6 +24,7 @@ import folium
 import numpy as np
 import pandas as pd
 import shapely
+import shapely.affinity
 from branca.element import Element, Figure, MacroElement
 from folium.elements import JSCSSMixin
 from folium.plugins import Fullscreen, MarkerCluster, MeasureControl
@@ -298,11 +299,35 @@ POPUP_CSS = """
 """
 
 
+def split_at_antimeridian(geometry):
+    """A (Multi)Polygon whose rings jump across ±180° (spherical data) split there, for planar drawing.
+
+    Parts that do not jump, and parts that span the globe once unwrapped (Antarctica), are kept as
+    they are. Drawing only: distances are measured on the ellipsoid, never on these shapes.
+
+    >>> split_at_antimeridian(shapely.Polygon([(179, 0), (-179, 0), (-179, 1), (179, 1)])).bounds
+    (-180.0, 0.0, 180.0, 1.0)
+    """
+    parts = []
+    for part in getattr(geometry, "geoms", [geometry]):
+        x = shapely.get_coordinates(part.exterior)[:, 0]
+        unwrapped = shapely.transform(part, lambda c: np.where(c[:, :1] < 0, c + [360.0, 0.0], c))
+        if np.abs(np.diff(x)).max(initial=0) <= 180 or unwrapped.bounds[2] - unwrapped.bounds[0] >= 180:
+            parts.append(part)
+            continue
+        unwrapped = shapely.make_valid(unwrapped)
+        east = unwrapped.intersection(shapely.box(-180, -90, 180, 90))
+        west = shapely.affinity.translate(unwrapped.intersection(shapely.box(180, -90, 540, 90)), xoff=-360)
+        parts += [p for g in (east, west) for p in shapely.get_parts(g) if p.geom_type == "Polygon"]
+    return shapely.MultiPolygon(parts) if len(parts) != 1 else parts[0]
+
+
 def add_vector_basemap(m: folium.Map, countries, focus=None) -> None:
     """Land from the GeoPackage's countries, always drawn under any tiles: coarse worldwide, detailed in focus."""
-    coarse = _features(countries.geometry, [{}] * len(countries), **COARSE)
+    land = [split_at_antimeridian(g) if drawable(g) else None for g in countries.geometry]
+    coarse = _features(land, [{}] * len(land), **COARSE)
     if focus is not None:
-        coarse += _features(countries.geometry.clip_by_rect(*focus), [{}] * len(countries), **DETAIL)
+        coarse += _features(shapely.clip_by_rect(np.array(land, dtype=object), *focus), [{}] * len(land), **DETAIL)
     folium.GeoJson(_collection(coarse), name="Land (vector basemap)", control=False, pane="basemap",
                    style_function=lambda _: LAND_STYLE).add_to(m)
 
@@ -336,20 +361,67 @@ def add_borders(m: folium.Map, borders, focus=None) -> None:
     group.add_to(m)
 
 
+def ring_outline(area) -> shapely.MultiLineString:
+    """The circles bounding a cut range area, without the cut edges along ±180° or over a pole.
+
+    A ring polygon cut at the antimeridian (or closed over a pole) has edges that are not part of
+    the range circle; stroking the polygon would draw them as a frame round the map. The outline
+    keeps only the edges at the range distance.
+
+    >>> ring_outline(shapely.box(170, 0, 180, 10)).length   # only the three edges off the meridian
+    30.0
+    """
+    lines = []
+    for ring in _linear_rings(area):
+        coords = np.asarray(ring.coords)
+        lon, lat = np.abs(coords[:, 0]), np.abs(coords[:, 1])
+        on_cut = (np.isclose(lon, 180) & np.isclose(lon[np.r_[1:len(lon), 0]], 180)) | (
+            np.isclose(lat, 90) & np.isclose(lat[np.r_[1:len(lat), 0]], 90))
+        lines += _runs(coords, on_cut[:-1])
+    return shapely.MultiLineString(lines)
+
+
+def _linear_rings(area) -> list:
+    """Every exterior and interior ring of a Polygon or MultiPolygon."""
+    polygons = getattr(area, "geoms", [area])
+    return [r for p in polygons for r in (p.exterior, *p.interiors)]
+
+
+def _runs(coords: np.ndarray, skip: np.ndarray) -> list[np.ndarray]:
+    """The runs of consecutive segments not marked to skip, as coordinate arrays."""
+    runs, start = [], None
+    for i, skipped in enumerate([*skip, True]):
+        if not skipped and start is None:
+            start = i
+        elif skipped and start is not None:
+            runs.append(coords[start:i + 1])
+            start = None
+    if len(runs) > 1 and not skip[0] and not skip[-1]:  # the ring's closing point joins last and first runs
+        runs = [np.vstack([runs[-1], runs[0][1:]])] + runs[1:-1]
+    return runs
+
+
 def add_range_rings(m: folium.Map, rings: list[dict], colours: dict[str, str]) -> None:
-    """Each missile's geodesic range area (max-range disc less the min-range hole), one overlay per missile."""
+    """Each missile's geodesic range area (max-range disc less the min-range hole), one overlay per missile.
+
+    The area is drawn as its polygon (a faint fill, cut at ±180°) and stroked along its range circles.
+    """
     groups: dict[str, folium.FeatureGroup] = {}
+    fill_opacity = min(0.06, 0.25 / max(len(rings), 1))  # many overlapping discs must not tint the whole map
     for ring in rings:
-        label = _ring_label(ring)
         key = str(ring.get("missile_id") or ring.get("radius_km"))
         if key not in groups:
             groups[key] = folium.FeatureGroup(name=inert(f"Range: {_missile_label(ring)}"))
         colour = colours.get(ring.get("class"), NO_CLASS_COLOUR)
-        # Outlines only: a catalogue's worth of overlapping ICBM discs would otherwise tint the whole map.
-        style = {"color": colour, "weight": 1.6, "opacity": 0.85, "fill": False, "className": "range-ring"}
-        feature = {"type": "Feature", "properties": {"label": label}, "geometry": _display_geometry(ring["geometry"])}
-        folium.GeoJson(feature, style_function=lambda _, s=style: s,
-                       on_each_feature=folium.JsCode(TEXT_TOOLTIP_JS)).add_to(groups[key])
+        area = {"stroke": False, "fillColor": colour, "fillOpacity": fill_opacity, "interactive": False,
+                "className": "range-area"}
+        outline = {"color": colour, "weight": 1.6, "opacity": 0.9, "className": "range-ring"}
+        features = [({"type": "Feature", "properties": {}, "geometry": _display_geometry(ring["geometry"])}, area),
+                    ({"type": "Feature", "properties": {"label": _ring_label(ring)},
+                      "geometry": _display_geometry(ring_outline(ring["geometry"]))}, outline)]
+        for feature, style in features:
+            folium.GeoJson(feature, style_function=lambda _, s=style: s,
+                           on_each_feature=folium.JsCode(TEXT_TOOLTIP_JS)).add_to(groups[key])
     for group in groups.values():
         group.add_to(m)
 
@@ -489,7 +561,7 @@ def _fit(m: folium.Map, sites, centre, radius_km, borders) -> None:
     pad = 0.3 if (east - west) < 2 and (north - south) < 2 else 0.0
     # Keep the sites clear of the legend (top right) and the footer (bottom left).
     m.fit_bounds([[south - pad, west - pad], [north + pad, east + pad]], padding_top_left=(30, 30),
-                 padding_bottom_right=(260, 170))
+                 padding_bottom_right=(260, 200))
 
 
 # --- self-contained HTML -----------------------------------------------------------------------

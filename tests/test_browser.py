@@ -20,6 +20,7 @@ COUNT_JS = """() => ({
     clusters: document.querySelectorAll('.marker-cluster').length,
     in_clusters: [...document.querySelectorAll('.marker-cluster span')].reduce((n, e) => n + Number(e.textContent), 0),
     rings: document.querySelectorAll('path.range-ring').length,
+    areas: document.querySelectorAll('path.range-area').length,
     radius: document.querySelectorAll('path.query-radius').length,
     mdl: document.querySelectorAll('path.border-mdl').length,
     dmz: document.querySelectorAll('path.border-dmz_edge').length,
@@ -69,12 +70,17 @@ def test_whole_catalogue_with_rings_renders_offline(catalogue, tmp_path):
         counts = page.evaluate(COUNT_JS)
         drawn = page.evaluate(DRAWN_JS)
         shot = _screenshot(page, "catalogue-rings")
+        page.evaluate("() => Object.values(window).find((v) => v instanceof L.Map).setView([35, 170], 1, {animate: false})")
+        page.wait_for_timeout(400)
+        world = page.evaluate(DRAWN_JS)
+        _screenshot(page, "catalogue-rings-world")
     assert log.problems == []
     assert counts["markers"] + counts["in_clusters"] == located > 0
-    assert counts["rings"] == ring_count > 0
+    assert counts["rings"] == counts["areas"] == ring_count > 0
     assert counts["mdl"] == 1 and counts["dmz"] == 2 and counts["land_borders"] >= 1
     assert counts["land"] >= 1
     assert drawn["markers"] > 0 and drawn["rings"] > 0 and drawn["mdl"] == 1
+    assert world["rings"] == ring_count  # zoomed out over the Pacific, every ring has a drawn outline
     assert catalogue.version in counts["footer"] and "the whole catalogue" in counts["footer"]
     assert "ICBM" in counts["legend"]
     assert shot.stat().st_size > 20_000
