@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -181,6 +182,89 @@ def _reported_table(report, tolerance_km: float) -> Table:
         table.add_row(row.site_id, row.target_id, f"{row.reported_km:g}", f"{row.computed_km:.1f}",
                       f"{row.difference_km:+.1f}", "yes" if row.ok else "NO", row.explanation or "")
     return table
+
+
+@cli.command("map")
+def map_command(
+    lat: Annotated[Optional[float], typer.Option(help="Centre latitude, degrees.")] = None,
+    lon: Annotated[Optional[float], typer.Option(help="Centre longitude, degrees.")] = None,
+    near: Annotated[Optional[str], typer.Option(help="Centre at a reference place, e.g. Seoul.")] = None,
+    within_km: Annotated[Optional[float], typer.Option(help="Geodesic radius around the centre, km.")] = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="Current status (repeatable).")] = None,
+    declared: Annotated[Optional[list[str]], typer.Option(help="Declared status (repeatable).")] = None,
+    missile_class: Annotated[Optional[list[str]], typer.Option(help="Missile class, e.g. SRBM.")] = None,
+    missile_type: Annotated[Optional[list[str]], typer.Option(help="Missile id, e.g. hwasong-5.")] = None,
+    facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
+    country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
+    border: Annotated[Optional[str], typer.Option(help="Border id for a distance band, e.g. mdl.")] = None,
+    border_min_km: Annotated[Optional[float], typer.Option(help="Minimum distance to --border, km.")] = None,
+    border_max_km: Annotated[Optional[float], typer.Option(help="Maximum distance to --border, km.")] = None,
+    sort: Annotated[Optional[str], typer.Option(help="distance or name.")] = None,
+    limit: Annotated[int, typer.Option(help="Sites to draw.")] = 100,
+    offset: Annotated[int, typer.Option(help="Sites to skip.")] = 0,
+    rings: Annotated[bool, typer.Option("--rings", help="Draw each site's geodesic missile range rings.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write.")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also (or only) write a PNG, through headless Chromium.")] = None,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Draw the `sites` query as one self-contained HTML map (and/or a PNG), as GET /map does."""
+    import time
+
+    from app.maps import catalogue_map, render_html
+
+    started = time.perf_counter()
+    query = _command_line("map", lat=lat, lon=lon, near=near, within_km=within_km, status=status, declared=declared,
+                          missile_class=missile_class, missile_type=missile_type, facility_type=facility_type,
+                          country=country, border=border, border_min_km=border_min_km, border_max_km=border_max_km,
+                          sort=sort, limit=limit if limit != 100 else None, offset=offset or None, rings=rings)
+    centre_params = _params(CentreParams, lat=lat, lon=lon, near=near)
+    radius = _params(RadiusParams, within_km=within_km)
+    filters = _params(FilterParams, status=status, declared=declared, missile_class=missile_class,
+                      missile_type=missile_type, facility_type=facility_type, country=country)
+    band = _params(BorderParams, border=border, border_min_km=border_min_km, border_max_km=border_max_km)
+    page = _params(PageParams, sort=sort, limit=limit, offset=offset)
+    catalogue = _open(gpkg)
+    try:
+        centre = centre_params.resolve(catalogue)
+        result = catalogue.find_sites(
+            where=filters.to_filter(), centre=centre, within_km=radius.within_km, band=band.to_band(),
+            sort=page.sort or ("distance" if centre else "name"), limit=page.limit, offset=page.offset,
+        )
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    html = render_html(catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query))
+    if output is None and png is None:
+        output = Path("map.html")
+    if output is not None:
+        output.write_text(html, encoding="utf-8")
+        console.print(f"wrote {output} ({len(html.encode()) / 1e6:.2f} MB, {len(result.sites)} sites, "
+                      f"{time.perf_counter() - started:.2f} s)", highlight=False)
+    if png is not None:
+        _write_png(html, png)
+
+
+def _write_png(html: str, path: Path) -> None:
+    """A PNG of the map through offline headless Chromium, or a clear error."""
+    from app.snapshot import BrowserProblem, map_png
+
+    try:
+        path.write_bytes(map_png(html))
+    except BrowserProblem as exc:
+        _fail(f"--png: {exc}")
+    console.print(f"wrote {path}", highlight=False)
+
+
+def _command_line(command: str, **options) -> str:
+    """The options given, written back as the command line that asked for them (for a map's footer)."""
+    words = [f"missile-sites {command}"]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        for item in value if isinstance(value, list) else [value]:
+            if item is True:
+                words.append(flag)
+            elif item not in (None, False):
+                words.append(f"{flag} {shlex.quote(str(item))}")
+    return " ".join(words)
 
 
 def main() -> None:
