@@ -222,13 +222,16 @@ def _foot_positions(lon, lat, a_lon, a_lat, azimuth, length):
     The distance to the point has zero derivative where the geodesic's heading is perpendicular to
     the bearing to the point: bisect on the sign of the cosine between them, to float precision.
     """
+    def closer(s):
+        return _approach(lon, lat, a_lon, a_lat, azimuth, s) > 0
+
     low, high = np.zeros_like(length), length.copy()
-    inside = (_approach(lon, lat, a_lon, a_lat, azimuth, low) > 0) & (_approach(lon, lat, a_lon, a_lat, azimuth, high) < 0)
+    inside = closer(low) & ~closer(high)
     steps = int(math.ceil(math.log2(max(float(length.max()), 1.0) / 1e-7)))
     for _ in range(min(steps, 80)):
         mid = (low + high) / 2.0
-        closer = _approach(lon, lat, a_lon, a_lat, azimuth, mid) > 0
-        low, high = np.where(closer, mid, low), np.where(closer, high, mid)
+        ahead = closer(mid)
+        low, high = np.where(ahead, mid, low), np.where(ahead, high, mid)
     return np.where(inside, (low + high) / 2.0, np.nan)
 
 
@@ -433,8 +436,8 @@ def _insert_crossings(lon, lat, radius, azimuth, joined, x, y, turns):
         return x, y
     i = np.flatnonzero(cross)
     t = target[i]
-    exact = joined[i] & (np.abs(x1[i] - x[i]) < 180.0)
-    lat_new = y[i] + (y1[i] - y[i]) * (t - x[i]) / (x1[i] - x[i])  # tiny edges joining cut-locus arcs
+    exact = joined[i] & (np.abs(x1[i] - x[i]) < 180.0)  # an edge along the ring: bisect its azimuths
+    lat_new = y[i] + (y1[i] - y[i]) * (t - x[i]) / (x1[i] - x[i])  # fallback; edges at a cut-locus corner are empty
     over_pole = np.abs(x1[i] - x[i]) > 180.0  # edges re-routed over a pole cross +-180 at the pole
     lat_new[over_pole] = np.copysign(90.0, y[i][over_pole])
     if exact.any():
@@ -613,9 +616,10 @@ def bounding_boxes(lon, lat, radius_m) -> list[tuple[float, float, float, float]
 
 
 def in_boxes(lons, lats, boxes) -> np.ndarray:
-    """Whether each point (lon/lat degrees, arrays broadcast) lies in any of the ``(min_lon, min_lat, max_lon, max_lat)`` boxes.
+    """Whether each point lies in any of the ``(min_lon, min_lat, max_lon, max_lat)`` boxes.
 
-    Edges count as inside; longitudes -180 and 180 are the same meridian.
+    Lon/lat in degrees, arrays broadcast against each other. Edges count as inside; longitudes
+    -180 and 180 are the same meridian.
 
     >>> in_boxes([179.9, -180.0, 0.0], [0.0, 0.5, 0.0], [(179.0, -1.0, 180.0, 1.0)])
     array([ True,  True, False])
