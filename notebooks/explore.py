@@ -51,13 +51,17 @@ assert (near_seoul.sites["distance_km"] <= 150).all()
 
 # %%
 table = catalogue.site_borders.pivot_table(index="site_id", columns="border_id", values="distance_km")
-first_columns = [c for c in table.columns if catalogue.borders.loc[c, "kind"] in ("mdl", "dmz_edge")]
+kinds = catalogue.borders["kind"]
+first_columns = sorted((c for c in table.columns if kinds[c] in ("mdl", "dmz_edge")), key=lambda c: kinds[c] != "mdl")
 border_table = table[first_columns + [c for c in table.columns if c not in first_columns]].round(1)
 border_table.sort_values(first_columns[0]).head(15)
 
+# %% [markdown]
+# The "first belt": sites 50–90 km from the MDL.
+
 # %%
 first_belt = catalogue.find_sites(band=BorderBand("mdl", 50, 90))
-first_belt.sites[["name", "border_distance_km"]] if "border_distance_km" in first_belt.sites else first_belt.sites[["name"]]
+first_belt.sites[["name", "border_distance_km"]]
 
 # %% [markdown]
 # ## Which sites' missiles reach Tokyo and Guam?
