@@ -263,7 +263,7 @@ def _command_line(command: str, **options) -> str:
             if item is True:
                 words.append(flag)
             elif item not in (None, False):
-                words.append(f"{flag} {shlex.quote(str(item))}")
+                words.append(f"{flag} {shlex.quote(f'{item:g}' if isinstance(item, float) else str(item))}")
     return " ".join(words)
 
 

@@ -164,3 +164,15 @@ def _chromium_is_installed():
     from app.snapshot import chromium_path
 
     assert Path(chromium_path()).exists()
+
+
+def test_cli_png(tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    out = tmp_path / "seoul.png"
+    result = CliRunner().invoke(cli, ["map", "--near", "Seoul", "--within-km", "150", "--rings", "--png", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "map.html").exists()

@@ -7,10 +7,12 @@ from pathlib import Path
 import folium
 import pytest
 from jinja2.utils import htmlsafe_json_dumps
+from typer.testing import CliRunner
 import shapely
 from folium.plugins import MiniMap
 
 from app import geodesy
+from app.cli import cli
 from app.maps import (
     VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, inert, make_self_contained, render_html,
     safe_url, site_class, site_map, vendored_css, vendored_js,
@@ -296,3 +298,29 @@ def test_folium_circle_is_not_used_for_rings():
     source = (VENDOR_DIR.parent / "maps.py").read_text(encoding="utf-8")
     assert "folium.Circle(" not in source and "Circle(" not in source.replace("CircleMarker(", "")
     assert isinstance(folium.Map(tiles=None), folium.Map)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+def test_cli_map_writes_one_self_contained_file(tmp_path, catalogue):
+    out = tmp_path / "seoul.html"
+    result = CliRunner().invoke(cli, ["map", "--near", "Seoul", "--within-km", "150", "--rings", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert "Sakkanmol" in html and catalogue.version in html and "range-ring" in html
+    assert "missile-sites map --near Seoul --within-km 150 --rings" in html
+    assert not re.search(r"<script[^>]+src=", html) and not any(host in html for host in CDN_HOSTS)
+    assert f"wrote {out}" in result.output
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--within-km", "100"], "--within-km"),
+    (["--near", "Atlantis"], "--near"),
+    (["--lat", "91", "--lon", "0"], "--lat"),
+    (["--status", "exploded"], "--status"),
+])
+def test_cli_map_errors_name_the_option(tmp_path, args, option):
+    result = CliRunner().invoke(cli, ["map", *args, "-o", str(tmp_path / "x.html")])
+    assert result.exit_code == 2
+    assert option in result.output
+    assert not (tmp_path / "x.html").exists()
