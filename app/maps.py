@@ -416,8 +416,10 @@ def add_range_rings(m: folium.Map, rings: list[dict], colours: dict[str, str]) -
         area = {"stroke": False, "fillColor": colour, "fillOpacity": fill_opacity, "interactive": False,
                 "className": "range-area"}
         outline = {"color": colour, "weight": 1.6, "opacity": 0.9, "className": "range-ring"}
-        features = [({"type": "Feature", "properties": {}, "geometry": _display_geometry(ring["geometry"])}, area),
-                    ({"type": "Feature", "properties": {"label": _ring_label(ring)},
+        ids = {"site_id": str(ring.get("site_id")), "missile_id": key}
+        features = [({"type": "Feature", "properties": {**ids, "part": "area"},
+                      "geometry": _display_geometry(ring["geometry"])}, area),
+                    ({"type": "Feature", "properties": {**ids, "part": "outline", "label": _ring_label(ring)},
                       "geometry": _display_geometry(ring_outline(ring["geometry"]))}, outline)]
         for feature, style in features:
             folium.GeoJson(feature, style_function=lambda _, s=style: s,

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import folium
+import numpy as np
 import pytest
 from jinja2.utils import htmlsafe_json_dumps
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ import shapely
 from folium.plugins import MiniMap
 
 from app import geodesy
+from app.catalogue import SitePage
 from app.cli import cli
 from app.maps import (
     VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, inert, make_self_contained, render_html,
@@ -128,7 +130,7 @@ def test_layer_names_are_escaped(hostile_html):
 def test_map_links_nothing_outside(seoul_html):
     assert not re.search(r"<script[^>]+src=", seoul_html)
     assert not re.search(r"<link[^>]+stylesheet", seoul_html)
-    assert not re.search(r"""url\(["']?(?!data:|#)""", seoul_html)
+    assert not re.search(r"""url\((?!["']?(?:data:|#))""", seoul_html)
     for host in CDN_HOSTS:
         assert host not in seoul_html, host
 
@@ -136,7 +138,7 @@ def test_map_links_nothing_outside(seoul_html):
 def test_every_vendored_asset_is_inlined(seoul_html):
     assert seoul_html.count("Leaflet 1.9.4") == 1  # leaflet.js's own banner, once
     assert "jQuery v3.7.1" in seoul_html
-    for name in ("L.Control.Measure", "L.Control.FullScreen", "leaflet-control-scale", "L.control.layers"):
+    for name in ("L.Control.Measure", "leaflet.Control.FullScreen", "L.control.fullscreen", "L.control.scale", "L.control.layers"):
         assert name in seoul_html, name
 
 
@@ -212,19 +214,43 @@ def _geojson_features(html: str) -> list[dict]:
     return features
 
 
-def test_icbm_ring_is_cut_at_the_antimeridian(catalogue):
-    site_id = next(s for s in catalogue.sites.index if any(r.get("class") == "ICBM" for r in _rings(catalogue, s)))
-    page = catalogue.find_sites()
-    page.sites = page.sites.loc[[site_id]]
+def _ring_parts(catalogue, site_id: str) -> dict[tuple[str, str], shapely.Geometry]:
+    """The drawn range areas and outlines of one site's map, keyed by (missile id, part)."""
+    page = SitePage(catalogue.sites.loc[[site_id]], 1, None, catalogue.site_border_distances([site_id]))
     features = _geojson_features(render_html(catalogue_map(catalogue, page, rings=True)))
-    rings = [f for f in features if f["properties"].get("label", "").startswith(str(catalogue.sites.loc[site_id, "name"]))]
-    icbm = max(rings, key=lambda f: shapely.geometry.shape(f["geometry"]).area)
-    geometry = shapely.geometry.shape(icbm["geometry"])
-    assert geometry.geom_type == "MultiPolygon"  # 13,000+ km from Korea crosses ±180°
-    west, _, east, _ = geometry.bounds
-    assert west == pytest.approx(-180) and east == pytest.approx(180)
+    return {(f["properties"]["missile_id"], f["properties"]["part"]): shapely.geometry.shape(f["geometry"])
+            for f in features if f["properties"].get("site_id") == site_id}
+
+
+def test_icbm_ring_is_cut_at_the_antimeridian_and_closed_over_the_pole(catalogue):
+    site_id = next(s for s in catalogue.sites.index if any(r.get("class") == "ICBM" for r in _rings(catalogue, s)))
     site = catalogue.sites.loc[site_id].geometry
-    assert geometry.contains(site)
+    parts = _ring_parts(catalogue, site_id)
+    for ring in (r for r in catalogue.site_rings(site_id) if r["class"] == "ICBM"):
+        area, outline = parts[(ring["missile_id"], "area")], parts[(ring["missile_id"], "outline")]
+        west, south, east, north = area.bounds
+        assert (west, east) == (pytest.approx(-180), pytest.approx(180))  # 10,000+ km from Korea crosses ±180°
+        assert north == pytest.approx(90)  # and encloses the North Pole
+        assert area.contains(site) and area.is_valid
+        coords = shapely.get_coordinates(outline)
+        distances_km = geodesy.distance_m(site.x, site.y, coords[:, 0], coords[:, 1]) / 1000
+        assert np.allclose(distances_km, ring["range_max_km"], atol=0.01)  # the stroke has no cut edges
+
+
+def test_min_range_hole_is_drawn(catalogue):
+    site = catalogue.sites[~catalogue.sites.geometry.isna()].head(1)
+    point = site.geometry.iloc[0]
+    ring = {"site_id": site.index[0], "site_name": "x", "missile_id": "hwasong-11da-4-5", "name": "Hwasong-11Da-4.5",
+            "class": "SRBM", "range_min_km": 90.0, "range_max_km": 500.0, "range_kind": "maximum",
+            "geometry": geodesy.annulus(point.x, point.y, 90_000, 500_000)}
+    html = render_html(site_map(site, borders=catalogue.borders, countries=catalogue.countries, rings=[ring]))
+    drawn = {f["properties"]["part"]: shapely.geometry.shape(f["geometry"])
+             for f in _geojson_features(html) if f["properties"].get("missile_id") == "hwasong-11da-4-5"}
+    assert not drawn["area"].contains(point) and len(drawn["area"].interiors) == 1  # the min-range hole
+    coords = shapely.get_coordinates(drawn["outline"])
+    distances_km = geodesy.distance_m(point.x, point.y, coords[:, 0], coords[:, 1]) / 1000
+    assert set(np.round(distances_km, 1)) == {90.0, 500.0}
+    assert htmlsafe_json_dumps("Range: Hwasong-11Da-4.5 (SRBM, 90–500 km)") in html  # the layer's name
 
 
 def _rings(catalogue, site_id):
