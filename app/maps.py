@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import shapely
 import shapely.affinity
-from branca.element import Element, Figure, MacroElement
+from branca.element import Element, MacroElement
 from folium.elements import JSCSSMixin
 from folium.plugins import Fullscreen, MarkerCluster, MeasureControl
 from folium.template import Template
@@ -92,6 +92,20 @@ TILE_LAYERS = (
      "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
      "Tiles &copy; Esri &mdash; Source: Esri, Maxar, Earthstar Geographics, and the GIS User Community", 18),
 )
+POPUP_CSS = """
+.site-icon { background: none; border: none; }
+.site-popup { font: 12px/1.35 system-ui, sans-serif; max-height: 22em; overflow-y: auto; }
+.site-popup h4 { margin: 0 0 .3em; font-size: 14px; } .site-popup h5 { margin: .6em 0 .2em; }
+.site-popup th { text-align: left; padding-right: .6em; font-weight: 600; vertical-align: top; }
+.site-popup ul, .site-popup ol { margin: 0; padding-left: 1.3em; }
+.map-box { background: rgba(255,255,255,.92); padding: 5px 8px; border-radius: 4px;
+  font: 11px/1.35 system-ui, sans-serif; box-shadow: 0 1px 4px rgba(0,0,0,.35); max-width: 40em; }
+.map-box.legend { max-width: 17em; } .map-box code { word-break: break-all; }
+.map-box h4 { margin: 0 0 .3em; font-size: 12px; }
+.map-box .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -2px; }
+.map-box svg { vertical-align: -4px; margin-right: 4px; }
+.map-box details { max-height: 14em; overflow-y: auto; }
+"""
 TEXT_TOOLTIP_JS = """function (feature, layer) {
     var label = document.createElement('span');
     label.textContent = feature.properties.label;
@@ -102,9 +116,16 @@ TEXT_TOOLTIP_JS = """function (feature, layer) {
 # --- untrusted text ----------------------------------------------------------------------------
 
 
+def blank(value) -> bool:
+    """Whether a cell is empty: None, NaN, NA or a blank string."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))
+
+
 def inert(value) -> str:
     """Text made inert in HTML and inside folium's JS template literals (`<>&"'`, backtick, `$`, backslash)."""
-    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    text = "" if blank(value) else str(value)
     return html.escape(text, quote=True).replace("`", "&#96;").replace("$", "&#36;").replace("\\", "&#92;")
 
 
@@ -118,8 +139,8 @@ def safe_url(url) -> str | None:
 def _items(value) -> list[str]:
     """A `;`-separated cell (or a list) as its non-empty items."""
     if isinstance(value, (list, tuple)):
-        return [str(v) for v in value if str(v).strip()]
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return [str(v) for v in value if not blank(v)]
+    if blank(value):
         return []
     return [item.strip() for item in str(value).split(";") if item.strip()]
 
@@ -131,7 +152,7 @@ def drawable(geometry) -> bool:
 
 def _km(value) -> str:
     """A distance for display, in km with one decimal."""
-    return "unknown" if value is None or pd.isna(value) else f"{float(value):,.1f} km"
+    return "unknown" if blank(value) else f"{float(value):,.1f} km"
 
 
 # --- site symbols ------------------------------------------------------------------------------
@@ -178,7 +199,7 @@ def status_svg(status: str, colour: str, size: int = 18) -> str:
 def _row(label: str, value) -> str:
     """One escaped table row of a popup, or nothing when the value is blank."""
     text = ", ".join(_items(value)) if isinstance(value, (list, tuple)) else value
-    if text is None or (isinstance(text, float) and np.isnan(text)) or str(text) == "":
+    if blank(text):
         return ""
     return f"<tr><th>{inert(label)}</th><td>{inert(text)}</td></tr>"
 
@@ -222,15 +243,15 @@ def site_popup_html(site, *, border_distances: dict, border_names: dict, observa
 def _status_text(site) -> str:
     """Current status with the date it was last observed."""
     status, seen = site.get("current_status"), site.get("status_observed_on")
-    return f"{status} (observed {seen})" if seen and not pd.isna(seen) else str(status)
+    return str(status) if blank(seen) else f"{status} (observed {seen})"
 
 
 def _observation_item(observation: pd.Series) -> str:
     """One observation as an escaped list item: date, kind, status seen, source id."""
-    words = [observation.get(k) for k in ("kind", "status_seen") if observation.get(k) and not pd.isna(observation.get(k))]
+    words = [str(observation.get(k)) for k in ("kind", "status_seen") if not blank(observation.get(k))]
     source = observation.get("source_id")
-    source_text = f" <code>{inert(source)}</code>" if source and not pd.isna(source) else ""
-    return f"<li>{inert(observation.get('observed_on'))}: {inert(', '.join(map(str, words)))}{source_text}</li>"
+    source_text = "" if blank(source) else f" <code>{inert(source)}</code>"
+    return f"<li>{inert(observation.get('observed_on'))}: {inert(', '.join(words))}{source_text}</li>"
 
 
 # --- layers ------------------------------------------------------------------------------------
@@ -283,27 +304,11 @@ def _base_map() -> folium.Map:
     return m
 
 
-POPUP_CSS = """
-.site-icon { background: none; border: none; }
-.site-popup { font: 12px/1.35 system-ui, sans-serif; max-height: 22em; overflow-y: auto; }
-.site-popup h4 { margin: 0 0 .3em; font-size: 14px; } .site-popup h5 { margin: .6em 0 .2em; }
-.site-popup th { text-align: left; padding-right: .6em; font-weight: 600; vertical-align: top; }
-.site-popup ul, .site-popup ol { margin: 0; padding-left: 1.3em; }
-.map-box { background: rgba(255,255,255,.92); padding: 5px 8px; border-radius: 4px;
-  font: 11px/1.35 system-ui, sans-serif; box-shadow: 0 1px 4px rgba(0,0,0,.35); max-width: 40em; }
-.map-box.legend { max-width: 17em; } .map-box code { word-break: break-all; }
-.map-box h4 { margin: 0 0 .3em; font-size: 12px; }
-.map-box .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -2px; }
-.map-box svg { vertical-align: -4px; margin-right: 4px; }
-.map-box details { max-height: 14em; overflow-y: auto; }
-"""
-
-
 def split_at_antimeridian(geometry):
     """A (Multi)Polygon whose rings jump across ±180° (spherical data) split there, for planar drawing.
 
-    Parts that do not jump, and parts that span the globe once unwrapped (Antarctica), are kept as
-    they are. Drawing only: distances are measured on the ellipsoid, never on these shapes.
+    Parts that do not jump, parts that span the globe once unwrapped (Antarctica) and bands whose
+    edges run from -180° to 180° (they collapse when unwrapped) are kept as they are. Drawing only: distances are measured on the ellipsoid, never on these shapes.
 
     >>> split_at_antimeridian(shapely.Polygon([(179, 0), (-179, 0), (-179, 1), (179, 1)])).bounds
     (-180.0, 0.0, 180.0, 1.0)
@@ -312,7 +317,8 @@ def split_at_antimeridian(geometry):
     for part in getattr(geometry, "geoms", [geometry]):
         x = shapely.get_coordinates(part.exterior)[:, 0]
         unwrapped = shapely.transform(part, lambda c: np.where(c[:, :1] < 0, c + [360.0, 0.0], c))
-        if np.abs(np.diff(x)).max(initial=0) <= 180 or unwrapped.bounds[2] - unwrapped.bounds[0] >= 180:
+        jumps = np.abs(np.diff(x)).max(initial=0) > 180
+        if not jumps or unwrapped.bounds[2] - unwrapped.bounds[0] >= 180 or unwrapped.area == 0:
             parts.append(part)
             continue
         unwrapped = shapely.make_valid(unwrapped)
@@ -374,10 +380,10 @@ def ring_outline(area) -> shapely.MultiLineString:
     lines = []
     for ring in _linear_rings(area):
         coords = np.asarray(ring.coords)
-        lon, lat = np.abs(coords[:, 0]), np.abs(coords[:, 1])
-        on_cut = (np.isclose(lon, 180) & np.isclose(lon[np.r_[1:len(lon), 0]], 180)) | (
-            np.isclose(lat, 90) & np.isclose(lat[np.r_[1:len(lat), 0]], 90))
-        lines += _runs(coords, on_cut[:-1])
+        start, end = coords[:-1], coords[1:]  # each segment's ends
+        along_meridian = np.isclose(np.abs(start[:, 0]), 180) & np.isclose(start[:, 0], end[:, 0])
+        over_pole = np.isclose(np.abs(start[:, 1]), 90) & np.isclose(start[:, 1], end[:, 1])
+        lines += _runs(coords, along_meridian | over_pole)
     return shapely.MultiLineString(lines)
 
 

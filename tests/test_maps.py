@@ -17,7 +17,7 @@ from app.catalogue import SitePage
 from app.cli import cli
 from app.maps import (
     VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, inert, make_self_contained, render_html,
-    safe_url, site_class, site_map, vendored_css, vendored_js,
+    ring_outline, safe_url, site_class, site_map, split_at_antimeridian, vendored_css, vendored_js,
 )
 from tests.mapdata import BENIGN, GENERATED_AT, HOSTILE, HOSTILE_QUERY, HOSTILE_URL, hostile_map
 
@@ -350,3 +350,26 @@ def test_cli_map_errors_name_the_option(tmp_path, args, option):
     assert result.exit_code == 2
     assert option in result.output
     assert not (tmp_path / "x.html").exists()
+
+
+# --- drawing helpers ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("polygon", "expected_parts", "expected_bounds"), [
+    (shapely.Polygon([(179, 0), (-179, 0), (-179, 1), (179, 1)]), 2, (-180, 0, 180, 1)),  # jumps: split
+    (shapely.Polygon([(170, 0), (175, 0), (175, 1), (170, 1)]), 1, (170, 0, 175, 1)),  # no jump: as it is
+    (shapely.Polygon([(-180, -80), (180, -80), (180, -60), (-180, -60)]), 1, (-180, -80, 180, -60)),  # spans all
+])
+def test_split_at_antimeridian(polygon, expected_parts, expected_bounds):
+    split = split_at_antimeridian(polygon)
+    assert len(shapely.get_parts(split)) == expected_parts
+    assert split.bounds == pytest.approx(expected_bounds)
+
+
+@pytest.mark.parametrize(("area", "expected_length"), [
+    (shapely.box(170, 0, 180, 10), 30),  # the edge on +180° is a cut, not a range
+    (shapely.box(-180, 80, 180, 90), 360),  # edges on ±180° and over the pole are cuts
+    (shapely.box(0, 0, 10, 10), 40),  # nothing cut: the whole ring
+    (shapely.box(0, 0, 10, 10).difference(shapely.box(2, 2, 4, 4)), 48),  # hole kept
+])
+def test_ring_outline_drops_cut_edges(area, expected_length):
+    assert ring_outline(area).length == pytest.approx(expected_length)
