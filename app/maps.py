@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import mimetypes
 import re
 from datetime import datetime, timezone
@@ -413,7 +414,7 @@ def add_range_rings(m: folium.Map, rings: list[dict], colours: dict[str, str]) -
     The area is drawn as its polygon (a faint fill, cut at ±180°) and stroked along its range circles.
     """
     groups: dict[str, folium.FeatureGroup] = {}
-    fill_opacity = min(0.06, 0.25 / max(len(rings), 1))  # many overlapping discs must not tint the whole map
+    fill_opacity = min(0.05, 0.1 / max(len(rings), 1))  # many overlapping discs must not tint the whole map
     for ring in rings:
         key = str(ring.get("missile_id") or ring.get("radius_km"))
         if key not in groups:
@@ -591,9 +592,7 @@ def vendored_css(relative: str) -> str:
         target = match.group(2)
         if target.startswith(("data:", "#")):
             return match.group(0)
-        image = (path.parent / target).resolve()
-        kind = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
-        return f'url("data:{kind};base64,{base64.b64encode(image.read_bytes()).decode()}")'
+        return f'url("{_data_uri((path.parent / target).resolve())}")'
 
     return re.sub(r"""url\((['"]?)([^)'"]+)\1\)""", inline, path.read_text(encoding="utf-8"))
 
@@ -621,9 +620,25 @@ def make_self_contained(m: folium.Map) -> folium.Map:
     header = m.get_root().header
     for name in [n for n in VENDORED_JS if n in js]:  # jQuery and Leaflet before their plugins
         header.add_child(Element(f"<script>{vendored_js(js[name])}</script>"), name=f"inline_{name}")
+    if "leaflet" in js:  # Leaflet guesses its default marker images' folder from a CSS url; give it data: URIs
+        header.add_child(Element(f"<script>{default_icon_js()}</script>"), name="inline_leaflet_default_icon")
     for name in [n for n in VENDORED_CSS if n in css]:
         header.add_child(Element(f"<style>{vendored_css(css[name])}</style>"), name=f"inline_{name}")
     return m
+
+
+@lru_cache(maxsize=None)
+def default_icon_js() -> str:
+    """Script pointing L.Icon.Default (used by plugins such as the measure tool) at inlined images."""
+    images = {key: _data_uri(VENDOR_DIR / "leaflet/dist/images" / name) for key, name in (
+        ("iconUrl", "marker-icon.png"), ("iconRetinaUrl", "marker-icon-2x.png"), ("shadowUrl", "marker-shadow.png"))}
+    return f"L.Icon.Default.imagePath = '';\nL.Icon.Default.mergeOptions({json.dumps(images)});"
+
+
+def _data_uri(path: Path) -> str:
+    """A file's bytes as a base64 data: URI."""
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
 def render_html(m: folium.Map) -> str:

@@ -70,6 +70,7 @@ def test_whole_catalogue_with_rings_renders_offline(catalogue, tmp_path):
         counts = page.evaluate(COUNT_JS)
         drawn = page.evaluate(DRAWN_JS)
         shot = _screenshot(page, "catalogue-rings")
+        measured = _measure(page)
         page.evaluate("() => Object.values(window).find((v) => v instanceof L.Map).setView([35, 170], 1, {animate: false})")
         page.wait_for_timeout(400)
         world = page.evaluate(DRAWN_JS)
@@ -84,6 +85,17 @@ def test_whole_catalogue_with_rings_renders_offline(catalogue, tmp_path):
     assert catalogue.version in counts["footer"] and "the whole catalogue" in counts["footer"]
     assert "ICBM" in counts["legend"]
     assert shot.stat().st_size > 20_000
+    assert "Kilometers" in measured  # the measure tool works offline (its images are inlined)
+
+
+def _measure(page) -> str:
+    """Measure a line with the measure tool; the result popup's text."""
+    page.locator(".leaflet-control-measure").hover()
+    page.click(".leaflet-control-measure .js-start")
+    page.mouse.click(500, 400)
+    page.mouse.click(700, 450)
+    page.click(".leaflet-control-measure .js-finish")
+    return page.locator(".leaflet-measure-resultpopup").inner_text(timeout=5_000)
 
 
 def test_seoul_radius_map_from_the_route_renders_offline(client, tmp_path):
