@@ -107,6 +107,7 @@ def test_seoul_radius_map_from_the_route_renders_offline(client, tmp_path):
         counts = page.evaluate(COUNT_JS)
         page.locator(".site-marker").first.click()
         popup = page.locator(".leaflet-popup-content").inner_text(timeout=5_000)
+        page.wait_for_timeout(500)  # let the popup finish fading in before the screenshot
         _screenshot(page, "seoul-300km-rings")
     assert log.problems == []
     assert counts["radius"] == 1 and counts["markers"] >= 2 and counts["rings"] >= 2
