@@ -31,6 +31,16 @@ def split_list(value) -> list[str]:
     return [item.strip() for item in str(value).split(LIST_SEPARATOR) if item.strip()]
 
 
+def has_point(geometry) -> bool:
+    """Whether a cell holds a real, non-empty geometry (unknown coordinates are NULL or NaN)."""
+    return isinstance(geometry, shapely.Geometry) and not geometry.is_empty
+
+
+def located(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The rows of a frame that have a known coordinate."""
+    return frame[[has_point(g) for g in frame.geometry]]
+
+
 def _clean(value):
     """A cell value as JSON-ready Python: NaN and NA become None, numpy scalars become Python."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -185,8 +195,7 @@ class Catalogue:
     def _measure_site_borders(self, border_ids) -> pd.DataFrame:
         """Every located site's distance to each border, with the nearest point on the border."""
         rows = []
-        located = self.sites[~self.sites.geometry.isna() & ~self.sites.geometry.is_empty]
-        for site_id, site in located.iterrows():
+        for site_id, site in located(self.sites).iterrows():
             for border_id in border_ids:
                 rows.append({"site_id": site_id, **self._border_distance(site.geometry, border_id)})
         columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat"]
@@ -272,15 +281,15 @@ class Catalogue:
 
     def _with_distance(self, sites: gpd.GeoDataFrame, centre: Centre, within_km: float | None):
         """Add `distance_km` from the centre; keep only sites within the radius when one is given."""
-        located = sites[~sites.geometry.isna() & ~sites.geometry.is_empty]
+        sites = located(sites)
         if within_km is None:
-            distances = geodesy.distance_m(centre.lon, centre.lat, located.geometry.x.values, located.geometry.y.values)
-            return located.assign(distance_km=np.asarray(distances) / 1000)
+            distances = geodesy.distance_m(centre.lon, centre.lat, sites.geometry.x.values, sites.geometry.y.values)
+            return sites.assign(distance_km=np.asarray(distances) / 1000)
         radius_m = within_km * 1000
         mask, distances = geodesy.within_radius(
-            centre.lon, centre.lat, located.geometry.x.values, located.geometry.y.values, radius_m
+            centre.lon, centre.lat, sites.geometry.x.values, sites.geometry.y.values, radius_m
         )
-        return located[mask].assign(distance_km=np.asarray(distances)[mask] / 1000)
+        return sites[mask].assign(distance_km=np.asarray(distances)[mask] / 1000)
 
     def _in_band(self, sites: gpd.GeoDataFrame, band: BorderBand) -> gpd.GeoDataFrame:
         """Sites whose distance to the band's border lies within it, with that distance as a column."""
@@ -299,7 +308,10 @@ class Catalogue:
         if sort not in SORTS:
             raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(SORTS)}", parameter="sort")
         keys = ["distance_km", "id"] if sort == "distance" else ["name", "id"]
-        return sites.sort_values(keys, key=lambda col: col.str.casefold() if col.dtype == object else col)
+        ordered = sites.rename_axis(None).sort_values(
+            keys, key=lambda col: col.str.casefold() if col.dtype == object else col
+        )
+        return ordered.rename_axis(sites.index.name)
 
     # --- one site -----------------------------------------------------------------------------
 
@@ -337,7 +349,7 @@ class Catalogue:
     def site_rings(self, site_id: str, km: list[float] | None = None) -> list[dict]:
         """Geodesic range rings around a site: one per missile with a published range, or per asked km."""
         site = self.site_row(site_id)
-        if site.geometry is None or site.geometry.is_empty:
+        if not has_point(site.geometry):
             raise InvalidParameter(f"site {site_id!r} has no known coordinate, so it has no rings", parameter="site_id")
         lon, lat = site.geometry.x, site.geometry.y
         if km:
@@ -362,9 +374,7 @@ class Catalogue:
     def reach(self, target: Centre, *, where: SiteFilter = SiteFilter()) -> pd.DataFrame:
         """Every (site, missile) pair whose published range covers the target, with the margin in km."""
         rows = []
-        sites = self._filtered(where)
-        located = sites[~sites.geometry.isna() & ~sites.geometry.is_empty]
-        for site_id, site in located.iterrows():
+        for site_id, site in located(self._filtered(where)).iterrows():
             distance_km = float(geodesy.distance_m(site.geometry.x, site.geometry.y, target.lon, target.lat)) / 1000
             for missile_id, missile in self.site_missiles(site).iterrows():
                 verdict = _reach_verdict(distance_km, missile)
@@ -379,7 +389,7 @@ class Catalogue:
         unknown = []
         for site_id, site in self._filtered(where).iterrows():
             ranges = self.site_missiles(site)["range_max_km"]
-            if site.geometry is None or site.geometry.is_empty or ranges.isna().all():
+            if not has_point(site.geometry) or ranges.isna().all():
                 unknown.append(site_id)
         return unknown
 

@@ -39,7 +39,7 @@ def error_body(status: int, code: str, message: str, parameter: str | None = Non
 
 def _parameter_name(loc: tuple) -> str | None:
     """The parameter a pydantic error location points at (`("query", "lat")` -> `lat`)."""
-    names = [str(part) for part in loc if part not in ("query", "path", "body", "header")]
+    names = [str(part) for part in loc if part not in ("query", "path", "body", "header") and not isinstance(part, int)]
     return ".".join(names) or None
 
 

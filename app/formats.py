@@ -10,7 +10,7 @@ import pandas as pd
 import shapely
 from shapely.geometry import mapping
 
-from app.catalogue import Catalogue, SitePage, record, split_list
+from app.catalogue import Catalogue, SitePage, has_point, record, split_list
 
 GEOJSON_MEDIA_TYPE = "application/geo+json"
 COORDINATE_DECIMALS = 7
@@ -32,7 +32,7 @@ def _round_coords(coords):
 
 def geometry_json(geometry) -> dict | None:
     """A shapely geometry as an RFC 7946 geometry object (CCW exteriors, rounded), or None."""
-    if geometry is None or geometry.is_empty:
+    if not has_point(geometry):
         return None
     geometry = shapely.orient_polygons(geometry) if geometry.geom_type.endswith("Polygon") else geometry
     data = mapping(geometry)

@@ -190,9 +190,9 @@ def test_rings_by_km_cross_the_antimeridian(client):
 @pytest.mark.parametrize(
     ("path", "params", "status", "parameter"),
     [
-        ("/sites/sakkanmol/rings", {"km": "nan"}, 422, "km.0"),
-        ("/sites/sakkanmol/rings", {"km": 0}, 422, "km.0"),
-        ("/sites/sakkanmol/rings", {"km": 25000}, 422, "km.0"),
+        ("/sites/sakkanmol/rings", {"km": "nan"}, 422, "km"),
+        ("/sites/sakkanmol/rings", {"km": 0}, 422, "km"),
+        ("/sites/sakkanmol/rings", {"km": 25000}, 422, "km"),
         ("/sites/yeongjeo-dong/rings", {}, 422, "site_id"),
         ("/reach", {}, 422, "lat"),
         ("/reach", {"near": "Atlantis"}, 422, "near"),
