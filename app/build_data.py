@@ -261,7 +261,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
     "reported_distances.csv": {
         "site_id": ref("sites", "site"), "target_kind": enum("target_kind"), "target_id": required,
         "reported_km": lambda v, c: required(v, c) or number(v, c), "source_id": ref("sources", "source"),
-        "notes": optional,
+        "notes": optional, "explanation": optional,
     },
 }
 SORT_KEYS = {"reported_distances.csv": ("site_id", "target_kind", "target_id")}

@@ -180,7 +180,7 @@ def _reported_table(report, tolerance_km: float) -> Table:
         table.add_column(column, justify="right" if "km" in column else "left")
     for row in report.itertuples():
         table.add_row(row.site_id, row.target_id, f"{row.reported_km:g}", f"{row.computed_km:.1f}",
-                      f"{row.difference_km:+.1f}", "yes" if row.ok else "NO", row.explanation or "")
+                      f"{row.difference_km:+.1f}", "yes" if row.ok else "NO", row.explanation if isinstance(row.explanation, str) else "")
     return table
 
 
