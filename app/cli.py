@@ -18,7 +18,7 @@ from app.build_data import build
 from app.catalogue import Catalogue
 from app.errors import CatalogueError
 from app.formats import sites_csv, sites_geojson
-from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams
+from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
 from app.settings import GEODATA_DIR, Settings
 
 cli = typer.Typer(help="A sourced catalogue of missile sites with geodesic proximity queries.", no_args_is_help=True)
@@ -101,11 +101,7 @@ def sites(
     page = _params(PageParams, sort=sort, limit=limit, offset=offset)
     catalogue = _open(gpkg)
     try:
-        centre = centre_params.resolve(catalogue)
-        result = catalogue.find_sites(
-            where=filters.to_filter(), centre=centre, within_km=radius.within_km, band=band.to_band(),
-            sort=page.sort or ("distance" if centre else "name"), limit=page.limit, offset=page.offset,
-        )
+        result = run_site_query(catalogue, centre_params, radius, filters, band, page)
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
     collection = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
@@ -180,7 +176,8 @@ def _reported_table(report, tolerance_km: float) -> Table:
         table.add_column(column, justify="right" if "km" in column else "left")
     for row in report.itertuples():
         table.add_row(row.site_id, row.target_id, f"{row.reported_km:g}", f"{row.computed_km:.1f}",
-                      f"{row.difference_km:+.1f}", "yes" if row.ok else "NO", row.explanation if isinstance(row.explanation, str) else "")
+                      f"{row.difference_km:+.1f}", "yes" if row.ok else "NO",
+                      row.explanation if isinstance(row.explanation, str) else "")
     return table
 
 
@@ -225,11 +222,7 @@ def map_command(
     page = _params(PageParams, sort=sort, limit=limit, offset=offset)
     catalogue = _open(gpkg)
     try:
-        centre = centre_params.resolve(catalogue)
-        result = catalogue.find_sites(
-            where=filters.to_filter(), centre=centre, within_km=radius.within_km, band=band.to_band(),
-            sort=page.sort or ("distance" if centre else "name"), limit=page.limit, offset=page.offset,
-        )
+        result = run_site_query(catalogue, centre_params, radius, filters, band, page)
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
     html = render_html(catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query))

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import Query
 
-from app.catalogue import BorderBand, Catalogue, Centre, SiteFilter
+from app.catalogue import BorderBand, Catalogue, Centre, SiteFilter, SitePage
 from app.errors import InvalidParameter
 from app.geodesy import EARTH_HALF_CIRCUMFERENCE_M
 
@@ -109,3 +109,13 @@ class PageParams:
     sort: Annotated[Literal["distance", "name"] | None, Query(description="Order: distance (needs a centre) or name.")] = None
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
+
+
+def run_site_query(catalogue: Catalogue, centre: CentreParams, radius: RadiusParams, filters: FilterParams,
+                   border: BorderParams, page: PageParams) -> SitePage:
+    """The /sites query the parameter groups describe; sorted by distance when there is a centre."""
+    where = centre.resolve(catalogue)
+    return catalogue.find_sites(
+        where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
+        sort=page.sort or ("distance" if where is not None else "name"), limit=page.limit, offset=page.offset,
+    )

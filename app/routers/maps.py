@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse
 
 from app.maps import catalogue_map, render_html
 from app.routers import CatalogueDep
-from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams
+from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
 
 router = APIRouter(tags=["maps"])
 
@@ -25,11 +25,7 @@ def get_map(
     rings: Annotated[bool, Query(description="Draw each site's geodesic missile range rings.")] = False,
 ):
     """The `/sites` query as one HTML file that works offline: sites, borders, rings, query radius, sources."""
-    where = centre.resolve(catalogue)
-    result = catalogue.find_sites(
-        where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
-        sort=page.sort or ("distance" if where is not None else "name"), limit=page.limit, offset=page.offset,
-    )
+    result = run_site_query(catalogue, centre, radius, filters, border, page)
     query = "GET /map" + (f"?{unquote_plus(request.url.query)}" if request.url.query else "")
     m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query)
     return HTMLResponse(render_html(m))
