@@ -15,6 +15,7 @@ import pyogrio
 import shapely
 
 from app import geodesy
+from app.spatial_index import PointIndex
 from app.errors import InvalidParameter, NotFound
 
 STATUSES = ("active", "inactive", "under_construction", "unknown")
@@ -121,6 +122,12 @@ class Catalogue:
         self.countries = self._read_layer("countries")  # the maps' vector basemap
         self.reported = self._read_layer("reported_distances")
         self.site_borders = self._measure_site_borders(self.measured_border_ids)
+        self._located_ids, self.site_index = self._index_sites()
+
+    def _index_sites(self) -> tuple[np.ndarray, PointIndex]:
+        """The located sites' ids and an exact spatial index on their points (same order)."""
+        sites = located(self.sites)
+        return sites.index.to_numpy(), PointIndex(sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy())
 
     def _read_layer(self, layer: str) -> pd.DataFrame:
         """One layer of the GeoPackage (a GeoDataFrame when it has geometry)."""
@@ -285,11 +292,10 @@ class Catalogue:
         if within_km is None:
             distances = geodesy.distance_m(centre.lon, centre.lat, sites.geometry.x.values, sites.geometry.y.values)
             return sites.assign(distance_km=np.asarray(distances) / 1000)
-        radius_m = within_km * 1000
-        mask, distances = geodesy.within_radius(
-            centre.lon, centre.lat, sites.geometry.x.values, sites.geometry.y.values, radius_m
-        )
-        return sites[mask].assign(distance_km=np.asarray(distances)[mask] / 1000)
+        positions, distances = self.site_index.within(centre.lon, centre.lat, within_km * 1000)
+        distance_km = pd.Series(distances / 1000, index=self._located_ids[positions])
+        sites = sites[sites.index.isin(distance_km.index)]
+        return sites.assign(distance_km=distance_km.reindex(sites.index).to_numpy())
 
     def _in_band(self, sites: gpd.GeoDataFrame, band: BorderBand) -> gpd.GeoDataFrame:
         """Sites whose distance to the band's border lies within it, with that distance as a column."""
