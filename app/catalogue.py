@@ -122,6 +122,7 @@ class Catalogue:
         self.countries = self._read_layer("countries")  # the maps' vector basemap
         self.reported = self._read_layer("reported_distances")
         self.site_borders = self._measure_site_borders(self.measured_border_ids)
+        self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
         self._located_ids, self.site_index = self._index_sites()
 
     def _index_sites(self) -> tuple[np.ndarray, PointIndex]:
@@ -219,7 +220,7 @@ class Catalogue:
         for border_id in ids:
             self.border_row(border_id)
         point = shapely.Point(lon, lat)
-        rows = [{**self._border_distance(point, border_id)} for border_id in ids]
+        rows = [self._border_distance(point, border_id) for border_id in ids]
         table = pd.DataFrame(rows)
         table["name"] = [self.borders.loc[b, "name"] for b in table["border_id"]]
         return table
@@ -236,8 +237,10 @@ class Catalogue:
         """Every located site's distance in km to one border (measured now if not precomputed)."""
         known = self.site_borders[self.site_borders["border_id"] == border_id]
         if known.empty:
-            known = self._measure_site_borders([border_id])
-            self.site_borders = pd.concat([self.site_borders, known], ignore_index=True)
+            if border_id not in self._other_border_km:
+                measured = self._measure_site_borders([border_id]).set_index("site_id")["distance_km"]
+                self._other_border_km.setdefault(border_id, measured)
+            return self._other_border_km[border_id]
         return known.set_index("site_id")["distance_km"]
 
     # --- queries ------------------------------------------------------------------------------

@@ -78,3 +78,10 @@ def test_site_border_distances_include_the_nearest_point(catalogue):
         along = GEOD.inv(site.x, site.y, row["nearest_lon"], row["nearest_lat"])[2] / 1000
         assert along == pytest.approx(row["distance_km"], abs=0.001), border_id
     assert table.loc["mdl", "distance_km"] == pytest.approx(85, abs=1)
+
+
+def test_a_band_on_another_border_leaves_the_answers_unchanged(catalogue):
+    before = catalogue.site_border_distances(["sakkanmol"])
+    band = catalogue.find_sites(band=BorderBand("chn-vnm", 0, 3000), limit=1000)
+    assert band.number_matched > 0 and band.sites["border_distance_km"].le(3000).all()
+    assert catalogue.site_border_distances(["sakkanmol"]) == before
