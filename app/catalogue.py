@@ -15,6 +15,7 @@ import pyogrio
 import shapely
 
 from app import geodesy
+from app.border_distances import distances_to_line
 from app.spatial_index import PointIndex
 from app.errors import InvalidParameter, NotFound
 
@@ -202,12 +203,20 @@ class Catalogue:
 
     def _measure_site_borders(self, border_ids) -> pd.DataFrame:
         """Every located site's distance to each border, with the nearest point on the border."""
-        rows = []
-        for site_id, site in located(self.sites).iterrows():
-            for border_id in border_ids:
-                rows.append({"site_id": site_id, **self._border_distance(site.geometry, border_id)})
+        sites = located(self.sites)
+        lons, lats = sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy()
+        tables = []
+        for order, border_id in enumerate(border_ids):
+            distance_m, nearest_lon, nearest_lat = distances_to_line(lons, lats, self.borders.loc[border_id].geometry)
+            tables.append(pd.DataFrame({
+                "site_id": sites.index, "border_id": border_id, "distance_km": distance_m / 1000,
+                "nearest_lon": nearest_lon, "nearest_lat": nearest_lat, "_site": np.arange(len(sites)), "_border": order,
+            }))
         columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat"]
-        return pd.DataFrame(rows, columns=columns)
+        if not tables:
+            return pd.DataFrame(columns=columns)
+        table = pd.concat(tables, ignore_index=True).sort_values(["_site", "_border"], kind="stable")
+        return table[columns].reset_index(drop=True)
 
     def _border_distance(self, point, border_id: str) -> dict:
         """Distance from a point to one border, in km, with the nearest point on it."""
