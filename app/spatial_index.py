@@ -2,10 +2,17 @@
 
 Points are sorted by a key made of their 1-degree latitude row and their longitude, so the points
 of one row inside a longitude interval are one contiguous slice found by ``np.searchsorted``. A
-query takes the boxes of :func:`app.geodesy.bounding_boxes` (right across +-180 and over the
+query takes boxes that hold the whole disc (:func:`cap_boxes`: right across +-180 and over the
 poles), gathers the slices of every row each box touches (slightly widened, then filtered exactly
 with :func:`app.geodesy.in_boxes`, so no candidate is ever lost to rounding), and measures only the
 candidates with ``Geod.inv``: the answer is identical to a brute-force scan.
+
+:func:`cap_boxes` is a closed-form, slightly looser and much cheaper stand-in for
+:func:`app.geodesy.bounding_boxes` (microseconds instead of most of a millisecond): a geodesic on
+WGS84 is at least ``b * angle`` long (the nearest-point projection onto the ball of the polar
+radius ``b`` shortens curves, and the ellipsoid lies outside that ball), so every point within
+``r`` metres has a geocentric position within ``r / b`` radians of the centre's: a spherical cap,
+whose latitude and longitude extents are exact formulas.
 """
 
 from __future__ import annotations
@@ -14,12 +21,51 @@ import numpy as np
 
 from app import geodesy
 
-__all__ = ["PointIndex"]
+__all__ = ["PointIndex", "cap_boxes"]
 
 _ROW_DEG = 1.0  # latitude rows one degree high
 _ROWS = int(180 / _ROW_DEG)
 _ROW_STRIDE = 1000.0  # key = row * stride + (lon + 180): rows never overlap (lon + 180 <= 360)
 _SLACK_DEG = 1e-6  # widen each key interval: float rounding of the key is about 3e-11
+
+
+_A = 6_378_137.0
+_F = 1 / 298.257223563
+_E2 = _F * (2 - _F)
+_B_SAFE = _A * (1 - _F) * (1 - 1e-9)  # the polar radius, a hair smaller
+_CAP_PAD_RAD = 1e-9  # about 6 mm: more than float rounding in the formulas below
+
+
+def cap_boxes(lon: float, lat: float, radius_m: float) -> list[tuple[float, float, float, float]]:
+    """Lon/lat boxes ``(min_lon, min_lat, max_lon, max_lat)`` whose union holds every point within `radius_m`.
+
+    Same contract as :func:`app.geodesy.bounding_boxes` (two boxes across +-180, one box to the
+    pole over a pole), a little looser (about 0.3 % of the radius), in closed form.
+
+    >>> [tuple(round(v, 3) for v in b) for b in cap_boxes(179.5, 0, 111_319.490793)]  # across +-180
+    [(178.497, -1.01, 180.0, 1.01), (-180.0, -1.01, -179.497, 1.01)]
+    >>> [tuple(round(v, 3) for v in b) for b in cap_boxes(0, 89.5, 100_000)]  # holds the north pole
+    [(-180.0, 88.605, 180.0, 90.0)]
+    """
+    theta = radius_m / _B_SAFE + _CAP_PAD_RAD
+    if theta >= np.pi:
+        return [(-180.0, -90.0, 180.0, 90.0)]
+    psi = np.arctan((1 - _E2) * np.tan(np.radians(lat))) if abs(lat) < 90.0 else np.radians(lat)
+    top, bottom = psi + theta, psi - theta
+    to_lat = lambda g: float(np.degrees(np.arctan(np.tan(g) / (1 - _E2))))  # noqa: E731 geocentric -> geodetic
+    max_lat = 90.0 if top >= np.pi / 2 else min(to_lat(top) + 1e-7, 90.0)
+    min_lat = -90.0 if bottom <= -np.pi / 2 else max(to_lat(bottom) - 1e-7, -90.0)
+    if top >= np.pi / 2 or bottom <= -np.pi / 2:
+        return [(-180.0, min_lat, 180.0, max_lat)]
+    half = float(np.degrees(np.arcsin(min(np.sin(theta) / np.cos(psi), 1.0)))) + 1e-7
+    west, east = lon - half, lon + half
+    if half >= 180.0:
+        return [(-180.0, min_lat, 180.0, max_lat)]
+    if west < -180.0:
+        return [(-180.0, min_lat, east, max_lat), (west + 360.0, min_lat, 180.0, max_lat)]
+    if east > 180.0:
+        return [(west, min_lat, 180.0, max_lat), (-180.0, min_lat, east - 360.0, max_lat)]
+    return [(west, min_lat, east, max_lat)]
 
 
 def _rows(lats) -> np.ndarray:
@@ -91,7 +137,7 @@ class PointIndex:
         radius = geodesy._scalar(geodesy._floats(radius_m, "radius_m"), "radius_m")
         if radius < 0:
             raise ValueError(f"radius_m must be >= 0; got {radius!r}")
-        positions = self.candidates(geodesy.bounding_boxes(lon, lat, radius))
+        positions = self.candidates(cap_boxes(lon, lat, radius))
         if not len(positions):
             return positions, np.empty(0)
         distances = np.asarray(geodesy._inv(lon, lat, self.lons[positions], self.lats[positions])[2])

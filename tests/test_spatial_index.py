@@ -65,3 +65,17 @@ def test_rejects_bad_input():
         PointIndex([1.0, 2.0], [0.0])
     with pytest.raises(ValueError, match="radius_m"):
         PointIndex([1.0], [0.0]).within(0, 0, -1)
+
+
+def test_cap_boxes_hold_the_exact_bounding_boxes_of_geodesy():
+    from app import geodesy
+    from app.spatial_index import cap_boxes
+
+    rng = np.random.default_rng(3)
+    lons, lats = _random_centres(rng, 300)
+    radii = np.exp(rng.uniform(np.log(1_000.0), np.log(20_000_000.0), 300))
+    grid_lon, grid_lat = np.meshgrid(np.linspace(-180, 180, 721), np.linspace(-90, 90, 361))
+    for lon, lat, radius in zip(lons, lats, radii):
+        exact = geodesy.in_boxes(grid_lon, grid_lat, geodesy.bounding_boxes(lon, lat, radius))
+        loose = geodesy.in_boxes(grid_lon, grid_lat, cap_boxes(lon, lat, radius))
+        assert not (exact & ~loose).any(), (lon, lat, radius)
