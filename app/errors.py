@@ -25,6 +25,13 @@ class InvalidParameter(CatalogueError):
     code = "invalid_parameter"
 
 
+class UnsupportedParameter(CatalogueError):
+    """A query parameter the resource does not define, or one OGC API - Features answers with 400."""
+
+    status_code = 400
+    code = "bad_parameter"
+
+
 class NotFound(CatalogueError):
     """The resource named in the path does not exist."""
 

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from app.catalogue import Catalogue
 from app.errors import install_error_handlers
-from app.routers import maps, reach, reference, sites
+from app.routers import maps, ogc, reach, reference, sites
 from app.settings import Settings
 
 
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (sites.router, reach.router, reference.router, maps.router):
+    for router in (sites.router, reach.router, reference.router, maps.router, ogc.router):
         app.include_router(router)
     return app
 
