@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.catalogue import Catalogue, Centre, SitePage, has_point, record, split_list
 from app.errors import InvalidParameter, NotFound, UnsupportedParameter
+from app.exports import EXPORT_MEDIA_TYPES, export_response
 from app.formats import GEOJSON_MEDIA_TYPE, feature, site_features
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIMIT, MAX_RADIUS_KM
@@ -34,9 +35,13 @@ OPENAPI_MEDIA_TYPE = "application/vnd.oai.openapi+json;version=3.0"
 DEFAULT_LIMIT = 100
 STANDARD_PARAMETERS = ("f", "bbox", "limit", "offset")
 RADIUS_PARAMETERS = ("lat", "lon", "within_km")
-# formats answered by /collections/{id}/items; the export formats are added by app.routers.exports
+# formats answered by /collections/{id}/items, then the downloads of app.exports
 ITEM_FORMATS: dict[str, str] = {"json": GEOJSON_MEDIA_TYPE, "geojson": GEOJSON_MEDIA_TYPE, "html": "text/html"}
-ITEM_EXPORTERS: dict[str, tuple[str, Callable]] = {}  # f -> (media type, encoder)
+ITEM_EXPORTERS: dict[str, tuple[str, Callable]] = {  # f -> (media type, encoder)
+    name: (media_type, lambda catalogue, collection_id, features, name=name:
+           export_response(catalogue, name, features, collection_id))
+    for name, media_type in EXPORT_MEDIA_TYPES.items()
+}
 CollectionId = Annotated[str, Path(min_length=1, max_length=100, description="Collection id, e.g. sites.")]
 FeatureId = Annotated[str, Path(min_length=1, max_length=200, description="Feature id (the site, place or border id).")]
 Format = Annotated[str | None, Query(description="Output format: json (GeoJSON) or html; items also csv, kml, gpkg.")]
@@ -448,7 +453,8 @@ def get_items(
     collection = _collection(collectionId)
     fmt = _item_format(request, f)
     if fmt in ITEM_EXPORTERS:
-        rows, _, _ = select_items(catalogue, collection, request)
+        rows, limit, offset = select_items(catalogue, collection, request)
+        rows = rows.iloc[offset: offset + limit]
         return ITEM_EXPORTERS[fmt][1](catalogue, collection.id, _features(catalogue, collection, rows))
     body = items_collection(catalogue, collection, request)
     if fmt == "html":

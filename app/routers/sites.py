@@ -2,9 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.catalogue import record, split_list
+from app.exports import export_response, sites_format
 from app.formats import feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIST_ITEMS, MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams
@@ -21,15 +22,19 @@ def list_sites(
     filters: Annotated[FilterParams, Depends()],
     border: Annotated[BorderParams, Depends()],
     page: Annotated[PageParams, Depends()],
+    request: Request,
+    f: Annotated[str | None, Query(description="geojson (default), csv, kml or gpkg; or by Accept.")] = None,
 ):
-    """Sites as GeoJSON, filtered, optionally within a geodesic radius of a point or place."""
+    """Sites as GeoJSON (or CSV, KML, a GeoPackage snapshot), filtered, optionally within a geodesic radius of a point or place."""
     where = centre.resolve(catalogue)
     sort = page.sort or ("distance" if where is not None else "name")
     result = catalogue.find_sites(
         where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
         sort=sort, limit=page.limit, offset=page.offset,
     )
-    return sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
+    body = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
+    fmt = sites_format(request.headers.get("accept", ""), f)
+    return body if fmt == "geojson" else export_response(catalogue, fmt, body["features"], "sites")
 
 
 @router.get("/sites/{site_id}", response_class=GeoJSONResponse, summary="One site, in full")

@@ -1,0 +1,162 @@
+"""Download formats for feature lists: CSV (with WKT), KML (fastkml) and a GeoPackage snapshot."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import os
+import sqlite3
+import tempfile
+
+import shapely
+from fastkml import Document, Placemark, Style, kml
+from fastkml.data import Data, ExtendedData
+from fastkml.styles import IconStyle, LineStyle, StyleUrl
+from shapely.geometry import shape
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, Response
+
+from app.catalogue import Catalogue
+from app.errors import UnsupportedParameter
+from app.formats import csv_cell
+
+CSV_MEDIA_TYPE = "text/csv"
+KML_MEDIA_TYPE = "application/vnd.google-earth.kml+xml"
+GPKG_MEDIA_TYPE = "application/geopackage+sqlite3"
+# longest range first: a site is styled by its longest-range class
+CLASS_ORDER = ("ICBM", "IRBM", "MRBM", "SRBM")
+CLASS_COLOURS = {"ICBM": "ff0000ff", "IRBM": "ff0080ff", "MRBM": "ff00ffff", "SRBM": "ff00ff00"}  # KML aabbggrr
+DEFAULT_COLOUR = "ffaaaaaa"
+ICON = "http://maps.google.com/mapfiles/kml/shapes/placemark_circle.png"
+KML_DATA_FIELDS = ("id", "name", "country", "current_status", "declared_status", "facility_type", "missile_classes")
+
+
+def _flat(value) -> str | None:
+    """Lists joined by `; `, dicts as `key=value` pairs, everything else as text."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}={v}" for k, v in value.items())
+    return str(value) if not isinstance(value, str) else value
+
+
+def _wkt(geometry: dict | None) -> str:
+    """An RFC 7946 geometry object (already rounded) as WKT, or empty."""
+    return "" if geometry is None else shapely.to_wkt(shape(geometry), rounding_precision=-1)
+
+
+def features_csv(features: list[dict]) -> str:
+    """Features as CSV: lon, lat (points), wkt, then every property; formula-like cells neutralised."""
+    properties = list(dict.fromkeys(name for item in features for name in item["properties"]))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["lon", "lat", "wkt", *properties])
+    for item in features:
+        geometry = item["geometry"]
+        lon, lat = (geometry["coordinates"] if geometry and geometry["type"] == "Point" else (None, None))
+        writer.writerow([csv_cell(lon), csv_cell(lat), csv_cell(_wkt(geometry)),
+                         *(csv_cell(_flat(item["properties"].get(name))) for name in properties)])
+    return out.getvalue()
+
+
+def site_class(properties: dict) -> str:
+    """The style class of a feature: its longest-range missile class, else its first, else `unknown`."""
+    classes = properties.get("missile_classes") or []
+    for name in CLASS_ORDER:
+        if name in classes:
+            return name
+    return classes[0] if classes else "unknown"
+
+
+def _style_id(name: str) -> str:
+    return "class-" + "".join(c if c.isalnum() else "-" for c in name)
+
+
+def _description(properties: dict, sources: list[dict]) -> str:
+    """An HTML description with every value escaped, listing the feature's sources."""
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_flat(v) or '')}</td></tr>"
+                   for k, v in properties.items() if not isinstance(v, dict))
+    items = "".join(
+        f"<li>{html.escape(str(s.get('title') or s['id']))}"
+        + (f" ({html.escape(str(s['publisher']))})" if s.get("publisher") else "")
+        + (f" <a href=\"{html.escape(str(s['url']))}\">{html.escape(str(s['url']))}</a>"
+           if str(s.get("url") or "").startswith(("http://", "https://")) else "")
+        + "</li>" for s in sources)
+    return f"<table>{rows}</table><h4>Sources</h4><ul>{items}</ul>"
+
+
+def _sources(catalogue: Catalogue, properties: dict) -> list[dict]:
+    ids = list(properties.get("source_ids") or [])
+    for name in ("coord_source_id", "source_id"):
+        if properties.get(name):
+            ids.append(properties[name])
+    rows = catalogue.sources_for(ids)
+    return [{"id": i, **{c: (None if v != v else v) for c, v in row.items() if c in ("title", "publisher", "url")}}
+            for i, row in rows.iterrows()]
+
+
+def features_kml(catalogue: Catalogue, features: list[dict], title: str) -> str:
+    """Features as KML 2.2: one style per missile class, escaped HTML descriptions listing the sources."""
+    classes = sorted({site_class(f["properties"]) for f in features})
+    styles = [Style(id=_style_id(name), styles=[
+        IconStyle(color=CLASS_COLOURS.get(name, DEFAULT_COLOUR), scale=1.0, icon_href=ICON),
+        LineStyle(color=CLASS_COLOURS.get(name, DEFAULT_COLOUR), width=2.0)]) for name in classes]
+    placemarks = []
+    for item in features:
+        properties = item["properties"]
+        data = [Data(name=k, value=_flat(properties.get(k)) or "") for k in KML_DATA_FIELDS if k in properties]
+        placemarks.append(Placemark(
+            id=str(item.get("id")), name=str(properties.get("name") or item.get("id")),
+            description=_description(properties, _sources(catalogue, properties)),
+            style_url=StyleUrl(url="#" + _style_id(site_class(properties))),
+            geometry=None if item["geometry"] is None else shape(item["geometry"]),
+            extended_data=ExtendedData(elements=data),
+        ))
+    document = Document(id="missile-sites", name=title, styles=styles, features=placemarks)
+    return kml.KML(features=[document]).to_string(prettyprint=True)
+
+
+def gpkg_snapshot(source) -> str:
+    """A consistent copy of a (possibly live) GeoPackage in a temp file, through SQLite's backup API."""
+    handle, path = tempfile.mkstemp(suffix=".gpkg", prefix="missile-sites-")
+    os.close(handle)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(path)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return path
+
+
+def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: str) -> Response:
+    """Features as a download in one of the export formats (csv, kml, gpkg)."""
+    if fmt == "csv":
+        return Response(features_csv(features), media_type=CSV_MEDIA_TYPE,
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    if fmt == "kml":
+        return Response(features_kml(catalogue, features, name), media_type=KML_MEDIA_TYPE,
+                        headers={"Content-Disposition": f'attachment; filename="{name}.kml"'})
+    path = gpkg_snapshot(catalogue.path)
+    return FileResponse(path, media_type=GPKG_MEDIA_TYPE, filename="catalogue.gpkg",
+                        background=BackgroundTask(os.unlink, path))
+
+
+EXPORT_MEDIA_TYPES = {"csv": CSV_MEDIA_TYPE, "kml": KML_MEDIA_TYPE, "gpkg": GPKG_MEDIA_TYPE}
+
+
+def sites_format(accept: str, f: str | None) -> str:
+    """The /sites format asked by `f`, else by the Accept header; 400 for an unknown `f`."""
+    allowed = ("geojson", "json", *EXPORT_MEDIA_TYPES)
+    if f is not None:
+        if f not in allowed:
+            raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(allowed)}", parameter="f")
+        return "geojson" if f == "json" else f
+    for name, media_type in EXPORT_MEDIA_TYPES.items():
+        if media_type in accept:
+            return name
+    return "geojson"
