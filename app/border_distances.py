@@ -7,13 +7,16 @@ WGS84 geodesics between consecutive vertices, lon/lat degrees, metres). How:
    the curve is unchanged and every segment is at most ``MAX_SEGMENT_M`` long.
 2. A k-d tree on the vertices' geocentric unit vectors gives each point its nearest vertex by
    angle; its exact distance ``U`` (``Geod.inv``) bounds the answer from above.
-3. A rigorous lower bound: a geodesic on the ellipsoid is at least ``b * angle`` (the nearest-point
-   projection onto the ball of the polar radius ``b`` shortens curves), and a segment's points lie
-   within half its length of an end. So only segments with an end within ``(U + MAX_SEGMENT_M / 2) / b``
-   radians of its midpoint can beat ``U``: a ball query on the midpoints finds them. Their ends are
-   measured exactly; a segment is refined only if the foot lies inside it (it heads toward the point
-   at A and away from it at B, the test :func:`app.geodesy.nearest_on_line` uses) and its triangle
-   bound ``(dA + dB - L) / 2`` beats the best distance so far.
+3. Rigorous lower bounds pick the segments that could beat ``U``. A chord is never longer than the
+   geodesic and a segment's points lie within half its length of its midpoint, so a ball query
+   (Cartesian, metres) for midpoints within ``U + MAX_SEGMENT_M / 2`` finds every such segment.
+   Two cheap bounds then drop most of them: ``b * angle`` at the ends (a geodesic on WGS84 is at
+   least that long: the nearest-point projection onto the ball of the polar radius ``b`` shortens
+   curves), and the 3D distance from the point to the segment's straight chord less the most a
+   geodesic can bow away from it (``L^2 / (8 R_min)``). The survivors' ends are measured exactly;
+   a segment is refined only if the foot lies inside it (it heads toward the point at A and away
+   from it at B, the test :func:`app.geodesy.nearest_on_line` uses) and its triangle bound
+   ``(dA + dB - L) / 2`` beats the best distance so far.
 4. Refinement: the foot of the perpendicular on each surviving segment by a few Newton-like steps
    (move along by the spherical along-track distance of the point), to well under a millimetre.
 """
@@ -33,7 +36,22 @@ _F = 1 / 298.257223563
 _E2 = _F * (2 - _F)
 _B_SAFE = _A * (1 - _F) * (1 - 1e-9)  # the polar radius, a hair smaller: b * angle never exceeds a geodesic
 _R_STEP = 6_371_008.8  # sphere radius for the along-track step (only steers the iteration)
-_STEPS = 8
+_STEPS = 6
+
+
+def _ecef(lons, lats) -> np.ndarray:
+    """Earth-centred Cartesian coordinates in metres of lon/lat points on the WGS84 surface, shape (n, 3)."""
+    lam, phi = np.radians(lons), np.radians(lats)
+    n = _A / np.sqrt(1.0 - _E2 * np.sin(phi) ** 2)
+    return np.column_stack([n * np.cos(phi) * np.cos(lam), n * np.cos(phi) * np.sin(lam), n * (1 - _E2) * np.sin(phi)])
+
+
+def _to_chords(points, a, b) -> np.ndarray:
+    """Straight-line (3D) distances from each point to the straight chord between a and b (rows)."""
+    ab = b - a
+    t = np.einsum("ij,ij->i", points - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-300)
+    foot = a + np.clip(t, 0.0, 1.0)[:, None] * ab
+    return np.linalg.norm(points - foot, axis=1)
 
 
 def _unit_vectors(lons, lats) -> np.ndarray:
@@ -78,10 +96,14 @@ class LineIndex:
             self.lons[self.start], self.lats[self.start], self.lons[self.end], self.lats[self.end]
         )
         self.units = _unit_vectors(self.lons, self.lats)
+        self.ecef = _ecef(self.lons, self.lats)
+        # a geodesic bends at most 1/R_min (R_min = a(1-f)^2, the smallest radius of curvature on WGS84), so a
+        # segment of length L strays at most L^2 / (8 R_min) from its straight chord
+        self.sagitta = self.length**2 / (8 * _A * (1 - _F) ** 2) * 1.01 + 1e-6
         self.tree = cKDTree(self.units)
         # segment midpoints: every point of a segment lies within half its length of its midpoint
         mid_lon, mid_lat, _ = geodesy._fwd(self.lons[self.start], self.lats[self.start], self.azimuth, self.length / 2)
-        self.mid_tree = cKDTree(_unit_vectors(geodesy._wrap(mid_lon), np.clip(mid_lat, -90.0, 90.0)))
+        self.mid_tree = cKDTree(_ecef(geodesy._wrap(mid_lon), np.clip(mid_lat, -90.0, 90.0)))
         self.max_segment = float(self.length.max()) if len(self.length) else 0.0
 
     def distances(self, lons, lats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,15 +120,19 @@ class LineIndex:
         if not len(self.start):
             return best, best_x, best_y
         # every vertex whose angle could put one of its segments under the upper bound
-        theta = np.minimum((best + self.max_segment / 2.0) / _B_SAFE, np.pi)
-        radius = 2.0 * np.sin(theta / 2.0) * (1 + 1e-12) + 1e-12
-        hits = self.mid_tree.query_ball_point(units, radius, return_sorted=False)
+        # chord(P, M) <= chord(P, X) + chord(X, M) <= d(P, X) + L / 2 for X on a segment with midpoint M
+        radius = (best + self.max_segment / 2.0) * (1 + 1e-12) + 1e-6
+        hits = self.mid_tree.query_ball_point(_ecef(lons, lats), radius, return_sorted=False)
         counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=n)
         segs = np.fromiter((v for h in hits for v in h), dtype=np.int64, count=int(counts.sum()))
         owner = np.repeat(np.arange(n), counts)
         a, b = self.start[segs], self.end[segs]
         bound = (_B_SAFE * (_angles(units[owner], self.units[a]) + _angles(units[owner], self.units[b])) - self.length[segs]) / 2
         keep = bound < best[owner]
+        owner, segs, a, b = owner[keep], segs[keep], a[keep], b[keep]
+        # a straight line is the shortest path: no point of the segment is nearer than its chord, less the sagitta
+        points = _ecef(lons[owner], lats[owner])
+        keep = _to_chords(points, self.ecef[a], self.ecef[b]) - self.sagitta[segs] < best[owner]
         owner, segs, a, b = owner[keep], segs[keep], a[keep], b[keep]
         _, toward_a, d_a = geodesy._inv(lons[owner], lats[owner], self.lons[a], self.lats[a])
         _, toward_b, d_b = geodesy._inv(lons[owner], lats[owner], self.lons[b], self.lats[b])
@@ -155,7 +181,7 @@ def distances_to_line(lons, lats, line) -> tuple[np.ndarray, np.ndarray, np.ndar
 
     >>> from shapely.geometry import LineString
     >>> d, x, y = distances_to_line([0.5, 180.0], [1.0, 1.0], LineString([(179.5, 0), (-179.5, 0)]))
-    >>> round(d[1], 1), round(abs(x[1]), 6), round(y[1], 6)
+    >>> round(float(d[1]), 1), round(abs(float(x[1])), 6), round(float(y[1]), 6)
     (110574.4, 180.0, 0.0)
     """
     return LineIndex(line).distances(lons, lats)
