@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pandas as pd
 import shapely
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse
 
 from app.catalogue import Catalogue, Centre, SitePage, has_point, record, split_list
 from app.errors import InvalidParameter, NotFound, UnsupportedParameter
