@@ -604,8 +604,12 @@ def bounding_boxes(lon, lat, radius_m) -> list[tuple[float, float, float, float]
     min_lat = -90.0 if radius >= south_m else max(float(south) - _PAD_DEG, -90.0)
     if radius >= north_m or radius >= south_m:
         return [(-180.0, min_lat, 180.0, max_lat)]
-    half = _max_lon_offset(lon, lat, radius) + _PAD_DEG
-    west, east = lon - half, lon + half
+    return lon_span_boxes(lon, _max_lon_offset(lon, lat, radius) + _PAD_DEG, min_lat, max_lat)
+
+
+def lon_span_boxes(lon: float, half_deg: float, min_lat: float, max_lat: float) -> list[tuple]:
+    """Boxes covering longitudes ``lon ± half_deg`` between two latitudes, split at ±180°."""
+    west, east, half = lon - half_deg, lon + half_deg, half_deg
     if half >= 180.0:
         return [(-180.0, min_lat, 180.0, max_lat)]
     if west < -180.0:

@@ -58,14 +58,7 @@ def cap_boxes(lon: float, lat: float, radius_m: float) -> list[tuple[float, floa
     if top >= np.pi / 2 or bottom <= -np.pi / 2:
         return [(-180.0, min_lat, 180.0, max_lat)]
     half = float(np.degrees(np.arcsin(min(np.sin(theta) / np.cos(psi), 1.0)))) + 1e-7
-    west, east = lon - half, lon + half
-    if half >= 180.0:
-        return [(-180.0, min_lat, 180.0, max_lat)]
-    if west < -180.0:
-        return [(-180.0, min_lat, east, max_lat), (west + 360.0, min_lat, 180.0, max_lat)]
-    if east > 180.0:
-        return [(west, min_lat, 180.0, max_lat), (-180.0, min_lat, east - 360.0, max_lat)]
-    return [(west, min_lat, east, max_lat)]
+    return geodesy.lon_span_boxes(lon, half, min_lat, max_lat)
 
 
 def _rows(lats) -> np.ndarray:
