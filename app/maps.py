@@ -50,6 +50,19 @@ VENDORED_CSS = {
     "leaflet_measure_css": "leaflet-measure/dist/leaflet-measure.css",
     "Control.FullScreen.css": "leaflet.fullscreen/Control.FullScreen.css",
 }
+GEODESIC_JS = "geographiclib-geodesic/geographiclib-geodesic.min.js"
+# leaflet-measure measures on a sphere (R = 6371 km); its two formulas are replaced by GeographicLib's on WGS84.
+MEASURE_PATCHES = (
+    ("h=function(a,b){var c=f.degrees.toRadians(a[0]-b[0]),d=f.degrees.toRadians(a[1]-b[1]),"
+     "g=f.degrees.toRadians(a[1]),h=f.degrees.toRadians(b[1]),i=Math.sin(c/2),j=Math.sin(d/2),"
+     "k=j*j+i*i*Math.cos(g)*Math.cos(h);return 2*e*Math.atan2(Math.sqrt(k),Math.sqrt(1-k))}",
+     "h=function(a,b){return geodesic.Geodesic.WGS84.Inverse(a[1],a[0],b[1],b[0]).s12}"),
+    ("i=function(a){var b,c,d,g,h=0;for(b=0,c=a.length;b<c;b+=1)d=a[b],g=a[(b+1)%a.length],"
+     "h+=f.degrees.toRadians(g[0]-d[0])*(2+Math.sin(f.degrees.toRadians(d[1]))+Math.sin(f.degrees.toRadians(g[1])));"
+     "return Math.abs(h*e*e/2)}",
+     "i=function(a){var p=geodesic.Geodesic.WGS84.Polygon(!1);a.forEach(function(c){p.AddPoint(c[1],c[0])});"
+     "return Math.abs(p.Compute(!1,!0).area)}"),
+)
 # folium.Map's defaults for awesome-marker icons and Bootstrap; these maps use neither, so they are dropped.
 UNUSED_DEFAULTS = {
     "bootstrap", "awesome_markers", "bootstrap_css", "glyphicons_css", "awesome_markers_font_css",
@@ -584,6 +597,17 @@ def vendored_js(relative: str) -> str:
 
 
 @lru_cache(maxsize=None)
+def geodesic_measure_js() -> str:
+    """GeographicLib, then leaflet-measure with its spherical distance and area replaced by WGS84 geodesics."""
+    text = vendored_js(VENDORED_JS["leaflet_measure_js"])
+    for spherical, geodesic in MEASURE_PATCHES:
+        if spherical not in text:
+            raise RuntimeError("leaflet-measure changed: its spherical formulas were not found to replace")
+        text = text.replace(spherical, geodesic)
+    return vendored_js(GEODESIC_JS) + "\n" + text
+
+
+@lru_cache(maxsize=None)
 def vendored_css(relative: str) -> str:
     """A vendored stylesheet with its relative url(...) images inlined as data: URIs."""
     path = VENDOR_DIR / relative
@@ -619,7 +643,8 @@ def make_self_contained(m: folium.Map) -> folium.Map:
         element.default_js, element.default_css = [], []
     header = m.get_root().header
     for name in [n for n in VENDORED_JS if n in js]:  # jQuery and Leaflet before their plugins
-        header.add_child(Element(f"<script>{vendored_js(js[name])}</script>"), name=f"inline_{name}")
+        source = geodesic_measure_js() if name == "leaflet_measure_js" else vendored_js(js[name])
+        header.add_child(Element(f"<script>{source}</script>"), name=f"inline_{name}")
     if "leaflet" in js:  # Leaflet guesses its default marker images' folder from a CSS url; give it data: URIs
         header.add_child(Element(f"<script>{default_icon_js()}</script>"), name="inline_leaflet_default_icon")
     for name in [n for n in VENDORED_CSS if n in css]:

@@ -4,9 +4,11 @@ Fails on any console error, uncaught page error, dialog (alert) or request that 
 Screenshots are written to build/screenshots/ and their paths printed.
 """
 
+import re
 from pathlib import Path
 
 import pytest
+from pyproj import Geod
 
 from app.catalogue import SitePage
 from app.maps import catalogue_map, render_html
@@ -85,17 +87,27 @@ def test_whole_catalogue_with_rings_renders_offline(catalogue, tmp_path):
     assert catalogue.version in counts["footer"] and "the whole catalogue" in counts["footer"]
     assert "ICBM" in counts["legend"]
     assert shot.stat().st_size > 20_000
-    assert "Kilometers" in measured  # the measure tool works offline (its images are inlined)
+    assert "Kilometers" in measured[0]  # the measure tool works offline (its images are inlined)
+    (lat1, lon1), (lat2, lon2) = measured[1]
+    expected_km = Geod(ellps="WGS84").inv(lon1, lat1, lon2, lat2)[2] / 1000
+    shown_km = float(re.search(r"([\d.,]+) Kilometers", measured[0]).group(1).replace(",", ""))
+    assert shown_km == pytest.approx(expected_km, abs=0.01)  # the ruler measures on WGS84, not on a sphere
 
 
-def _measure(page) -> str:
-    """Measure a line with the measure tool; the result popup's text."""
+def _measure(page) -> tuple[str, list]:
+    """Measure a line with the measure tool; the result popup's text and the clicked points (lat, lon)."""
     page.locator(".leaflet-control-measure").hover()
     page.click(".leaflet-control-measure .js-start")
     page.mouse.click(500, 400)
     page.mouse.click(700, 450)
     page.click(".leaflet-control-measure .js-finish")
-    return page.locator(".leaflet-measure-resultpopup").inner_text(timeout=5_000)
+    points = page.evaluate(
+        "() => { const m = Object.values(window).find((v) => v instanceof L.Map);"
+        " const box = m.getContainer().getBoundingClientRect();"
+        " return [[500, 400], [700, 450]].map(([x, y]) => m.containerPointToLatLng([x - box.left, y - box.top]))"
+        ".map((p) => [p.lat, p.lng]); }"
+    )
+    return page.locator(".leaflet-measure-resultpopup").inner_text(timeout=5_000), points
 
 
 def test_seoul_radius_map_from_the_route_renders_offline(client, tmp_path):

@@ -37,6 +37,9 @@ fetch leaflet-measure@2.1.7
 copy leaflet-measure leaflet-measure LICENSE dist/leaflet-measure.min.js dist/leaflet-measure.css \
     $(cd leaflet-measure && ls dist/images/*.png)
 
+fetch geographiclib-geodesic@2.2.0
+copy geographiclib-geodesic geographiclib-geodesic LICENSE.txt geographiclib-geodesic.min.js
+
 fetch leaflet.fullscreen@3.0.0
 copy leaflet.fullscreen leaflet.fullscreen LICENSE Control.FullScreen.js Control.FullScreen.css icon-fullscreen.svg
 
