@@ -33,6 +33,7 @@ from folium.template import Template
 from shapely.geometry import mapping
 
 from app import geodesy
+from app.catalogue import has_point
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 # folium's resource names -> the vendored file inlined in their place (see app/vendor/README.md).
@@ -159,11 +160,6 @@ def _items(value) -> list[str]:
     return [item.strip() for item in str(value).split(";") if item.strip()]
 
 
-def drawable(geometry) -> bool:
-    """Whether a cell holds a non-empty geometry (a missing one may be None or NaN)."""
-    return isinstance(geometry, shapely.Geometry) and not geometry.is_empty
-
-
 def _km(value) -> str:
     """A distance for display, in km with one decimal."""
     return "unknown" if blank(value) else f"{float(value):,.1f} km"
@@ -284,7 +280,7 @@ def _display_geometry(geometry, tolerance_deg: float = 0.0, decimals: int = DISP
 
 def focus_box(shapes) -> tuple[float, float, float, float] | None:
     """The box drawn in detail: around the given shapes with a margin, or None when they span too much."""
-    shapes = [g for g in shapes if drawable(g)]
+    shapes = [g for g in shapes if has_point(g)]
     if not shapes:
         return None
     west, south, east, north = shapely.GeometryCollection(shapes).bounds
@@ -298,7 +294,7 @@ def _features(geometries, properties, **display) -> list[dict]:
     """GeoJSON features of the drawable geometries, each with its properties."""
     features = []
     for geometry, props in zip(geometries, properties):
-        if drawable(geometry) and (drawn := _display_geometry(geometry, **display)):
+        if has_point(geometry) and (drawn := _display_geometry(geometry, **display)):
             features.append({"type": "Feature", "properties": props, "geometry": drawn})
     return features
 
@@ -344,7 +340,7 @@ def split_at_antimeridian(geometry):
 
 def add_vector_basemap(m: folium.Map, countries, focus=None) -> None:
     """Land from the GeoPackage's countries, always drawn under any tiles: coarse worldwide, detailed in focus."""
-    land = [split_at_antimeridian(g) if drawable(g) else None for g in countries.geometry]
+    land = [split_at_antimeridian(g) if has_point(g) else None for g in countries.geometry]
     coarse = _features(land, [{}] * len(land), **COARSE)
     if focus is not None:
         coarse += _features(shapely.clip_by_rect(np.array(land, dtype=object), *focus), [{}] * len(land), **DETAIL)
@@ -486,7 +482,7 @@ def add_query_centre(m: folium.Map, lon: float, lat: float, label: str) -> None:
 def add_sites(m: folium.Map, sites, colours: dict[str, str], popups: dict[str, str], *,
               cluster_above: int = CLUSTER_ABOVE) -> int:
     """Site markers (clustered when there are many) with escaped popups and tooltips; returns how many."""
-    located = [(i, s) for i, s in sites.iterrows() if drawable(s.geometry)]
+    located = [(i, s) for i, s in sites.iterrows() if has_point(s.geometry)]
     name = inert(f"Sites ({len(located)})")
     group = MarkerCluster(name=name, options={"maxClusterRadius": 40}) if len(located) > cluster_above \
         else folium.FeatureGroup(name=name)
@@ -570,7 +566,7 @@ def add_controls(m: folium.Map) -> None:
 
 def _fit(m: folium.Map, sites, centre, radius_km, borders) -> None:
     """Fit the view to the drawn sites and the query radius, or to the MDL and DMZ when there are none."""
-    shapes = [g for g in sites.geometry if drawable(g)]
+    shapes = [g for g in sites.geometry if has_point(g)]
     if centre is not None and radius_km:
         shapes.append(geodesy.range_ring(centre[0], centre[1], radius_km * 1000))
     elif centre is not None:
@@ -714,7 +710,7 @@ def site_map(
     border_names = {str(b["id"]): str(b["name"]) for _, b in borders.iterrows()}
     colours = class_colours([site_class(s) for _, s in sites.iterrows()] + [r.get("class") for r in rings or []
                                                                              if r.get("class")])
-    located = [g for g in sites.geometry if drawable(g)]
+    located = [g for g in sites.geometry if has_point(g)]
     centre_point = [shapely.Point(centre)] if centre is not None else []
     focus = focus_box(located + centre_point or list(borders[borders["kind"] != "land_border"].geometry))
     m = _base_map()
@@ -737,7 +733,7 @@ def site_map(
     shown = add_sites(m, sites, colours, popups, cluster_above=cluster_above)
     statuses = set(sites["current_status"].dropna()) if "current_status" in sites else set()
     MapBox(legend_html(colours, statuses), position="topright", css_class="legend").add_to(m)
-    unlocated = [str(s.get("name")) for _, s in sites.iterrows() if not drawable(s.geometry)]
+    unlocated = [str(s.get("name")) for _, s in sites.iterrows() if not has_point(s.geometry)]
     MapBox(footer_html(query=query, data_version=data_version, generated_at=generated_at, sources=sources,
                        shown=shown, matched=number_matched, unlocated=unlocated),
            position="bottomleft", css_class="footer").add_to(m)
@@ -783,7 +779,7 @@ def _page_rings(catalogue, sites) -> list[dict]:
     """Every located site's missile range rings, labelled with the site."""
     rings = []
     for site_id, site in sites.iterrows():
-        if not drawable(site.geometry):
+        if not has_point(site.geometry):
             continue
         for ring in catalogue.site_rings(site_id):
             rings.append({**ring, "site_id": site_id, "site_name": site.get("name")})

@@ -8,7 +8,9 @@ from app.catalogue import record, split_list
 from app.exports import export_response, sites_format
 from app.formats import feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
-from app.schemas import MAX_LIST_ITEMS, MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams
+from app.schemas import (
+    MAX_LIST_ITEMS, MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
+)
 
 router = APIRouter(tags=["sites"])
 SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
@@ -25,13 +27,8 @@ def list_sites(
     request: Request,
     f: Annotated[str | None, Query(description="geojson (default), csv, kml or gpkg; or by Accept.")] = None,
 ):
-    """Sites as GeoJSON (or CSV, KML, a GeoPackage snapshot), filtered, optionally within a geodesic radius of a point or place."""
-    where = centre.resolve(catalogue)
-    sort = page.sort or ("distance" if where is not None else "name")
-    result = catalogue.find_sites(
-        where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
-        sort=sort, limit=page.limit, offset=page.offset,
-    )
+    """Sites as GeoJSON (or CSV, KML, GeoPackage), filtered, optionally within a geodesic radius of a point or place."""
+    result = run_site_query(catalogue, centre, radius, filters, border, page)
     body = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
     fmt = sites_format(request.headers.get("accept", ""), f)
     return body if fmt == "geojson" else export_response(catalogue, fmt, body["features"], "sites")
