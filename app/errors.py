@@ -39,6 +39,58 @@ class NotFound(CatalogueError):
     code = "not_found"
 
 
+class Unauthorized(CatalogueError):
+    """No bearer token, a malformed one, or one the operator never issued."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, error: str | None = None):
+        super().__init__(message)
+        challenge = 'Bearer realm="missile-sites"' + (f', error="{error}"' if error else "")
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(CatalogueError):
+    """A valid token whose role does not allow the request (a reader's token on a write)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyRequests(CatalogueError):
+    """The token made more writes than its rate allows; `retry_after` seconds until the next one."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class PayloadTooLarge(CatalogueError):
+    """The request body is larger than the service accepts."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Conflict(CatalogueError):
+    """The request conflicts with the resource's current state (an existing id, a stale version)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class Gone(CatalogueError):
+    """The resource existed and was retired."""
+
+    status_code = 410
+    code = "gone"
+
+
 def error_body(status: int, code: str, message: str, parameter: str | None = None) -> dict:
     """The single JSON error shape every error path returns."""
     return {"error": {"status": status, "code": code, "message": message, "parameter": parameter}}
@@ -51,7 +103,8 @@ def _parameter_name(loc: tuple) -> str | None:
 
 
 async def _on_catalogue_error(_: Request, exc: CatalogueError) -> JSONResponse:
-    return JSONResponse(error_body(exc.status_code, exc.code, exc.message, exc.parameter), exc.status_code)
+    body = error_body(exc.status_code, exc.code, exc.message, exc.parameter)
+    return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
