@@ -260,6 +260,45 @@ def _command_line(command: str, **options) -> str:
     return " ".join(words)
 
 
+token_cli = typer.Typer(help="Issue bearer tokens for MISSILE_SITES_TOKENS.", no_args_is_help=True)
+cli.add_typer(token_cli, name="token")
+
+
+class Role(str, Enum):
+    """What a token may do."""
+
+    reader = "reader"
+    editor = "editor"
+
+
+@token_cli.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who holds the token, e.g. alice (letters, digits, . _ @ -).")],
+    role: Annotated[Role, typer.Option(help="reader or editor.")],
+) -> None:
+    """Print a new token (shown once) and the entry, with its hash, to add to MISSILE_SITES_TOKENS."""
+    from app.auth import hash_token, new_token
+    from app.settings import TokenEntry
+
+    token = new_token()
+    try:
+        entry = TokenEntry(name=name, role=role.value, sha256=hash_token(token))
+    except pydantic.ValidationError as exc:
+        _fail(f"--{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    errors.print("token (shown once; the service keeps only its hash):", highlight=False)
+    sys.stdout.write(token + "\n")
+    errors.print("entry to add to the JSON list in MISSILE_SITES_TOKENS:", highlight=False)
+    sys.stdout.write(entry.model_dump_json() + "\n")
+
+
+@token_cli.command("hash")
+def token_hash(token: Annotated[str, typer.Argument(help="The token to hash.")]) -> None:
+    """Print a token's SHA-256, as MISSILE_SITES_TOKENS stores it."""
+    from app.auth import hash_token
+
+    sys.stdout.write(hash_token(token) + "\n")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()
