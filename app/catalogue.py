@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +19,8 @@ import shapely
 from app import geodesy
 from app.border_distances import distances_to_line
 from app.spatial_index import PointIndex
-from app.errors import InvalidParameter, NotFound
+from app.errors import Gone, InvalidParameter, NotFound
+from app.store import EDIT_COLUMNS, connect_readonly
 
 STATUSES = ("active", "inactive", "under_construction", "unknown")
 DECLARED = ("undeclared", "declared", "acknowledged", "unknown")
@@ -97,6 +100,20 @@ class SitePage:
     border_distances: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+def _with_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """A layer with the given columns added as all-NULL when the file predates them (the bundled build)."""
+    missing = [c for c in columns if c not in frame.columns]
+    return frame.assign(**{c: pd.Series([None] * len(frame), index=frame.index, dtype=object) for c in missing})
+
+
+def last_change_id(path: Path) -> int:
+    """The id of the newest recorded change (0 when the file has none or no change log)."""
+    with closing(connect_readonly(path)) as connection:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
+            return 0
+        return connection.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
+
+
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes: the data version shown in answers and on maps."""
     digest = hashlib.sha256()
@@ -113,18 +130,53 @@ class Catalogue:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
-        self.version = file_sha256(self.path)
-        self.sites = self._read_layer("sites").set_index("id", drop=False)
+        self.file_version = file_sha256(self.path)
         self.missiles = self._read_layer("missiles").set_index("id", drop=False)
-        self.observations = self._read_layer("observations")
-        self.sources = self._read_layer("sources").set_index("id", drop=False)
         self.places = self._read_layer("places").set_index("id", drop=False)
         self.borders = self._read_layer("borders").set_index("id", drop=False)
         self.countries = self._read_layer("countries")  # the maps' vector basemap
         self.reported = self._read_layer("reported_distances")
+        self._load_editable()
         self.site_borders = self._measure_site_borders(self.measured_border_ids)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
         self._located_ids, self.site_index = self._index_sites()
+
+    def _load_editable(self) -> None:
+        """Read the layers analysts edit: sites (retired ones apart), observations, sources and the change count."""
+        sites = _with_columns(self._read_layer("sites"), EDIT_COLUMNS["sites"]).set_index("id", drop=False)
+        retired = sites["retired_at"].notna()
+        self.sites, self.retired_sites = sites[~retired], sites[retired]
+        self.observations = _with_columns(self._read_layer("observations"), EDIT_COLUMNS["observations"])
+        self.sources = _with_columns(self._read_layer("sources"), EDIT_COLUMNS["sources"]).set_index("id", drop=False)
+        self.last_change = last_change_id(self.path)
+        self.version = self.file_version if not self.last_change else f"{self.file_version}+{self.last_change}"
+
+    def refreshed(self) -> "Catalogue":
+        """A new catalogue with the edited layers read again; unmoved sites keep their border distances."""
+        new = copy.copy(self)
+        for name in ("measured_border_ids", "vocabularies"):
+            new.__dict__.pop(name, None)
+        new._load_editable()
+        new.site_borders = new._reuse_site_borders(self)
+        new._other_border_km = {}
+        new._located_ids, new.site_index = new._index_sites()
+        return new
+
+    def _reuse_site_borders(self, old: "Catalogue") -> pd.DataFrame:
+        """Border distances: the old rows for sites at the same point, measured afresh for new or moved sites."""
+        if self.measured_border_ids != old.measured_border_ids:
+            return self._measure_site_borders(self.measured_border_ids)
+        sites = located(self.sites)
+        before = located(old.sites).geometry
+        same = [i for i, g in sites.geometry.items() if i in before.index and before[i].equals_exact(g, 0)]
+        kept = old.site_borders[old.site_borders["site_id"].isin(same)]
+        moved = sites.index.difference(pd.Index(same), sort=False)
+        fresh = self._measure_site_borders(self.measured_border_ids, sites.loc[moved]) if len(moved) else kept.iloc[:0]
+        order = {site_id: n for n, site_id in enumerate(sites.index)}
+        table = pd.concat([kept, fresh], ignore_index=True)
+        positions = table["site_id"].map(order).to_numpy() * len(self.measured_border_ids)
+        positions += table["border_id"].map({b: n for n, b in enumerate(self.measured_border_ids)}).to_numpy()
+        return table.iloc[np.argsort(positions, kind="stable")].reset_index(drop=True)
 
     def _index_sites(self) -> tuple[np.ndarray, PointIndex]:
         """The located sites' ids and an exact spatial index on their points (same order)."""
@@ -177,6 +229,10 @@ class Catalogue:
 
     def site_row(self, site_id: str) -> pd.Series:
         """One site's row, or NotFound."""
+        if site_id in self.retired_sites.index:
+            retired = self.retired_sites.loc[site_id]
+            raise Gone(f"site {site_id!r} was retired at {retired['retired_at']} by {retired['retired_by']}",
+                       parameter="site_id")
         if site_id not in self.sites.index:
             raise NotFound(f"no site with id {site_id!r}", parameter="site_id")
         return self.sites.loc[site_id]
@@ -201,9 +257,9 @@ class Catalogue:
 
     # --- border distances ---------------------------------------------------------------------
 
-    def _measure_site_borders(self, border_ids) -> pd.DataFrame:
-        """Every located site's distance to each border, with the nearest point on the border."""
-        sites = located(self.sites)
+    def _measure_site_borders(self, border_ids, sites: gpd.GeoDataFrame | None = None) -> pd.DataFrame:
+        """Every located site's (or the given sites') distance to each border, with the nearest point on it."""
+        sites = located(self.sites) if sites is None else sites
         lons, lats = sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy()
         tables = []
         for order, border_id in enumerate(border_ids):

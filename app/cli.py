@@ -18,6 +18,7 @@ from app.build_data import build
 from app.catalogue import Catalogue
 from app.errors import CatalogueError
 from app.formats import sites_csv, sites_geojson
+from app.live import live_path
 from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
 from app.settings import GEODATA_DIR, Settings
 
@@ -52,8 +53,8 @@ def _params(kind, **values):
 
 def _open(gpkg: Path | None) -> Catalogue:
     """The catalogue at the given path or the settings' one."""
-    path = gpkg or Settings().gpkg
     try:
+        path = gpkg or live_path(Settings())
         return Catalogue(path)
     except FileNotFoundError as exc:
         _fail(str(exc))
@@ -157,7 +158,7 @@ def validate(
     """Check the GeoPackage with GDAL's validate_gpkg and compare computed with reported distances."""
     from osgeo_utils.samples import validate_gpkg
 
-    path = gpkg or Settings().gpkg
+    path = gpkg or live_path(Settings())
     problems = validate_gpkg.check(str(path), abort_at_first_error=False, extra_checks=True,
                                    warning_as_error=True, myprint=lambda msg: None)
     for problem in problems:

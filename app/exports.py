@@ -6,8 +6,8 @@ import csv
 import html
 import io
 import os
-import sqlite3
 import tempfile
+from pathlib import Path
 
 import shapely
 from fastkml import Document, Placemark, Style, kml
@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, Response
 from app.catalogue import Catalogue
 from app.errors import UnsupportedParameter
 from app.formats import csv_cell
+from app.store import copy_consistent
 
 CSV_MEDIA_TYPE = "text/csv"
 KML_MEDIA_TYPE = "application/vnd.google-earth.kml+xml"
@@ -123,14 +124,7 @@ def gpkg_snapshot(source) -> str:
     """A consistent copy of a (possibly live) GeoPackage in a temp file, through SQLite's backup API."""
     handle, path = tempfile.mkstemp(suffix=".gpkg", prefix="missile-sites-")
     os.close(handle)
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    dst = sqlite3.connect(path)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return path
+    return str(copy_consistent(Path(source), Path(path)))
 
 
 def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: str) -> Response:

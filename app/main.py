@@ -4,8 +4,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.catalogue import Catalogue
 from app.errors import install_error_handlers
+from app.live import LiveCatalogue, live_path
 from app.routers import maps, ogc, reach, reference, sites
 from app.settings import Settings
 
@@ -16,8 +16,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.catalogue = Catalogue(settings.gpkg)
+        app.state.live = LiveCatalogue(live_path(settings))
         yield
+        app.state.live.close()
 
     app = FastAPI(
         title="missile-sites",

@@ -1,5 +1,6 @@
 """Shared fixtures: the bundled GeoPackage, a catalogue on it, and an in-process API client."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,11 @@ from app.main import create_app
 from app.settings import GEODATA_DIR, Settings
 
 BUNDLED_GPKG = GEODATA_DIR / "catalogue.gpkg"
+
+
+def pytest_configure(config):
+    """Commands run in tests read the bundled GeoPackage, never a developer's live var/catalogue.gpkg."""
+    os.environ["MISSILE_SITES_GPKG"] = str(BUNDLED_GPKG)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from app.formats import GEOJSON_MEDIA_TYPE
 
 
 def get_catalogue(request: Request) -> Catalogue:
-    """The catalogue the app loaded at start-up."""
-    return request.app.state.catalogue
+    """The newest catalogue snapshot (re-read when any process has committed a change)."""
+    return request.app.state.live.current()
 
 
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]

@@ -1,0 +1,278 @@
+"""Analysts' writes: each checks the stored data, writes the row, and records the change; callers hold the transaction."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import sqlite3
+import unicodedata
+
+import shapely
+
+from app import store
+from app.build_data import SEP, site_classes
+from app.errors import Gone, InvalidParameter, NotFound
+from app.models import ObservationCreate, SiteCreate, SiteUpdate, SourceCreate, SourceUpdate
+
+SITE_FIELDS = tuple(SiteCreate.model_fields)
+SOURCE_FIELDS = tuple(SourceCreate.model_fields)
+LIST_FIELDS = {"aliases", "missile_types", "missile_classes_reported", "source_ids"}
+DERIVED_SITE_FIELDS = ("missile_classes", "current_status", "status_observed_on")
+SITE_STORED = tuple(f for f in SITE_FIELDS if f not in ("lon", "lat")) + DERIVED_SITE_FIELDS + store.EDIT_COLUMNS["sites"]
+MAX_ID_LENGTH = 60
+
+
+def slugify(text: str, fallback: str) -> str:
+    """A lowercase ASCII slug of a text (the fallback when nothing ASCII remains)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:MAX_ID_LENGTH].strip("-")
+    return slug or fallback
+
+
+def _free_id(connection: sqlite3.Connection, table: str, base: str) -> str:
+    """The base id, or base-2, base-3 ... whichever is not yet taken in the table."""
+    taken = {row[0] for row in connection.execute(f'SELECT id FROM "{table}" WHERE id = ? OR id LIKE ?',
+                                                  (base, f"{base}-%"))}
+    candidate, number = base, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{base}-{number}"
+    return candidate
+
+
+# --- reading stored rows as records ----------------------------------------------------------------
+
+
+def _cell(field: str, value):
+    """A stored cell as a record value: `; `-lists become lists."""
+    if field in LIST_FIELDS:
+        return [item for item in (value or "").split(SEP) if item]
+    return value
+
+
+def _stored(field: str, value):
+    """A record value as a stored cell: lists become `; `-lists, empty ones NULL."""
+    if field in LIST_FIELDS:
+        return SEP.join(value) if value else None
+    return value
+
+
+def site_record(connection: sqlite3.Connection, site_id: str) -> dict | None:
+    """A stored site as a plain record (lon/lat, lists as lists), or None."""
+    row = connection.execute(f'SELECT geom, {", ".join(SITE_STORED)} FROM sites WHERE id = ?', (site_id,)).fetchone()
+    if row is None:
+        return None
+    point = store.blob_geometry(row[0])
+    located = point is not None and not point.is_empty
+    record = {"id": site_id, "lon": point.x if located else None, "lat": point.y if located else None}
+    record.update({field: _cell(field, value) for field, value in zip(SITE_STORED, row[1:])})
+    return record
+
+
+def source_record(connection: sqlite3.Connection, source_id: str) -> dict | None:
+    """A stored source as a plain record, or None."""
+    columns = ("id",) + SOURCE_FIELDS + store.EDIT_COLUMNS["sources"]
+    row = connection.execute(f'SELECT {", ".join(columns)} FROM sources WHERE id = ?', (source_id,)).fetchone()
+    return None if row is None else dict(zip(columns, row))
+
+
+def _live_site(connection: sqlite3.Connection, site_id: str) -> dict:
+    """A site that exists and is not retired (NotFound or Gone otherwise)."""
+    record = site_record(connection, site_id)
+    if record is None:
+        raise NotFound(f"no site with id {site_id!r}", parameter="site_id")
+    if record["retired_at"]:
+        raise Gone(f"site {site_id!r} was retired at {record['retired_at']} by {record['retired_by']}",
+                   parameter="site_id")
+    return record
+
+
+# --- checks against the stored catalogue ----------------------------------------------------------
+
+
+def _known(connection: sqlite3.Connection, table: str, ids) -> set[str]:
+    """Which of the ids exist in a table."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    marks = ", ".join("?" * len(ids))
+    return {row[0] for row in connection.execute(f'SELECT id FROM "{table}" WHERE id IN ({marks})', ids)}
+
+
+def _check_refs(connection: sqlite3.Connection, field: str, table: str, ids) -> None:
+    """Every id must name an existing row of the table."""
+    missing = [i for i in ids if i not in _known(connection, table, ids)]
+    if missing:
+        raise InvalidParameter(f"{field}: unknown {table[:-1]} id {missing[0]!r}", parameter=field)
+
+
+def _check_site(connection: sqlite3.Connection, site: dict) -> None:
+    """A whole site record agrees with itself and cites only known sources and missiles."""
+    _check_refs(connection, "source_ids", "sources", site["source_ids"])
+    _check_refs(connection, "missile_types", "missiles", site["missile_types"])
+    located = site["lon"] is not None
+    if located == (site["coord_confidence"] == "unknown"):
+        raise InvalidParameter("coord_confidence must be 'unknown' exactly when lon/lat are null",
+                               parameter="coord_confidence")
+    if located != bool(site["coord_source_id"]):
+        raise InvalidParameter("coord_source_id must be given exactly when lon/lat are given", parameter="coord_source_id")
+    if site["coord_precision_m"] is not None and not located:
+        raise InvalidParameter("coord_precision_m given without a coordinate", parameter="coord_precision_m")
+    if site["coord_source_id"] and site["coord_source_id"] not in site["source_ids"]:
+        raise InvalidParameter(f"coord_source_id {site['coord_source_id']!r} is not among source_ids",
+                               parameter="coord_source_id")
+
+
+def _derive(connection: sqlite3.Connection, site: dict) -> dict:
+    """The site with its derived fields: its missiles' classes and the status of its latest observation."""
+    classes = dict(connection.execute("SELECT id, class FROM missiles"))
+    cells = {f: _stored(f, site[f]) or "" for f in ("missile_types", "missile_classes_reported")}
+    classes_cell = site_classes(cells, classes)
+    latest = connection.execute(
+        "SELECT status_seen, observed_on FROM observations WHERE site_id = ? AND status_seen != 'unknown'"
+        " ORDER BY observed_on DESC, id DESC LIMIT 1", (site["id"],)).fetchone()
+    status, observed_on = latest or ("unknown", None)
+    return {**site, "missile_classes": _cell("missile_classes", classes_cell), "current_status": status,
+            "status_observed_on": observed_on}
+
+
+# --- writing and recording ------------------------------------------------------------------------
+
+
+def _diff(before: dict | None, after: dict | None) -> dict:
+    """Each field whose value differs, as [from, to]."""
+    before, after = before or {}, after or {}
+    return {k: [before.get(k), after.get(k)] for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)}
+
+
+def record_change(connection, *, at: str, actor: str, action: str, entity: str, entity_id: str,
+                  site_id: str | None, before: dict | None, after: dict | None) -> dict:
+    """Append one change to the log and return it as stored."""
+    diff = _diff(before, after)
+    cursor = connection.execute(
+        "INSERT INTO changes (at, actor, action, entity, entity_id, site_id, diff, before, after)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (at, actor, action, entity, entity_id, site_id, json.dumps(diff),
+         None if before is None else json.dumps(before), None if after is None else json.dumps(after)))
+    return {"id": cursor.lastrowid, "at": at, "actor": actor, "action": action, "entity": entity,
+            "entity_id": entity_id, "site_id": site_id, "diff": diff}
+
+
+def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> None:
+    """Insert or update a site's row, its point blob (the R-tree triggers follow) and gpkg_contents."""
+    located = site["lon"] is not None
+    geometry = store.point_blob(site["lon"], site["lat"]) if located else None
+    values = [geometry] + [_stored(f, site[f]) for f in SITE_STORED]
+    if insert:
+        columns = ", ".join(["geom", "id", *SITE_STORED])
+        connection.execute(f"INSERT INTO sites ({columns}) VALUES ({', '.join('?' * (len(values) + 1))})",
+                           [values[0], site["id"], *values[1:]])
+    else:
+        assignments = ", ".join(f'"{c}" = ?' for c in ["geom", *SITE_STORED])
+        connection.execute(f"UPDATE sites SET {assignments} WHERE id = ?", [*values, site["id"]])
+    store.touch_contents(connection, "sites", _point(site) if located else None)
+
+
+def _point(site: dict) -> shapely.Point:
+    """A located record's point."""
+    return shapely.Point(site["lon"], site["lat"])
+
+
+def create_site(connection: sqlite3.Connection, data: SiteCreate, actor: str) -> dict:
+    """Add a site; its id comes from its name. Returns the change."""
+    at = store.utc_now()
+    site = {field: getattr(data, field) for field in SITE_FIELDS}
+    site = {**site, **{f: site[f] or [] for f in LIST_FIELDS}}
+    site["id"] = _free_id(connection, "sites", slugify(data.name, "site"))
+    site.update(created_at=at, created_by=actor, updated_at=at, updated_by=actor, retired_at=None, retired_by=None)
+    _check_site(connection, site)
+    site = _derive(connection, site)
+    _write_site(connection, site, insert=True)
+    return record_change(connection, at=at, actor=actor, action="create", entity="site", entity_id=site["id"],
+                         site_id=site["id"], before=None, after=site)
+
+
+def update_site(connection: sqlite3.Connection, site_id: str, data: SiteUpdate, actor: str) -> dict | None:
+    """Change the given fields of a site (null clears); a moved site gets a new point. The change, or None if none."""
+    before = _live_site(connection, site_id)
+    changes = {field: getattr(data, field) for field in data.model_fields_set}
+    changes = {f: ([] if v is None and f in LIST_FIELDS else v) for f, v in changes.items()}
+    site = {**before, **changes}
+    _check_site(connection, site)
+    site = _derive(connection, site)
+    if _diff(before, site) == {}:
+        return None
+    at = store.utc_now()
+    site.update(updated_at=at, updated_by=actor)
+    _write_site(connection, site, insert=False)
+    return record_change(connection, at=at, actor=actor, action="update", entity="site", entity_id=site_id,
+                         site_id=site_id, before=before, after=site)
+
+
+def retire_site(connection: sqlite3.Connection, site_id: str, actor: str) -> dict:
+    """Retire a site: it leaves the current catalogue, keeping its row and history. Returns the change."""
+    before = _live_site(connection, site_id)
+    at = store.utc_now()
+    site = {**before, "retired_at": at, "retired_by": actor}
+    connection.execute("UPDATE sites SET retired_at = ?, retired_by = ? WHERE id = ?", (at, actor, site_id))
+    store.touch_contents(connection, "sites")
+    return record_change(connection, at=at, actor=actor, action="retire", entity="site", entity_id=site_id,
+                         site_id=site_id, before=before, after=site)
+
+
+def add_observation(connection: sqlite3.Connection, site_id: str, data: ObservationCreate, actor: str) -> dict:
+    """Add a dated observation to a site and re-derive its current status. Returns the change."""
+    site = _live_site(connection, site_id)
+    if _period_start(data.observed_on) > datetime.datetime.now(datetime.timezone.utc).date():
+        raise InvalidParameter(f"observed_on {data.observed_on!r} is in the future", parameter="observed_on")
+    _check_refs(connection, "source_id", "sources", [data.source_id])
+    at = store.utc_now()
+    observation = {"id": _free_id(connection, "observations", slugify(f"{site_id}-{data.observed_on}-{data.kind}", "obs")),
+                   "site_id": site_id, **data.model_dump(), "recorded_at": at, "recorded_by": actor}
+    columns = list(observation)
+    connection.execute(f"INSERT INTO observations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                       [observation[c] for c in columns])
+    derived = _derive(connection, site)
+    connection.execute("UPDATE sites SET current_status = ?, status_observed_on = ? WHERE id = ?",
+                       (derived["current_status"], derived["status_observed_on"], site_id))
+    store.touch_contents(connection, "observations")
+    return record_change(connection, at=at, actor=actor, action="add", entity="observation",
+                         entity_id=observation["id"], site_id=site_id, before=None, after=observation)
+
+
+def _period_start(partial: str) -> datetime.date:
+    """The first day of a partial ISO date (YYYY, YYYY-MM or YYYY-MM-DD)."""
+    return datetime.date.fromisoformat(partial + "-01" * (2 - partial.count("-")))
+
+
+def create_source(connection: sqlite3.Connection, data: SourceCreate, actor: str) -> dict:
+    """Add a source; its id comes from its publisher and title. Returns the change."""
+    at = store.utc_now()
+    source_id = _free_id(connection, "sources", slugify(f"{data.publisher} {data.title}", "source"))
+    source = {"id": source_id, **{f: getattr(data, f) for f in SOURCE_FIELDS},
+              "created_at": at, "created_by": actor, "updated_at": at, "updated_by": actor}
+    columns = list(source)
+    connection.execute(f"INSERT INTO sources ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                       [source[c] for c in columns])
+    store.touch_contents(connection, "sources")
+    return record_change(connection, at=at, actor=actor, action="create", entity="source", entity_id=source_id,
+                         site_id=None, before=None, after=source)
+
+
+def update_source(connection: sqlite3.Connection, source_id: str, data: SourceUpdate, actor: str) -> dict | None:
+    """Change the given fields of a source. The change, or None if nothing differs."""
+    before = source_record(connection, source_id)
+    if before is None:
+        raise NotFound(f"no source with id {source_id!r}", parameter="source_id")
+    source = {**before, **{field: getattr(data, field) for field in data.model_fields_set}}
+    if _diff(before, source) == {}:
+        return None
+    at = store.utc_now()
+    source.update(updated_at=at, updated_by=actor)
+    assignments = ", ".join(f'"{c}" = ?' for c in (*SOURCE_FIELDS, "updated_at", "updated_by"))
+    connection.execute(f"UPDATE sources SET {assignments} WHERE id = ?",
+                       [source[c] for c in (*SOURCE_FIELDS, "updated_at", "updated_by")] + [source_id])
+    store.touch_contents(connection, "sources")
+    return record_change(connection, at=at, actor=actor, action="update", entity="source", entity_id=source_id,
+                         site_id=None, before=before, after=source)

@@ -1,0 +1,181 @@
+"""What a client may send to create or change a record, and what a write answers: unknown fields are refused."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import pycountry
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from app.build_data import MISSILE_CLASSES, VOCAB, date, url
+
+MAX_TEXT = 4000
+MAX_NAME = 200
+MAX_ITEMS = 50
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT)]
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME,
+                                       pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+
+
+def _vocabulary(name: str):
+    """A Literal type of one vocabulary from the build's rules."""
+    return Literal[VOCAB[name]]  # type: ignore[valid-type]
+
+
+def _checked(rule):
+    """A pydantic validator from one of the build's cell rules (None means ok, else the problem)."""
+    def check(value: str) -> str:
+        problem = rule(value, {})
+        if problem:
+            raise ValueError(problem)
+        return value
+    return check
+
+
+def _alpha3(value: str) -> str:
+    """An ISO 3166-1 alpha-3 country code."""
+    if not (value.isupper() and pycountry.countries.get(alpha_3=value)):
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-3 code")
+    return value
+
+
+def _unique(values: list[str]) -> list[str]:
+    """A list without repeats."""
+    if len(set(values)) != len(values):
+        raise ValueError("repeats an item")
+    return values
+
+
+PartialDate = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10), AfterValidator(_checked(date))]
+Url = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(_checked(url))]
+Country = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=3), AfterValidator(_alpha3)]
+Ids = Annotated[list[Id], Field(max_length=MAX_ITEMS), AfterValidator(_unique)]
+Names = Annotated[list[Name], Field(max_length=MAX_ITEMS), AfterValidator(_unique)]
+MissileClass = Literal[MISSILE_CLASSES]  # type: ignore[valid-type]
+
+
+class WriteModel(BaseModel):
+    """A request body: unknown fields (including server-owned ones) answer 422."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class SiteFields(WriteModel):
+    """The fields of a site a client may set; every field optional (a PATCH)."""
+
+    name: Name | None = None
+    aliases: Names | None = None
+    country: Country | None = None
+    province: Name | None = None
+    lon: Longitude | None = None
+    lat: Latitude | None = None
+    coord_confidence: _vocabulary("coord_confidence") | None = None
+    coord_precision_m: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
+    coord_source_id: Id | None = None
+    facility_type: _vocabulary("facility_type") | None = None
+    declared_status: _vocabulary("declared_status") | None = None
+    missile_types: Ids | None = None
+    missile_classes_reported: Annotated[list[MissileClass], Field(max_length=len(MISSILE_CLASSES)),
+                                        AfterValidator(_unique)] | None = None
+    unit_size: _vocabulary("unit_size") | None = None
+    belt: _vocabulary("belt") | None = None
+    belt_notes: Text | None = None
+    notes: Text | None = None
+    source_ids: Ids | None = None
+
+    @model_validator(mode="after")
+    def _lon_lat_together(self):
+        """A coordinate is given (or cleared) as a pair."""
+        if ("lon" in self.model_fields_set) != ("lat" in self.model_fields_set) or (self.lon is None) != (self.lat is None):
+            raise ValueError("give lon and lat together (or both null to clear the coordinate)")
+        return self
+
+
+class SiteUpdate(SiteFields):
+    """PATCH /sites/{id}: the fields to change; null clears an optional field."""
+
+    @model_validator(mode="after")
+    def _something(self):
+        """An update changes at least one field, and never blanks the fields every site must have."""
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        for required in ("name", "country", "facility_type", "declared_status", "source_ids", "coord_confidence"):
+            if required in self.model_fields_set and getattr(self, required) in (None, []):
+                raise ValueError(f"{required} cannot be cleared")
+        return self
+
+
+class SiteCreate(SiteFields):
+    """POST /sites: a new site; the server gives its id from its name."""
+
+    name: Name
+    country: Country
+    facility_type: _vocabulary("facility_type")
+    declared_status: _vocabulary("declared_status") = "unknown"
+    coord_confidence: _vocabulary("coord_confidence") = "unknown"
+    source_ids: Annotated[Ids, Field(min_length=1)]
+
+
+class ObservationCreate(WriteModel):
+    """POST /sites/{id}/observations: a dated observation; the server gives its id and records who and when."""
+
+    observed_on: PartialDate = Field(min_length=4)
+    kind: _vocabulary("kind")
+    status_seen: _vocabulary("status_seen") = "unknown"
+    source_id: Id
+    notes: Text | None = None
+
+
+class SourceFields(WriteModel):
+    """The fields of a source a client may set; every field optional (a PATCH)."""
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)] | None = None
+    publisher: Name | None = None
+    published_on: PartialDate | None = None
+    url: Url | None = None
+    notes: Text | None = None
+
+
+class SourceUpdate(SourceFields):
+    """PATCH /sources/{id}: the fields to change; null clears an optional field."""
+
+    @model_validator(mode="after")
+    def _something(self):
+        """An update changes at least one field and keeps a title and a publisher."""
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        for required in ("title", "publisher"):
+            if required in self.model_fields_set and getattr(self, required) is None:
+                raise ValueError(f"{required} cannot be cleared")
+        return self
+
+
+class SourceCreate(SourceFields):
+    """POST /sources: a new source; the server gives its id from its publisher and title."""
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    publisher: Name
+
+
+class Change(BaseModel):
+    """One recorded change: who made it, when, and each field's value before and after."""
+
+    id: int
+    at: str
+    actor: str
+    action: Literal["create", "update", "retire", "add"]
+    entity: Literal["site", "observation", "source"]
+    entity_id: str
+    site_id: str | None
+    diff: dict[str, tuple[object, object]] = Field(description="field -> [from, to]")
+
+
+class WriteResult(BaseModel):
+    """What a write answers: the record as stored (server-owned fields included) and the change it made."""
+
+    record: dict
+    change: Change
