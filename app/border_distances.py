@@ -4,68 +4,103 @@ The batched counterpart of :func:`app.geodesy.nearest_on_line`, same conventions
 WGS84 geodesics between consecutive vertices, lon/lat degrees, metres). How:
 
 1. The line is densified: segments longer than 2 km get extra vertices on the same geodesic, so
-   the curve is unchanged and every segment is at most ``MAX_SEGMENT_M`` long.
-2. A k-d tree on the vertices' geocentric unit vectors gives each point its nearest vertex by
-   angle; its exact distance ``U`` (``Geod.inv``) bounds the answer from above.
-3. Rigorous lower bounds pick the segments that could beat ``U``. A chord is never longer than the
-   geodesic and a segment's points lie within half its length of its midpoint, so a ball query
-   (Cartesian, metres) for midpoints within ``U + MAX_SEGMENT_M / 2`` finds every such segment.
-   Two cheap bounds then drop most of them: ``b * angle`` at the ends (a geodesic on WGS84 is at
-   least that long: the nearest-point projection onto the ball of the polar radius ``b`` shortens
-   curves), and the 3D distance from the point to the segment's straight chord less the most a
-   geodesic can bow away from it (``L^2 / (8 R_min)``). The survivors' ends are measured exactly;
-   a segment is refined only if the foot lies inside it (it heads toward the point at A and away
-   from it at B, the test :func:`app.geodesy.nearest_on_line` uses) and its triangle bound
-   ``(dA + dB - L) / 2`` beats the best distance so far.
-4. Refinement: the foot of the perpendicular on each surviving segment by a few Newton-like steps
-   (move along by the spherical along-track distance of the point), to well under a millimetre.
+   the curve is unchanged and every segment is at most ``MAX_SEGMENT_M`` long. Each segment is
+   then close to its straight chord in Earth-centred coordinates: a geodesic bends at most
+   ``1 / R_min`` (``R_min = b^2 / a``, the smallest radius of curvature on WGS84), so it strays at
+   most its sagitta ``L^2 / (8 R_min)`` (8 cm at 2 km) from the chord.
+2. Chords bound geodesics both ways, tightly. Below: ``g >= 2 R_max asin(c / 2 R_max)``
+   (``R_max = a^2 / b``): by Blaschke's rolling theorem the ellipsoid lies inside the ball of
+   radius ``R_max`` touching it at any of its points, so along any curve on it from P the chord
+   ``f`` to P grows with ``f' <= sqrt(1 - (f / 2 R_max)^2)``, that of a circle of radius
+   ``R_max``. Above (chords up to ``a``): ``g <= 2 R_min asin(c / 2 R_min)`` by Schur's
+   comparison theorem (a geodesic's curvature is at most ``1 / R_min``). At 1,000 km the two are
+   21 m apart, at 100 km 2 cm: far tighter than ``b * angle`` (0.3 %, 3 km at 1,000 km).
+3. A k-d tree on the chords' midpoints and the vertices (metres) gives each point its ``K``
+   nearest. A segment whose nearest chord point is inside it is within
+   ``sqrt(|P - M|^2 - (chord / 2)^2)`` of P (M its chord's midpoint: half a metre of slack at
+   1,000 km, not the half segment a plain ball around M would need), and one whose nearest chord
+   point is an end is as far as that vertex. So every segment missing from the ``K`` nearest is at
+   least ``sqrt(d_K^2 - (chord_max / 2)^2)`` away, and when that is beyond the upper bound the
+   candidates are complete; otherwise (rare) a ball query of that radius collects them all. The
+   candidates' exact chord distances, less the sagitta, through the lower bound, keep only the
+   segments that could beat the best upper bound (usually one or two per point).
+4. On each survivor the foot of the perpendicular on the chord, carried to the same fraction of
+   the geodesic (``Geod.fwd``), is measured exactly (``Geod.inv``). Where the spherical
+   along-track step from there is over 5 cm (far points: the chord's foot drifts from the
+   geodesic's by about ``1e-5 d^3 / (1000 km)^2``), one Newton-like step along the segment (move by
+   that step, measure again) takes it to well under a millimetre of the geodesic's foot.
+
+Large batches are cut in two halves run on two threads (``Geod`` and the k-d tree release the GIL).
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from app import geodesy
 
-__all__ = ["LineIndex", "MAX_SEGMENT_M"]
+__all__ = ["LineIndex", "MAX_SEGMENT_M", "chord_lower_bound", "chord_upper_bound", "distances_to_line"]
 
 MAX_SEGMENT_M = 2000.0
 _A = 6_378_137.0
 _F = 1 / 298.257223563
 _E2 = _F * (2 - _F)
-_B_SAFE = _A * (1 - _F) * (1 - 1e-9)  # the polar radius, a hair smaller: b * angle never exceeds a geodesic
-_R_STEP = 6_371_008.8  # sphere radius for the along-track step (only steers the iteration)
-_STEPS = 6
+_R_MAX = _A / (1 - _F)  # a^2 / b: the largest radius of curvature on WGS84 (at the poles)
+_R_MIN = _A * (1 - _F) ** 2  # b^2 / a: the smallest (the meridian at the equator)
+_R_STEP = 6_371_008.8  # sphere radius for the along-track step (only steers the refinement)
+_K = 8  # nearest tree nodes (chord midpoints and vertices) per point before the completeness check
+_REFINE_M = 0.01  # move a foot while its along-track step exceeds this
+_NEAR_STEPS = 3  # steps for the winning foot of each point
+_FAR_M = 1_000_000.0  # beyond this, every candidate segment is walked to its foot before the best is chosen
+_FAR_STEPS = 12
+_THREADS = 2
+_MIN_SPLIT = 20_000  # points in a batch before it is cut between threads
 
 
 def _ecef(lons, lats) -> np.ndarray:
     """Earth-centred Cartesian coordinates in metres of lon/lat points on the WGS84 surface, shape (n, 3)."""
     lam, phi = np.radians(lons), np.radians(lats)
-    n = _A / np.sqrt(1.0 - _E2 * np.sin(phi) ** 2)
-    return np.column_stack([n * np.cos(phi) * np.cos(lam), n * np.cos(phi) * np.sin(lam), n * (1 - _E2) * np.sin(phi)])
+    sin_phi, cos_phi = np.sin(phi), np.cos(phi)
+    n = _A / np.sqrt(1.0 - _E2 * sin_phi**2)
+    return np.column_stack([n * cos_phi * np.cos(lam), n * cos_phi * np.sin(lam), n * (1 - _E2) * sin_phi])
 
 
-def _to_chords(points, a, b) -> np.ndarray:
-    """Straight-line (3D) distances from each point to the straight chord between a and b (rows)."""
-    ab = b - a
-    t = np.einsum("ij,ij->i", points - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-300)
-    foot = a + np.clip(t, 0.0, 1.0)[:, None] * ab
-    return np.linalg.norm(points - foot, axis=1)
+def chord_lower_bound(chord):
+    """A geodesic distance on WGS84 is at least this, given the straight (3D) distance `chord` in metres.
+
+    ``2 R_max asin(c / 2 R_max)`` with ``R_max = a^2 / b``, less a hair for rounding.
+
+    >>> round(float(chord_lower_bound(1_000_000.0)), 1)
+    1001020.2
+    """
+    c = np.clip(np.asarray(chord, dtype=float), 0.0, 2 * _R_MAX)
+    return 2 * _R_MAX * np.arcsin(c / (2 * _R_MAX)) * (1 - 1e-12) - 1e-6
 
 
-def _unit_vectors(lons, lats) -> np.ndarray:
-    """Geocentric unit vectors of geodetic lon/lat points on WGS84, shape (n, 3)."""
-    lam, phi = np.radians(lons), np.radians(lats)
-    n = 1.0 / np.sqrt(1.0 - _E2 * np.sin(phi) ** 2)
-    xyz = np.column_stack([n * np.cos(phi) * np.cos(lam), n * np.cos(phi) * np.sin(lam), n * (1 - _E2) * np.sin(phi)])
-    return xyz / np.linalg.norm(xyz, axis=1)[:, None]
+def _lower_chord(distance) -> np.ndarray:
+    """The largest chord whose lower bound stays below `distance` (inverse of chord_lower_bound, rounded up)."""
+    g = np.asarray(distance, dtype=float)
+    half = np.minimum(g / (2 * _R_MAX), np.pi / 2)
+    return np.where(g >= np.pi * _R_MAX, np.inf, 2 * _R_MAX * np.sin(half) * (1 + 1e-12) + 1e-6)
 
 
-def _angles(u, v) -> np.ndarray:
-    """Angles in radians between rows of unit vectors (stable for tiny angles)."""
-    cross = np.linalg.norm(np.cross(u, v), axis=1)
-    return np.arctan2(cross, np.einsum("ij,ij->i", u, v))
+def chord_upper_bound(chord):
+    """A geodesic distance on WGS84 is at most this, given the chord in metres (inf for chords over `a`).
+
+    ``2 R_min asin(c / 2 R_min)`` with ``R_min = b^2 / a``, plus a hair for rounding. Chords up to
+    the equatorial radius only: their geodesics are under 6,700 km, well short of ``pi R_min``,
+    the length up to which Schur's theorem applies.
+
+    >>> round(float(chord_upper_bound(1_000_000.0)), 1)
+    1001041.0
+    """
+    c = np.asarray(chord, dtype=float)
+    inside = c <= _A
+    bound = 2 * _R_MIN * np.arcsin(np.where(inside, c, 0.0) / (2 * _R_MIN)) * (1 + 1e-12) + 1e-6
+    return np.where(inside, bound, np.inf)
 
 
 def _densified(parts: list[np.ndarray]) -> list[np.ndarray]:
@@ -86,94 +121,173 @@ def _densified(parts: list[np.ndarray]) -> list[np.ndarray]:
     return result
 
 
+def _segments(parts: list[np.ndarray]):
+    """Vertices and segments (start, end indices); a part of one vertex becomes a segment of length zero."""
+    lons, lats, start, end = geodesy._segments(parts)
+    offsets = np.cumsum([0] + [len(xy) for xy in parts[:-1]])
+    single = np.array([o for o, xy in zip(offsets, parts) if len(xy) == 1], dtype=int)
+    return lons, lats, np.r_[start, single].astype(int), np.r_[end, single].astype(int)
+
+
+def _first_per_row(rows: np.ndarray) -> np.ndarray:
+    """Indices where a new row starts in an array of sorted row numbers."""
+    return np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+
+
 class LineIndex:
     """One polyline (LineString or MultiLineString, lon/lat) prepared for distances from many points."""
 
     def __init__(self, line):
         parts = _densified(geodesy._line_parts(line))
-        self.lons, self.lats, self.start, self.end = geodesy._segments(parts)
-        self.azimuth, self.back, self.length = geodesy._inv(
+        self.lons, self.lats, self.start, self.end = _segments(parts)
+        self.azimuth, _, self.length = (np.asarray(v) for v in geodesy._inv(
             self.lons[self.start], self.lats[self.start], self.lons[self.end], self.lats[self.end]
-        )
-        self.units = _unit_vectors(self.lons, self.lats)
-        self.ecef = _ecef(self.lons, self.lats)
-        # a geodesic bends at most 1/R_min (R_min = a(1-f)^2, the smallest radius of curvature on WGS84), so a
-        # segment of length L strays at most L^2 / (8 R_min) from its straight chord
-        self.sagitta = self.length**2 / (8 * _A * (1 - _F) ** 2) * 1.01 + 1e-6
-        self.tree = cKDTree(self.units)
-        # segment midpoints: every point of a segment lies within half its length of its midpoint
-        mid_lon, mid_lat, _ = geodesy._fwd(self.lons[self.start], self.lats[self.start], self.azimuth, self.length / 2)
-        self.mid_tree = cKDTree(_ecef(geodesy._wrap(mid_lon), np.clip(mid_lat, -90.0, 90.0)))
-        self.max_segment = float(self.length.max()) if len(self.length) else 0.0
+        ))
+        xyz = _ecef(self.lons, self.lats)
+        self.a_xyz = xyz[self.start]
+        self.ab = xyz[self.end] - self.a_xyz
+        self.ab2 = np.einsum("ij,ij->i", self.ab, self.ab)
+        chord = np.sqrt(self.ab2)
+        # every point of a segment is within `sagitta` of its chord; the geodesic point at a fraction t of
+        # the length is within `slack` of the chord point at the same fraction (sagitta plus arc minus chord)
+        self.sagitta = self.length**2 / (8 * _R_MIN) * 1.01 + 1e-6
+        self.slack = self.sagitta + np.maximum(self.length - chord, 0.0) + 1e-6
+        self.max_sagitta = float(self.sagitta.max())
+        self.max_half_chord = float(chord.max()) / 2 * (1 + 1e-12) + 1e-6
+        nseg, nvert = len(self.start), len(self.lons)
+        self.nseg = nseg
+        # tree nodes: the chords' midpoints (ids < nseg), then the vertices (id nseg + v)
+        self.tree = cKDTree(np.vstack([self.a_xyz + self.ab / 2, xyz]), leafsize=32)
+        self.k = min(_K, nseg + nvert)
+        # the segments on either side of each vertex (-1: none)
+        self.before, self.after = np.full(nvert, -1), np.full(nvert, -1)
+        self.after[self.start[::-1]] = np.arange(nseg)[::-1]
+        self.before[self.end] = np.arange(nseg)
 
     def distances(self, lons, lats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per point: distance in metres to the line, and the nearest point's lon and lat."""
         lons = np.ascontiguousarray(geodesy._lons(lons, "lons"), dtype=float).ravel()
         lats = np.ascontiguousarray(geodesy._lats(lats, "lats"), dtype=float).ravel()
         n = len(lons)
+        if n < _MIN_SPLIT:
+            return self._distances(lons, lats)
+        cuts = np.linspace(0, n, _THREADS + 1).astype(int)
+        with ThreadPoolExecutor(_THREADS) as pool:
+            results = list(pool.map(lambda i: self._distances(lons[cuts[i]:cuts[i + 1]], lats[cuts[i]:cuts[i + 1]]),
+                                    range(_THREADS)))
+        return tuple(np.concatenate(parts) for parts in zip(*results))
+
+    def _candidates(self, rows, nodes) -> tuple[np.ndarray, np.ndarray]:
+        """(row, segment) pairs for tree hits: a midpoint's segment, a vertex's segments on both sides."""
+        is_mid = nodes < self.nseg
+        vertex = nodes[~is_mid] - self.nseg
+        vrows = rows[~is_mid]
+        rows = np.r_[rows[is_mid], vrows, vrows]
+        segs = np.r_[nodes[is_mid], self.before[vertex], self.after[vertex]]
+        keep = segs >= 0
+        return rows[keep], segs[keep]
+
+    def _chords(self, points, rows, segs) -> tuple[np.ndarray, np.ndarray]:
+        """Per (row, segment) pair: fraction along the chord of the foot from the row's point, and its distance."""
+        a, ab = self.a_xyz[segs], self.ab[segs]
+        pa = points[rows] - a
+        t = np.clip(np.einsum("ij,ij->i", pa, ab) / np.maximum(self.ab2[segs], 1e-300), 0.0, 1.0)
+        return t, np.linalg.norm(pa - t[:, None] * ab, axis=1)
+
+    def _distances(self, lons, lats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(lons)
         if not n:
             return np.empty(0), np.empty(0), np.empty(0)
-        units = _unit_vectors(lons, lats)
-        _, nearest = self.tree.query(units)
-        best = np.asarray(geodesy._inv(lons, lats, self.lons[nearest], self.lats[nearest])[2])
-        best_x, best_y = self.lons[nearest].copy(), self.lats[nearest].copy()
-        if not len(self.start):
-            return best, best_x, best_y
-        # every vertex whose angle could put one of its segments under the upper bound
-        # chord(P, M) <= chord(P, X) + chord(X, M) <= d(P, X) + L / 2 for X on a segment with midpoint M
-        radius = (best + self.max_segment / 2.0) * (1 + 1e-12) + 1e-6
-        hits = self.mid_tree.query_ball_point(_ecef(lons, lats), radius, return_sorted=False)
-        counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=n)
-        segs = np.fromiter((v for h in hits for v in h), dtype=np.int64, count=int(counts.sum()))
-        owner = np.repeat(np.arange(n), counts)
-        a, b = self.start[segs], self.end[segs]
-        bound = (_B_SAFE * (_angles(units[owner], self.units[a]) + _angles(units[owner], self.units[b])) - self.length[segs]) / 2
-        keep = bound < best[owner]
-        owner, segs, a, b = owner[keep], segs[keep], a[keep], b[keep]
-        # a straight line is the shortest path: no point of the segment is nearer than its chord, less the sagitta
-        points = _ecef(lons[owner], lats[owner])
-        keep = _to_chords(points, self.ecef[a], self.ecef[b]) - self.sagitta[segs] < best[owner]
-        owner, segs, a, b = owner[keep], segs[keep], a[keep], b[keep]
-        _, toward_a, d_a = geodesy._inv(lons[owner], lats[owner], self.lons[a], self.lats[a])
-        _, toward_b, d_b = geodesy._inv(lons[owner], lats[owner], self.lons[b], self.lats[b])
-        self._improve(best, best_x, best_y, owner, np.asarray(d_a), self.lons[a], self.lats[a])
-        self._improve(best, best_x, best_y, owner, np.asarray(d_b), self.lons[b], self.lats[b])
-        # the foot is inside a segment only if it heads toward the point at A and away from it at B
-        closer_at_a = np.cos(np.radians(toward_a - self.azimuth[segs])) > 0
-        closer_at_b = np.cos(np.radians(toward_b - self.back[segs] - 180.0)) > 0
-        bound = (d_a + d_b - self.length[segs]) / 2
-        keep = closer_at_a & ~closer_at_b & (bound < best[owner]) & (self.length[segs] > 0)
-        owner, segs = owner[keep], segs[keep]
-        if len(owner):
-            d, x, y = self._feet(lons[owner], lats[owner], segs)
-            self._improve(best, best_x, best_y, owner, d, x, y)
-        return best, best_x, best_y
+        points = _ecef(lons, lats)
+        near, nodes = self.tree.query(points, k=self.k)
+        near, nodes = near.reshape(n, self.k), nodes.reshape(n, self.k)
+        # an upper bound per point from its nearest nodes: a vertex's chord, or a segment point's plus its slack
+        mid = nodes < self.nseg
+        rows, segs = np.nonzero(mid)[0], nodes[mid]
+        t, chord = self._chords(points, rows, segs)
+        bounds = chord_upper_bound(near)
+        bounds[mid] = chord_upper_bound(chord + self.slack[segs])
+        upper = bounds.min(axis=1)
+        far = np.flatnonzero(~np.isfinite(upper))
+        if len(far):  # chords over a: the exact distance to the nearest node's vertex
+            first = nodes[far, 0]
+            vertex = np.where(first >= self.nseg, first - self.nseg, self.start[np.minimum(first, self.nseg - 1)])
+            upper[far] = geodesy._inv(lons[far], lats[far], self.lons[vertex], self.lats[vertex])[2]
+        # the segments on either side of a vertex hit that could matter
+        vertex_rows, vertex_col = np.nonzero(~mid)
+        close = chord_lower_bound(near[vertex_rows, vertex_col] - self.max_sagitta) <= upper[vertex_rows]
+        extra_rows, extra_segs = self._candidates(vertex_rows[close], nodes[vertex_rows[close], vertex_col[close]])
+        extra_t, extra_chord = self._chords(points, extra_rows, extra_segs)
+        rows, segs, t, chord = np.r_[rows, extra_rows], np.r_[segs, extra_segs], np.r_[t, extra_t], np.r_[chord, extra_chord]
+        # segments outside the k nearest nodes are at least this far (chord): enough when over the bound
+        if self.k < len(self.tree.data):
+            beyond = np.sqrt(np.maximum(near[:, -1] ** 2 - self.max_half_chord**2, 0.0)) - self.max_sagitta
+            missing = np.flatnonzero(chord_lower_bound(beyond) < upper)
+            if len(missing):
+                radius = np.sqrt((_lower_chord(upper[missing]) + self.max_sagitta) ** 2 + self.max_half_chord**2)
+                hits = self.tree.query_ball_point(points[missing], np.minimum(radius, 3 * _A), return_sorted=False)
+                counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(missing))
+                ball = np.fromiter((v for h in hits for v in h), dtype=np.int64, count=int(counts.sum()))
+                extra_rows, extra_segs = self._candidates(np.repeat(missing, counts), ball)
+                extra_t, extra_chord = self._chords(points, extra_rows, extra_segs)
+                rows, segs = np.r_[rows, extra_rows], np.r_[segs, extra_segs]
+                t, chord = np.r_[t, extra_t], np.r_[chord, extra_chord]
+        # only segments that could beat the upper bound, each pair once, sorted by row
+        keep = chord_lower_bound(chord - self.sagitta[segs]) <= upper[rows]
+        pair, first = np.unique(rows[keep] * self.nseg + segs[keep], return_index=True)
+        rows, segs, t = pair // self.nseg, pair % self.nseg, t[keep][first]
+        # the chord's foot carried to the geodesic, measured exactly
+        s = t * self.length[segs]
+        a_lon, a_lat, azimuth = self.lons[self.start[segs]], self.lats[self.start[segs]], self.azimuth[segs]
+        x, y, back = geodesy._fwd(a_lon, a_lat, azimuth, s)
+        at_end = t >= 1.0
+        x = np.where(t <= 0.0, a_lon, np.where(at_end, self.lons[self.end[segs]], geodesy._wrap(x)))
+        y = np.where(t <= 0.0, a_lat, np.where(at_end, self.lats[self.end[segs]], np.clip(y, -90.0, 90.0)))
+        to_point, _, d = (np.asarray(v) for v in geodesy._inv(x, y, lons[rows], lats[rows]))
+        back = np.asarray(back)
+        # far away (thousands of km) the chord's foot can drift kilometres from the geodesic's: walk every
+        # candidate of those points to its foot before choosing
+        starts = _first_per_row(rows)
+        far = np.flatnonzero(np.repeat(np.minimum.reduceat(d, starts), np.diff(np.r_[starts, len(rows)])) > _FAR_M)
+        if len(far):
+            self._walk(far, rows, segs, s, x, y, back, to_point, d, lons, lats, _FAR_STEPS)
+        # the best per row
+        best = np.minimum.reduceat(d, starts)
+        winners = np.flatnonzero(d == np.repeat(best, np.diff(np.r_[starts, len(rows)])))
+        winners = winners[_first_per_row(rows[winners])]
+        # near points: the winner's foot, moved along while its step is measurable
+        self._walk(winners, rows, segs, s, x, y, back, to_point, d, lons, lats, _NEAR_STEPS)
+        return d[winners], x[winners], y[winners]
 
-    def _feet(self, lon, lat, segs):
-        """Distance from each point to its segment's nearest point (interior or end), and that point."""
-        a_lon, a_lat = self.lons[self.start[segs]], self.lats[self.start[segs]]
-        azimuth, length = self.azimuth[segs], self.length[segs]
-        s = length / 2.0
-        for _ in range(_STEPS):
-            x, y, back = geodesy._fwd(a_lon, a_lat, azimuth, s)
-            to_point, _, d = geodesy._inv(x, y, lon, lat)
-            alpha = np.radians(to_point - back - 180.0)
-            along = _R_STEP * np.arctan2(np.sin(d / _R_STEP) * np.cos(alpha), np.cos(d / _R_STEP))
-            s = np.clip(s + along, 0.0, length)
-        x, y, _ = geodesy._fwd(a_lon, a_lat, azimuth, s)
-        d = np.asarray(geodesy._inv(x, y, lon, lat)[2])
-        return d, geodesy._wrap(x), np.clip(y, -90.0, 90.0)
+    def _walk(self, pairs, rows, segs, s, x, y, back, to_point, d, lons, lats, steps: int) -> None:
+        """Move the given pairs' points along their segments toward the foot (Newton-like steps), in place.
 
-    @staticmethod
-    def _improve(best, best_x, best_y, owner, d, x, y) -> None:
-        """Lower best[owner] to d where smaller, with the matching point (in place)."""
-        order = np.lexsort((d, owner))
-        owner, d, x, y = owner[order], d[order], np.asarray(x)[order], np.asarray(y)[order]
-        first = np.r_[True, owner[1:] != owner[:-1]]
-        owner, d, x, y = owner[first], d[first], x[first], y[first]
-        better = d < best[owner]
-        owner, d, x, y = owner[better], d[better], x[better], y[better]
-        best[owner], best_x[owner], best_y[owner] = d, x, y
+        Each step moves by the spherical along-track distance of the point from the current position,
+        while that exceeds ``_REFINE_M``; a position is kept only if it measures nearer.
+        """
+        length = self.length[segs[pairs]]
+        a_lon, a_lat, azimuth = self.lons[self.start[segs[pairs]]], self.lats[self.start[segs[pairs]]], self.azimuth[segs[pairs]]
+        plon, plat = lons[rows[pairs]], lats[rows[pairs]]
+        position, heading_back, bearing, distance = s[pairs], back[pairs], to_point[pairs], d[pairs]
+        active = np.arange(len(pairs))
+        for _ in range(steps):
+            alpha = np.radians(bearing[active] - heading_back[active] - 180.0)
+            ratio = distance[active] / _R_STEP
+            along = _R_STEP * np.arctan2(np.sin(ratio) * np.cos(alpha), np.cos(ratio))
+            moved = np.clip(position[active] + along, 0.0, length[active])
+            go = (np.abs(moved - position[active]) > _REFINE_M) & (length[active] > 0)
+            active, moved = active[go], moved[go]
+            if not len(active):
+                break
+            nx, ny, nback = geodesy._fwd(a_lon[active], a_lat[active], azimuth[active], moved)
+            nx, ny = geodesy._wrap(nx), np.clip(ny, -90.0, 90.0)
+            nbearing, _, nd = (np.asarray(v) for v in geodesy._inv(nx, ny, plon[active], plat[active]))
+            nearer = nd < distance[active]
+            active, moved = active[nearer], moved[nearer]
+            nx, ny, nback, nbearing, nd = nx[nearer], ny[nearer], np.asarray(nback)[nearer], nbearing[nearer], nd[nearer]
+            position[active], heading_back[active], bearing[active], distance[active] = moved, nback, nbearing, nd
+            target = pairs[active]
+            s[target], x[target], y[target], back[target], to_point[target], d[target] = moved, nx, ny, nback, nbearing, nd
 
 
 def distances_to_line(lons, lats, line) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ import pytest
 from shapely.geometry import LineString, MultiLineString
 
 from app import geodesy
-from app.border_distances import LineIndex, distances_to_line
+from app.border_distances import LineIndex, _ecef, chord_lower_bound, chord_upper_bound, distances_to_line
 
 
 def _walk(rng, start, vertices, step_m):
@@ -60,3 +60,54 @@ def test_empty_input_and_single_vertex_line():
     assert len(LineIndex(LineString([(0, 0), (1, 0)])).distances([], [])[0]) == 0
     with pytest.raises(ValueError):
         distances_to_line([0.0], [100.0], LineString([(0, 0), (1, 0)]))
+
+
+def test_chord_bounds_hold_from_a_metre_to_the_antipode():
+    rng = np.random.default_rng(9)
+    n = 200_000
+    lons, lats = rng.uniform(-180, 180, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    far_lons, far_lats = geodesy.destination(lons, lats, rng.uniform(0, 360, n), np.exp(rng.uniform(0, np.log(2.0e7), n)))
+    g = geodesy.distance_m(lons, lats, far_lons, far_lats)
+    chord = np.linalg.norm(_ecef(lons, lats) - _ecef(far_lons, far_lats), axis=1)
+    assert np.all(chord_lower_bound(chord) <= g)
+    upper = chord_upper_bound(chord)
+    assert np.all(upper >= g)
+    assert np.isfinite(upper).sum() > n // 3  # chords up to a are bounded above, the rest are not
+    at_1000_km = (g > 0.99e6) & (g < 1.01e6)
+    assert np.all(upper[at_1000_km] - chord_lower_bound(chord[at_1000_km]) < 25.0)  # tight: the reason for them
+
+
+def test_far_points_and_antipodes_of_the_line():
+    rng = np.random.default_rng(10)
+    line = _walk(rng, (127.0, 38.0), 150, (300, 3_000))
+    xy = np.asarray(line.coords)[rng.integers(0, 150, 60)]
+    antipodes_lon, antipodes_lat = geodesy._wrap(xy[:, 0] + 180.0 + rng.normal(0, 0.5, 60)), -xy[:, 1] + rng.normal(0, 0.5, 60)
+    lons = np.r_[antipodes_lon, rng.uniform(-180, 180, 60)]
+    lats = np.r_[np.clip(antipodes_lat, -90, 90), rng.uniform(-60, 60, 60)]
+    _check(line, lons, lats)
+
+
+def test_many_short_segments_seen_from_afar_need_the_ball_query():
+    # 8 nearest nodes cover a few hundred metres of this line; at 500 to 1,500 km the candidates span kilometres
+    rng = np.random.default_rng(11)
+    lons, lats = geodesy.destination(100.0, 20.0, 30.0, np.arange(0, 300_000, 150.0))
+    line = LineString(np.column_stack([lons, lats]))
+    p_lons, p_lats = geodesy.destination(101.0, 21.0, rng.choice([120.0, 300.0], 60), rng.uniform(5e5, 1.5e6, 60))
+    _check(line, p_lons, p_lats)
+
+
+def test_a_large_batch_split_between_threads_matches_one_piece():
+    rng = np.random.default_rng(12)
+    index = LineIndex(_walk(rng, (126.0, 38.0), 200, (200, 2_000)))
+    lons, lats = rng.uniform(120, 135, 30_000), rng.uniform(30, 45, 30_000)
+    together = index.distances(lons, lats)
+    apart = index._distances(lons, lats)
+    for a, b in zip(together, apart):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_part_of_zero_length_counts():
+    line = MultiLineString([[(10.0, 10.0), (10.5, 10.0)], [(20.0, 20.0), (20.0, 20.0)]])
+    d, x, y = distances_to_line([20.1], [20.0], line)
+    assert d[0] == pytest.approx(geodesy.distance_m(20.1, 20.0, 20.0, 20.0), abs=1e-6)
+    assert (x[0], y[0]) == (20.0, 20.0)
