@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized, error_body
 from app.settings import Settings, TokenEntry
 
+DRAIN_BYTES = 4 << 20
+"""How much of an over-cap body is read and dropped before the 413, so ordinary clients see the answer."""
 ALWAYS_OPEN = frozenset({"/health"})
 """Read routes left open even when reads need a token (container health checks)."""
 
@@ -142,14 +144,14 @@ READ_ACCESS = Depends(require_reader)
 class _BodyLimit:
     """ASGI middleware reading the whole body (up to the cap) before the app runs, answering 413 past it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = DRAIN_BYTES):
+        self.app, self.max_bytes, self.drain_bytes = app, max_bytes, drain_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if _content_length(scope) > self.max_bytes:
-            return await self._too_large(scope, receive, send)
+            return await self._too_large(scope, receive, send, unread=True)
         messages, size = [], 0
         while True:
             message = await receive()
@@ -158,17 +160,29 @@ class _BodyLimit:
                 break
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                return await self._too_large(scope, receive, send)
+                return await self._too_large(scope, receive, send, unread=message.get("more_body", False))
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(messages, receive), send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The 413 in the house error shape."""
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, *, unread: bool) -> None:
+        """The 413 in the house error shape, sent after reading (and dropping) a bounded rest of any unread body."""
+        if unread:
+            await _drain(receive, self.drain_bytes)
         exc = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
         response = JSONResponse(error_body(exc.status_code, exc.code, exc.message), exc.status_code,
                                 headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop the body up to `limit` bytes, so a client still sending can read the answer (no TCP reset)."""
+    dropped = 0
+    while dropped <= limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        dropped += len(message.get("body", b""))
 
 
 def _content_length(scope: Scope) -> int:

@@ -13,14 +13,13 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import shapely
 
 from app import geodesy
 from app.border_distances import distances_to_line
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
-from app.store import EDIT_COLUMNS, connect_readonly
+from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, read_layer
 
 STATUSES = ("active", "inactive", "under_construction", "unknown")
 DECLARED = ("undeclared", "declared", "acknowledged", "unknown")
@@ -103,15 +102,14 @@ class SitePage:
 def _with_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
     """A layer with the given columns added as all-NULL when the file predates them (the bundled build)."""
     missing = [c for c in columns if c not in frame.columns]
-    return frame.assign(**{c: pd.Series([None] * len(frame), index=frame.index, dtype=object) for c in missing})
+    return frame.assign(**{c: pd.Series([None] * len(frame), index=frame.index, dtype=TEXT_DTYPE) for c in missing})
 
 
-def last_change_id(path: Path) -> int:
+def last_change_id(connection) -> int:
     """The id of the newest recorded change (0 when the file has none or no change log)."""
-    with closing(connect_readonly(path)) as connection:
-        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
-            return 0
-        return connection.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
+        return 0
+    return connection.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
 
 
 def file_sha256(path: Path) -> str:
@@ -131,24 +129,29 @@ class Catalogue:
         if not self.path.is_file():
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
         self.file_version = file_sha256(self.path)
-        self.missiles = self._read_layer("missiles").set_index("id", drop=False)
-        self.places = self._read_layer("places").set_index("id", drop=False)
-        self.borders = self._read_layer("borders").set_index("id", drop=False)
-        self.countries = self._read_layer("countries")  # the maps' vector basemap
-        self.reported = self._read_layer("reported_distances")
+        with closing(connect_readonly(self.path)) as connection:
+            self.missiles = read_layer(connection, "missiles").set_index("id", drop=False)
+            self.places = read_layer(connection, "places").set_index("id", drop=False)
+            self.borders = read_layer(connection, "borders").set_index("id", drop=False)
+            self.countries = read_layer(connection, "countries")  # the maps' vector basemap
+            self.reported = read_layer(connection, "reported_distances")
         self._load_editable()
         self.site_borders = self._measure_site_borders(self.measured_border_ids)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
         self._located_ids, self.site_index = self._index_sites()
 
     def _load_editable(self) -> None:
-        """Read the layers analysts edit: sites (retired ones apart), observations, sources and the change count."""
-        sites = _with_columns(self._read_layer("sites"), EDIT_COLUMNS["sites"]).set_index("id", drop=False)
+        """Read the layers analysts edit, in one read transaction: sites (retired apart), observations, sources."""
+        with closing(connect_readonly(self.path)) as connection:
+            connection.execute("BEGIN")
+            sites = _with_columns(read_layer(connection, "sites"), EDIT_COLUMNS["sites"]).set_index("id", drop=False)
+            self.observations = _with_columns(read_layer(connection, "observations"), EDIT_COLUMNS["observations"])
+            sources = _with_columns(read_layer(connection, "sources"), EDIT_COLUMNS["sources"])
+            self.last_change = last_change_id(connection)
+            connection.execute("COMMIT")
         retired = sites["retired_at"].notna()
         self.sites, self.retired_sites = sites[~retired], sites[retired]
-        self.observations = _with_columns(self._read_layer("observations"), EDIT_COLUMNS["observations"])
-        self.sources = _with_columns(self._read_layer("sources"), EDIT_COLUMNS["sources"]).set_index("id", drop=False)
-        self.last_change = last_change_id(self.path)
+        self.sources = sources.set_index("id", drop=False)
         self.version = self.file_version if not self.last_change else f"{self.file_version}+{self.last_change}"
 
     def refreshed(self) -> "Catalogue":
@@ -182,10 +185,6 @@ class Catalogue:
         """The located sites' ids and an exact spatial index on their points (same order)."""
         sites = located(self.sites)
         return sites.index.to_numpy(), PointIndex(sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy())
-
-    def _read_layer(self, layer: str) -> pd.DataFrame:
-        """One layer of the GeoPackage (a GeoDataFrame when it has geometry)."""
-        return pyogrio.read_dataframe(self.path, layer=layer)
 
     # --- vocabularies -------------------------------------------------------------------------
 

@@ -77,6 +77,13 @@ def source_record(connection: sqlite3.Connection, source_id: str) -> dict | None
     return None if row is None else dict(zip(columns, row))
 
 
+def observation_record(connection: sqlite3.Connection, observation_id: str) -> dict | None:
+    """A stored observation as a plain record, or None."""
+    cursor = connection.execute("SELECT * FROM observations WHERE id = ?", (observation_id,))
+    row = cursor.fetchone()
+    return None if row is None else {d[0]: v for d, v in zip(cursor.description, row) if d[0] != "fid"}
+
+
 def _live_site(connection: sqlite3.Connection, site_id: str) -> dict:
     """A site that exists and is not retired (NotFound or Gone otherwise)."""
     record = site_record(connection, site_id)

@@ -174,8 +174,84 @@ class Change(BaseModel):
     diff: dict[str, tuple[object, object]] = Field(description="field -> [from, to]")
 
 
-class WriteResult(BaseModel):
-    """What a write answers: the record as stored (server-owned fields included) and the change it made."""
+class SiteRead(BaseModel):
+    """A site as stored: the client's fields, the derived ones, and the server-owned id, times and editors."""
 
-    record: dict
+    id: str
+    name: str
+    aliases: list[str]
+    country: str
+    province: str | None
+    lon: float | None
+    lat: float | None
+    coord_confidence: str
+    coord_precision_m: float | None
+    coord_source_id: str | None
+    facility_type: str
+    declared_status: str
+    missile_types: list[str]
+    missile_classes_reported: list[str]
+    unit_size: str | None
+    belt: str | None
+    belt_notes: str | None
+    notes: str | None
+    source_ids: list[str]
+    missile_classes: str | None = Field(description="Classes of its missiles and reported classes, `; `-separated.")
+    current_status: str = Field(description="The status seen by its latest observation that saw one.")
+    status_observed_on: str | None
+    created_at: str | None = Field(description="UTC; null for sites from the bundled build.")
+    created_by: str | None
+    updated_at: str | None
+    updated_by: str | None
+    retired_at: str | None
+    retired_by: str | None
+
+
+class ObservationRead(BaseModel):
+    """An observation as stored, with the server-owned id and who recorded it when."""
+
+    id: str
+    site_id: str
+    observed_on: str
+    kind: str
+    status_seen: str
+    source_id: str
+    notes: str | None
+    recorded_at: str | None
+    recorded_by: str | None
+
+
+class SourceRead(BaseModel):
+    """A source as stored, with the server-owned id, times and editors."""
+
+    id: str
+    title: str
+    publisher: str
+    published_on: str | None
+    url: str | None
+    notes: str | None
+    created_at: str | None
+    created_by: str | None
+    updated_at: str | None
+    updated_by: str | None
+
+
+class SiteWritten(BaseModel):
+    """What a site write answers: the site as stored now and the change made (null when nothing changed)."""
+
+    record: SiteRead
+    change: Change | None
+
+
+class ObservationWritten(BaseModel):
+    """What adding an observation answers."""
+
+    record: ObservationRead
     change: Change
+
+
+class SourceWritten(BaseModel):
+    """What a source write answers: the source as stored now and the change made (null when nothing changed)."""
+
+    record: SourceRead
+    change: Change | None

@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import geopandas as gpd
+import pandas as pd
 import shapely
 
 BUSY_TIMEOUT_MS = 30_000
 SRS_ID = 4326
 GPKG_MAGIC = b"GP"
+TEXT_DTYPE = pd.StringDtype(storage="python", na_value=float("nan"))  # as pyogrio reads TEXT
 ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 # Columns the live catalogue adds to the built layers: who changed a row and when (server-owned).
@@ -111,10 +114,11 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
-    """A reader's connection that cannot write (used to notice other writers' commits)."""
-    connection = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, isolation_level=None,
+    """A reader's connection that refuses writes (opened read-write so it can share a WAL file's index)."""
+    connection = sqlite3.connect(f"file:{Path(path).resolve()}?mode=rw", uri=True, isolation_level=None,
                                  check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    connection.execute("PRAGMA query_only=ON")
     return connection
 
 
@@ -183,8 +187,7 @@ def copy_consistent(source: Path, destination: Path) -> Path:
     handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(handle)
     try:
-        with closing(sqlite3.connect(f"file:{Path(source).resolve()}?mode=ro", uri=True)) as src, \
-                closing(sqlite3.connect(temp_name)) as dst:
+        with closing(connect_readonly(source)) as src, closing(sqlite3.connect(temp_name)) as dst:
             src.backup(dst)
             dst.execute("PRAGMA journal_mode=DELETE")
         os.replace(temp_name, destination)
@@ -218,3 +221,46 @@ def _parent(path: Path) -> Path:
     """A file's folder, created if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.parent
+
+
+# --- reading layers --------------------------------------------------------------------------------
+
+
+def geometry_column(connection: sqlite3.Connection, table: str) -> str | None:
+    """The geometry column of a GeoPackage table, None for an attributes table."""
+    row = connection.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (table,)).fetchone()
+    return row[0] if row else None
+
+
+def read_layer(connection: sqlite3.Connection, table: str) -> pd.DataFrame:
+    """One GeoPackage layer, in fid order, as GDAL would give it: a GeoDataFrame in EPSG:4326 when it has geometry.
+
+    Read with this process's SQLite so that a GDAL copy of SQLite never shares the live file (two SQLite
+    libraries in one process release each other's POSIX locks).
+    """
+    cursor = connection.execute(f'SELECT * FROM "{table}" ORDER BY fid' if _has_fid(connection, table)
+                                else f'SELECT * FROM "{table}"')
+    columns = [d[0] for d in cursor.description]
+    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=False)
+    frame = frame.drop(columns=[c for c in ("fid",) if c in frame.columns])
+    reals, geometry = _real_columns(connection, table), geometry_column(connection, table)
+    for column in frame.columns:
+        if column in reals:
+            frame[column] = pd.to_numeric(frame[column]).astype(float)
+        elif column != geometry:
+            frame[column] = frame[column].astype(TEXT_DTYPE)
+    if geometry is None:
+        return frame
+    shapes = [blob_geometry(blob) for blob in frame.pop(geometry)]
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(shapes, index=frame.index, crs=f"EPSG:{SRS_ID}"))
+
+
+def _has_fid(connection: sqlite3.Connection, table: str) -> bool:
+    """Whether a table has GDAL's fid column."""
+    return "fid" in _columns(connection, table)
+
+
+def _real_columns(connection: sqlite3.Connection, table: str) -> set[str]:
+    """The columns declared REAL, DOUBLE or FLOAT (read as float, NULL as NaN)."""
+    return {row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')
+            if row[2].upper() in ("REAL", "DOUBLE", "FLOAT")}

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,10 +26,11 @@
 import pandas as pd
 
 from app.catalogue import BorderBand, Catalogue
+from app.live import live_path
 from app.maps import catalogue_map
 from app.settings import Settings
 
-catalogue = Catalogue(Settings(_env_file=None).gpkg)
+catalogue = Catalogue(live_path(Settings(_env_file=None)))  # the live catalogue, analysts' edits included
 print(f"{len(catalogue.sites)} sites, data version {catalogue.version[:12]}…")
 catalogue.sites[["name", "facility_type", "current_status", "missile_classes", "geometry"]].head(10)
 

@@ -22,11 +22,11 @@ def test_every_cli_command_is_documented():
 
 
 def test_every_endpoint_is_documented():
-    paths = list(create_app(Settings(_env_file=None)).openapi()["paths"])
-    public = [p for p in paths if not p.startswith(("/docs", "/openapi", "/redoc"))]
-    assert public
-    for path in public:
-        assert f"`GET {path}" in README, path
+    paths = create_app(Settings(_env_file=None)).openapi()["paths"]
+    public = [(m.upper(), p) for p, ops in paths.items() for m in ops if not p.startswith(("/docs", "/openapi", "/redoc"))]
+    assert ("GET", "/sites") in public and ("POST", "/sites") in public
+    for method, path in public:
+        assert f"`{method} {path}" in README, (method, path)
 
 
 def test_ci_runs_the_readme_test_command():

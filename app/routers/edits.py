@@ -1,0 +1,84 @@
+"""Analysts' writes: sites, their observations, and sources. Every route needs an editor's token."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+
+from app import edits
+from app.auth import Principal, require_editor
+from app.live import LiveCatalogue
+from app.models import (
+    ObservationCreate, ObservationWritten, SiteCreate, SiteUpdate, SiteWritten, SourceCreate, SourceUpdate,
+    SourceWritten,
+)
+
+router = APIRouter(tags=["edits"])
+Editor = Annotated[Principal, Depends(require_editor)]
+SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
+SourceId = Annotated[str, Path(min_length=1, max_length=200, description="Source id.")]
+
+
+def get_live(request: Request) -> LiveCatalogue:
+    """The app's live catalogue, which owns the writer connection."""
+    return request.app.state.live
+
+
+Live = Annotated[LiveCatalogue, Depends(get_live)]
+
+
+def _site_answer(connection, site_id: str, change: dict | None) -> dict:
+    """A site write's answer: the site as stored and the change."""
+    return {"record": edits.site_record(connection, site_id), "change": change}
+
+
+@router.post("/sites", status_code=201, response_model=SiteWritten, summary="Add a site")
+def create_site(body: SiteCreate, live: Live, editor: Editor, response: Response):
+    """Add a site (its id is made from its name); every fact needs a source id from /sources."""
+    with live.writing() as connection:
+        change = edits.create_site(connection, body, editor.name)
+        answer = _site_answer(connection, change["entity_id"], change)
+    response.headers["Location"] = f"/sites/{change['entity_id']}"
+    return answer
+
+
+@router.patch("/sites/{site_id}", response_model=SiteWritten, summary="Change a site")
+def update_site(site_id: SiteId, body: SiteUpdate, live: Live, editor: Editor):
+    """Change the given fields (null clears one); a new lon/lat moves the site and re-measures its border distances."""
+    with live.writing() as connection:
+        change = edits.update_site(connection, site_id, body, editor.name)
+        return _site_answer(connection, site_id, change)
+
+
+@router.delete("/sites/{site_id}", response_model=SiteWritten, summary="Retire a site")
+def retire_site(site_id: SiteId, live: Live, editor: Editor):
+    """Retire a site: it leaves current answers (410 afterwards) and stays in the history and in `as_of` answers."""
+    with live.writing() as connection:
+        change = edits.retire_site(connection, site_id, editor.name)
+        return _site_answer(connection, site_id, change)
+
+
+@router.post("/sites/{site_id}/observations", status_code=201, response_model=ObservationWritten,
+             summary="Add an observation")
+def add_observation(site_id: SiteId, body: ObservationCreate, live: Live, editor: Editor):
+    """Add a dated observation; the site's current status follows its latest observation."""
+    with live.writing() as connection:
+        change = edits.add_observation(connection, site_id, body, editor.name)
+        return {"record": edits.observation_record(connection, change["entity_id"]), "change": change}
+
+
+@router.post("/sources", status_code=201, response_model=SourceWritten, summary="Add a source")
+def create_source(body: SourceCreate, live: Live, editor: Editor, response: Response):
+    """Add a source (its id is made from its publisher and title)."""
+    with live.writing() as connection:
+        change = edits.create_source(connection, body, editor.name)
+        record = edits.source_record(connection, change["entity_id"])
+    response.headers["Location"] = f"/sources/{change['entity_id']}"
+    return {"record": record, "change": change}
+
+
+@router.patch("/sources/{source_id}", response_model=SourceWritten, summary="Change a source")
+def update_source(source_id: SourceId, body: SourceUpdate, live: Live, editor: Editor):
+    """Change the given fields of a source (null clears an optional one)."""
+    with live.writing() as connection:
+        change = edits.update_source(connection, source_id, body, editor.name)
+        return {"record": edits.source_record(connection, source_id), "change": change}
