@@ -33,7 +33,7 @@ from folium.template import Template
 from shapely.geometry import mapping
 
 from app import geodesy
-from app.catalogue import has_point
+from app.catalogue import has_point, split_list
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 # folium's resource names -> the vendored file inlined in their place (see app/vendor/README.md).
@@ -226,6 +226,15 @@ def source_item(source: pd.Series) -> str:
 def site_popup_html(site, *, border_distances: dict, border_names: dict, observations: pd.DataFrame,
                     sources: pd.DataFrame, distance_km=None) -> str:
     """A site's popup: attributes, border distances, observation dates and source links, all escaped."""
+    return _popup_html(
+        site, border_distances=border_distances, border_names=border_names,
+        observation_items=[_observation_item(o) for _, o in observations.sort_values("observed_on").iterrows()],
+        source_items=[source_item(s) for _, s in sources.iterrows()], distance_km=distance_km)
+
+
+def _popup_html(site, *, border_distances: dict, border_names: dict, observation_items: list[str],
+                source_items: list[str], distance_km=None) -> str:
+    """site_popup_html from prepared (escaped) observation and source list items; `site` a Series or a dict."""
     rows = "".join([
         _row("id", site.get("id")), _row("also known as", _items(site.get("aliases"))),
         _row("country", site.get("country")), _row("facility", site.get("facility_type")),
@@ -242,11 +251,10 @@ def site_popup_html(site, *, border_distances: dict, border_names: dict, observa
         lines = "".join(f"<tr><th>{inert(border_names.get(b, b))}</th><td>{_km(d)}</td></tr>"
                         for b, d in sorted(border_distances.items(), key=lambda item: item[1]))
         parts.append(f"<h5>Distance to borders (geodesic)</h5><table>{lines}</table>")
-    if len(observations):
-        lines = "".join(_observation_item(o) for _, o in observations.sort_values("observed_on").iterrows())
-        parts.append(f"<h5>Observations</h5><ul>{lines}</ul>")
-    if len(sources):
-        parts.append(f"<h5>Sources</h5><ol>{''.join(source_item(s) for _, s in sources.iterrows())}</ol>")
+    if observation_items:
+        parts.append(f"<h5>Observations</h5><ul>{''.join(observation_items)}</ul>")
+    if source_items:
+        parts.append(f"<h5>Sources</h5><ol>{''.join(source_items)}</ol>")
     return "".join(parts) + "</div>"
 
 
@@ -306,7 +314,9 @@ def _collection(features: list[dict]) -> dict:
 
 def _base_map() -> folium.Map:
     """An empty map: no default tiles, a scale bar, a sea-coloured background and a basemap pane."""
-    m = folium.Map(location=[38.5, 127.0], zoom_start=6, tiles=None, control_scale=True, world_copy_jump=False)
+    # maxZoom: with no tile layer shown the map has none, and Leaflet.markercluster refuses to cluster without it
+    m = folium.Map(location=[38.5, 127.0], zoom_start=6, tiles=None, control_scale=True, world_copy_jump=False,
+                   maxZoom=max(layer[3] for layer in TILE_LAYERS))
     # Below the tile pane (200), so online tiles cover the vector basemap when they load.
     folium.map.CustomPane("basemap", z_index=150, pointer_events=False).add_to(m)
     m.get_root().header.add_child(Element(
@@ -479,25 +489,75 @@ def add_query_centre(m: folium.Map, lon: float, lat: float, label: str) -> None:
                         class_name="query-centre").add_to(m)
 
 
+class _Script(Element):
+    """Script text added to the page as it is (branca would compile an Element's text as a Jinja template)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self._text = text
+
+    def render(self, **kwargs) -> str:
+        return self._text
+
+
+class SiteMarkers(MacroElement):
+    """Every site marker of a layer from one JSON array, built in one loop; each marker is also a global, as
+    folium's are. folium's Marker, Popup and Tooltip compile Jinja templates per site (seconds for thousands),
+    and branca compiles each rendered script once more as a template, so data reading ``{{ ... }}`` would run:
+    this script is written without Jinja and added as it is.
+
+    Rows are ``[lat, lon, icon HTML, tooltip HTML, popup HTML]``, all already escaped; the JSON has ``<``
+    and ``>`` as ``\\u003c`` and ``\\u003e``, so no data closes the script.
+    """
+
+    def __init__(self, rows: list[list]):
+        super().__init__()
+        self._name = "SiteMarkers"
+        text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        self.rows_json = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("\u2028", "\\u2028") \
+            .replace("\u2029", "\\u2029")
+
+    def render(self, **kwargs) -> None:
+        script = f"""
+        (function () {{
+            var group = {self._parent.get_name()}, markers = [];
+            {self.rows_json}.forEach(function (row, i) {{
+                var marker = L.marker([row[0], row[1]], {{icon: L.divIcon({{
+                    html: row[2], iconSize: [18, 18], iconAnchor: [9, 9], className: "site-icon"}})}});
+                marker.bindTooltip("<div>" + row[3] + "</div>", {{sticky: false}});
+                marker.bindPopup(row[4], {{maxWidth: 380}});
+                window["{self.get_name()}_" + i] = marker;
+                markers.push(marker);
+            }});
+            if (group.addLayers) {{ group.addLayers(markers); }} else {{ markers.forEach(function (m) {{ group.addLayer(m); }}); }}
+        }})();
+"""
+        self.get_root().script.add_child(_Script(script), name=self.get_name())
+
+
 def add_sites(m: folium.Map, sites, colours: dict[str, str], popups: dict[str, str], *,
               cluster_above: int = CLUSTER_ABOVE) -> int:
     """Site markers (clustered when there are many) with escaped popups and tooltips; returns how many."""
-    located = [(i, s) for i, s in sites.iterrows() if has_point(s.geometry)]
+    geometry = sites.geometry.name if hasattr(sites, "geometry") else "geometry"
+    located = [(i, s) for i, s in _records(sites) if has_point(s[geometry])]
     name = inert(f"Sites ({len(located)})")
     group = MarkerCluster(name=name, options={"maxClusterRadius": 40}) if len(located) > cluster_above \
         else folium.FeatureGroup(name=name)
+    rows = []
     for site_id, site in located:
         status = str(site.get("current_status") or "unknown")
         icon_html = (f'<div class="site-marker" data-site-id="{inert(site_id)}" data-status="{inert(status)}">'
                      f"{status_svg(status, colours[site_class(site)])}</div>")
-        folium.Marker(
-            [site.geometry.y, site.geometry.x],
-            icon=folium.DivIcon(html=icon_html, icon_size=(18, 18), icon_anchor=(9, 9), class_name="site-icon"),
-            tooltip=folium.Tooltip(inert(site.get("name")), sticky=False),
-            popup=folium.Popup(popups[site_id], max_width=380),
-        ).add_to(group)
+        point = site[geometry]
+        rows.append([point.y, point.x, icon_html, inert(site.get("name")), popups[site_id]])
+    SiteMarkers(rows).add_to(group)
     group.add_to(m)
     return len(located)
+
+
+def _records(frame) -> list[tuple]:
+    """(index, row as a dict) for each row: what iterrows gives, without building a Series per row."""
+    return list(zip(frame.index, frame.to_dict("records")))
 
 
 # --- controls, legend, footer ------------------------------------------------------------------
@@ -708,8 +768,9 @@ def site_map(
     observations = observations if observations is not None else pd.DataFrame(columns=["site_id", "observed_on"])
     border_distances, site_sources = border_distances or {}, site_sources or {}
     border_names = {str(b["id"]): str(b["name"]) for _, b in borders.iterrows()}
-    colours = class_colours([site_class(s) for _, s in sites.iterrows()] + [r.get("class") for r in rings or []
-                                                                             if r.get("class")])
+    records = _records(sites)
+    colours = class_colours([site_class(s) for _, s in records] + [r.get("class") for r in rings or []
+                                                                   if r.get("class")])
     located = [g for g in sites.geometry if has_point(g)]
     centre_point = [shapely.Point(centre)] if centre is not None else []
     focus = focus_box(located + centre_point or list(borders[borders["kind"] != "land_border"].geometry))
@@ -723,17 +784,26 @@ def site_map(
         add_query_radius(m, centre[0], centre[1], radius_km, centre_label)
     elif centre is not None:
         add_query_centre(m, centre[0], centre[1], centre_label)
+    observation_items = {  # per site, oldest first, as site_popup_html lists them
+        site_id: [_observation_item(o) for _, o in rows.sort_values("observed_on").iterrows()]
+        for site_id, rows in observations.groupby("site_id", sort=False)
+    } if len(observations) else {}
+    source_items: dict = {}
+    for _, source in sources.iterrows() if "id" in sources else ():
+        source_items.setdefault(source["id"], []).append(source_item(source))
     popups = {
-        site_id: site_popup_html(
+        site_id: _popup_html(
             site, border_distances=border_distances.get(site_id, {}), border_names=border_names,
-            observations=observations[observations["site_id"] == site_id],
-            sources=_select_sources(sources, site_sources.get(site_id, [])), distance_km=site.get("distance_km"))
-        for site_id, site in sites.iterrows()
+            observation_items=observation_items.get(site_id, []),
+            source_items=[item for i in dict.fromkeys(site_sources.get(site_id, [])) for item in source_items.get(i, [])],
+            distance_km=site.get("distance_km"))
+        for site_id, site in records
     }
     shown = add_sites(m, sites, colours, popups, cluster_above=cluster_above)
     statuses = set(sites["current_status"].dropna()) if "current_status" in sites else set()
     MapBox(legend_html(colours, statuses), position="topright", css_class="legend").add_to(m)
-    unlocated = [str(s.get("name")) for _, s in sites.iterrows() if not has_point(s.geometry)]
+    geometry = sites.geometry.name
+    unlocated = [str(s.get("name")) for _, s in records if not has_point(s[geometry])]
     MapBox(footer_html(query=query, data_version=data_version, generated_at=generated_at, sources=sources,
                        shown=shown, matched=number_matched, unlocated=unlocated),
            position="bottomleft", css_class="footer").add_to(m)
@@ -741,13 +811,6 @@ def site_map(
     _fit(m, sites, centre, radius_km, borders)
     m.get_root().title = inert(f"missile-sites map: {query}" if query else "missile-sites map")
     return make_self_contained(m)
-
-
-def _select_sources(sources: pd.DataFrame, ids) -> pd.DataFrame:
-    """The source rows for the given ids, in order, without duplicates or unknown ids."""
-    known = set(sources["id"]) if "id" in sources else set()
-    return sources.set_index("id", drop=False).loc[[i for i in dict.fromkeys(ids) if i in known]] if known \
-        else sources.iloc[0:0]
 
 
 def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | None = None, query: str = "",
@@ -758,7 +821,7 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
     >>> m = catalogue_map(catalogue, page, rings=True, radius_km=150, query="near=Seoul&within_km=150")  # doctest: +SKIP
     """
     sites = page.sites
-    site_sources = {site_id: catalogue.site_source_ids(site) for site_id, site in sites.iterrows()}
+    site_sources = _site_source_ids(catalogue, sites)
     cited = [i for ids in site_sources.values() for i in ids] + list(catalogue.borders["source_id"].dropna())
     centre, label = None, "query centre"
     if page.centre is not None:
@@ -773,6 +836,30 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
         observations=catalogue.observations[catalogue.observations["site_id"].isin(sites.index)],
         site_sources=site_sources, number_matched=page.number_matched,
     )
+
+
+def _site_source_ids(catalogue, sites) -> dict[str, list[str]]:
+    """`catalogue.site_source_ids` for every site at once (same ids, same order), from three look-ups.
+
+    The site's own sources and its coordinate's, then its observations' (newest first, as
+    ``site_observations`` orders them), then each of its missiles' (as ``site_missiles`` lists them).
+    """
+    observations = catalogue.observations
+    by_site: dict = {}
+    if len(observations):
+        ordered = observations.sort_values(["observed_on", "id"], ascending=[False, True])
+        for site_id, source_id in zip(ordered["site_id"], ordered["source_id"]):
+            if not pd.isna(source_id):
+                by_site.setdefault(site_id, []).append(source_id)
+    missiles = catalogue.missiles
+    missile_sources = {m: split_list(ids) for m, ids in zip(missiles.index, missiles["source_ids"])}
+    result = {}
+    for site_id, site in _records(sites):
+        ids = split_list(site["source_ids"]) + split_list(site.get("coord_source_id")) + by_site.get(site["id"], [])
+        for missile_id in split_list(site["missile_types"]):
+            ids += missile_sources.get(missile_id, [])
+        result[site_id] = ids
+    return result
 
 
 def _page_rings(catalogue, sites) -> list[dict]:
