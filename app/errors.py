@@ -3,6 +3,7 @@
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -94,6 +95,60 @@ class Gone(CatalogueError):
 def error_body(status: int, code: str, message: str, parameter: str | None = None) -> dict:
     """The single JSON error shape every error path returns."""
     return {"error": {"status": status, "code": code, "message": message, "parameter": parameter}}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, and the parameter at fault where there is one."""
+
+    status: int = Field(description="The HTTP status, repeated.")
+    code: str = Field(description="A stable, machine-readable code, e.g. invalid_parameter.")
+    message: str
+    parameter: str | None = Field(description="The query, path or body parameter at fault, or null.")
+
+
+class ErrorBody(BaseModel):
+    """The one JSON shape of every error."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad request: a parameter the resource does not define, or an unsupported format",
+    401: "No bearer token, a malformed one, or one never issued",
+    403: "The token's role does not allow this request",
+    404: "Not found",
+    409: "Conflicts with the resource's current state",
+    410: "Retired",
+    413: "The request body is too large",
+    422: "A parameter or body field is invalid",
+    429: "Over the token's write rate",
+}
+_ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "The bearer challenge.", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds until the next write is allowed.", "schema": {"type": "integer"}}},
+}
+
+
+def _error_schema() -> dict:
+    """ErrorBody's JSON schema with ErrorDetail inlined (served as application/json whatever the route's own type)."""
+    schema = ErrorBody.model_json_schema()
+    definitions = schema.pop("$defs")
+    schema["properties"]["error"] = definitions["ErrorDetail"]
+    return schema
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses=` for the given error statuses, each in the house error shape."""
+    content = {"application/json": {"schema": _error_schema()}}
+    return {status: {"description": _ERROR_DESCRIPTIONS[status], "content": content,
+                     **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {})}
+            for status in statuses}
+
+
+READ_ERRORS = error_responses(400, 401, 404, 410, 413, 422)
+"""What a read may answer besides success (401 only when the operator closes reads)."""
+WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429)
+"""What a write may answer besides success."""
 
 
 def _parameter_name(loc: tuple) -> str | None:

@@ -1,0 +1,412 @@
+"""Import sites from CSV, GeoJSON or KML: each row checked as POST /sites checks a body, all written in one transaction."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sqlite3
+from collections.abc import Callable, Iterable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydantic
+
+from app import edits, store
+from app.errors import CatalogueError
+from app.models import SiteCreate
+
+SITE_FIELDS = tuple(SiteCreate.model_fields)
+LIST_FIELDS = edits.LIST_FIELDS
+KINDS = {".csv": "csv", ".geojson": "geojson", ".json": "geojson", ".kml": "kml"}
+KML_NAMESPACES = ("http://www.opengis.net/kml/2.2", "http://earth.google.com/kml/2.2",
+                  "http://earth.google.com/kml/2.1", "http://earth.google.com/kml/2.0", "")
+SAVEPOINT = "import_row"
+
+
+class MalformedFile(Exception):
+    """The file cannot be read as a whole (unknown type, not UTF-8, bad JSON, not KML, no header): nothing is written."""
+
+
+@dataclass
+class Row:
+    """One row or feature as read: its number (CSV line, or 1-based feature number) and its fields or why it is bad."""
+
+    number: int
+    fields: dict | None = None
+    problem: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one row: the site id it got (or would get) or the reason it was refused."""
+
+    number: int
+    name: str | None
+    site_id: str | None = None
+    lon: float | None = None
+    lat: float | None = None
+    problem: str | None = None
+
+
+@dataclass
+class ImportResult:
+    """The whole import: each row's outcome and whether anything was committed."""
+
+    path: Path
+    unit: str  # "line" (CSV) or "feature" (GeoJSON, KML): what a row number counts
+    outcomes: list[Outcome] = field(default_factory=list)
+    written: bool = False
+    dry_run: bool = False
+
+    @property
+    def bad(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.problem is not None]
+
+    @property
+    def good(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.problem is None]
+
+
+class _Rollback(Exception):
+    """Raised out of the transaction to undo it (a dry run, or bad rows without --skip-bad)."""
+
+
+# --- reading files --------------------------------------------------------------------------------
+
+
+def file_kind(path: Path) -> str:
+    """csv, geojson or kml, by the file's extension."""
+    kind = KINDS.get(Path(path).suffix.lower())
+    if kind is None:
+        raise MalformedFile(f"{path}: unknown file type {Path(path).suffix or '(no extension)'!r};"
+                            f" expected {', '.join(KINDS)}")
+    return kind
+
+
+def read_rows(path: Path) -> tuple[str, list[Row]]:
+    """The rows of a CSV, GeoJSON or KML file, with what a row number counts ("line" or "feature")."""
+    path = Path(path)
+    kind = file_kind(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MalformedFile(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedFile(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    reader = {"csv": read_csv, "geojson": read_geojson, "kml": read_kml}[kind]
+    try:
+        rows = reader(text)
+    except MalformedFile as exc:
+        raise MalformedFile(f"{path}: {exc}") from None
+    return ("line" if kind == "csv" else "feature"), rows
+
+
+def _cell_value(name: str, value: str):
+    """A text cell as a field value: list fields split on `;`, blanks dropped."""
+    if name in LIST_FIELDS:
+        return [item.strip() for item in value.split(";") if item.strip()]
+    return value
+
+
+def _text_fields(pairs: Iterable[tuple[str, str | None]]) -> dict:
+    """Named text cells as SiteCreate input: an empty cell of a known field is left out (its default applies);
+    a cell of an unknown field is kept whatever its value, so validation refuses it."""
+    fields = {}
+    for name, value in pairs:
+        value = "" if value is None else value
+        if name in SITE_FIELDS:
+            if value.strip():
+                fields[name] = _cell_value(name, value)
+        else:
+            fields[name] = value
+    return fields
+
+
+def read_csv(text: str) -> list[Row]:
+    """CSV with a header of SiteCreate field names; list fields `; `-separated. Row numbers are file lines."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None or not any(cell.strip() for cell in header):
+            raise MalformedFile("no header line (expected SiteCreate field names, e.g. name,country,facility_type,...)")
+        header = [cell.strip() for cell in header]
+        if not set(header) & set(SITE_FIELDS):
+            raise MalformedFile(f"line 1 is not a header: none of {header[:5]!r} is a site field"
+                                f" (expected names such as {', '.join(SITE_FIELDS[:4])})")
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise MalformedFile(f"header repeats column {repeated[0]!r}")
+        if "" in header:
+            raise MalformedFile(f"header column {header.index('') + 1} has no name")
+        rows, last_line = [], reader.line_num
+        for cells in reader:
+            start, last_line = last_line + 1, reader.line_num
+            if not cells or not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) > len(header):
+                rows.append(Row(start, problem=f"{len(cells)} cells but the header has {len(header)} columns"))
+                continue
+            rows.append(Row(start, _text_fields(zip(header, cells + [""] * (len(header) - len(cells))))))
+    except csv.Error as exc:
+        raise MalformedFile(f"line {reader.line_num}: {exc}") from None
+    return rows
+
+
+def read_geojson(text: str) -> list[Row]:
+    """A GeoJSON FeatureCollection (or one Feature): Point geometry is lon/lat, null geometry an unknown
+    coordinate, properties are the fields. Row numbers count features from 1."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedFile(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if isinstance(document, dict) and document.get("type") == "Feature":
+        features = [document]
+    elif isinstance(document, dict) and document.get("type") == "FeatureCollection":
+        features = document.get("features")
+        if not isinstance(features, list):
+            raise MalformedFile("FeatureCollection has no 'features' list")
+    else:
+        kind = document.get("type") if isinstance(document, dict) else type(document).__name__
+        raise MalformedFile(f"not a GeoJSON FeatureCollection or Feature (type {kind!r})")
+    return [_geojson_row(number, feature) for number, feature in enumerate(features, 1)]
+
+
+def _geojson_row(number: int, feature) -> Row:
+    """One GeoJSON feature as a row."""
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        return Row(number, problem="not a GeoJSON Feature")
+    properties = feature.get("properties")
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        return Row(number, problem="properties: not an object")
+    fields = dict(properties)
+    if "geometry" not in feature:
+        return Row(number, fields, "geometry: missing (give null for an unknown coordinate)")
+    geometry = feature["geometry"]
+    if geometry is None:
+        return Row(number, fields)
+    if not isinstance(geometry, dict) or geometry.get("type") != "Point":
+        kind = geometry.get("type") if isinstance(geometry, dict) else type(geometry).__name__
+        return Row(number, fields, f"geometry: {kind} is not a Point (a site is one point, or null when unknown)")
+    coordinates = geometry.get("coordinates")
+    if not isinstance(coordinates, list) or len(coordinates) not in (2, 3):
+        return Row(number, fields, "geometry: a Point's coordinates must be [lon, lat]")
+    for name in ("lon", "lat"):
+        if name in fields:
+            return Row(number, fields, f"{name}: the coordinate comes from the geometry, not the properties")
+    fields["lon"], fields["lat"] = coordinates[0], coordinates[1]
+    return Row(number, fields)
+
+
+def read_kml(text: str) -> list[Row]:
+    """KML: each Placemark (in document order, in any Folder) is a row; its name is the site's name, its Point
+    (lon,lat) the coordinate, its ExtendedData Data (or SimpleData) elements the other fields."""
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    try:
+        root = etree.fromstring(text.encode("utf-8"), parser=parser)
+    except etree.XMLSyntaxError as exc:
+        raise MalformedFile(f"not KML: XML error: {exc}") from None
+    namespace, _, local = root.tag.rpartition("}") if isinstance(root.tag, str) else ("", "", "")
+    namespace = namespace.lstrip("{")
+    if local != "kml" or namespace not in KML_NAMESPACES:
+        raise MalformedFile(f"not KML: the root element is <{local or root.tag}>"
+                            + (f" in namespace {namespace!r}" if namespace else "") + ", not <kml>")
+    ns = f"{{{namespace}}}" if namespace else ""
+    return [_kml_row(number, element, ns) for number, element in enumerate(root.iter(f"{ns}Placemark"), 1)]
+
+
+def _kml_row(number: int, element, ns: str) -> Row:
+    """One KML Placemark as a row, parsed by fastkml."""
+    from fastkml import Placemark
+    from fastkml.data import Data, SchemaData
+
+    try:
+        placemark = Placemark.class_from_element(ns=ns, name_spaces=None, element=element, strict=True)
+    except Exception as exc:  # fastkml's KMLParseError and whatever its parsers raise on bad content
+        return Row(number, problem=f"Placemark: {_first_line(exc)}")
+    pairs: list[tuple[str, str | None]] = []
+    for item in (placemark.extended_data.elements if placemark.extended_data else []):
+        if isinstance(item, Data):
+            pairs.append((item.name or "", item.value))
+        elif isinstance(item, SchemaData):
+            pairs.extend((simple.name or "", simple.value) for simple in item.data)
+    named = {name for name, _ in pairs}
+    for data in element.iter(f"{ns}Data", f"{ns}SimpleData"):  # fastkml leaves out a Data with no value
+        name = data.get("name") or ""
+        if name not in named:
+            pairs.append((name, ""))
+            named.add(name)
+    fields = _text_fields(pairs)
+    if placemark.name is not None and placemark.name.strip():
+        if "name" in fields and fields["name"].strip() != placemark.name.strip():
+            return Row(number, fields, f"name: the Placemark's <name> {placemark.name!r} and its Data name"
+                                       f" {fields['name']!r} differ")
+        fields["name"] = placemark.name
+    geometry = placemark.geometry
+    if geometry is None:
+        return Row(number, fields)
+    if getattr(geometry, "geom_type", type(geometry).__name__) != "Point":
+        kind = getattr(geometry, "geom_type", type(geometry).__name__)
+        return Row(number, fields, f"geometry: {kind} is not a Point (a site is one point, or none when unknown)")
+    for name in ("lon", "lat"):
+        if name in fields:
+            return Row(number, fields, f"{name}: the coordinate comes from the Point, not ExtendedData")
+    fields["lon"], fields["lat"] = geometry.x, geometry.y  # KML coordinates are lon,lat[,alt]
+    return Row(number, fields)
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message, first line only."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# --- validating and writing -----------------------------------------------------------------------
+
+
+def validation_message(exc: pydantic.ValidationError) -> str:
+    """Every problem pydantic found, each as `field: message` (as the API names the parameter)."""
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error.get("loc", ()))
+        message = error.get("msg", "invalid value")
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(parts)
+
+
+def _number(value) -> float | None:
+    """A coordinate as a float for the report (None when absent)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def import_rows(connection: sqlite3.Connection, rows: list[Row], *, actor: str, unit: str, path: Path,
+                skip_bad: bool = False, dry_run: bool = False,
+                advance: Callable[[], None] | None = None) -> ImportResult:
+    """Create a site for each row in ONE `BEGIN IMMEDIATE` transaction, each row under a savepoint.
+
+    Every row is validated by SiteCreate and written by edits.create_site (which checks its sources and missiles
+    against the stored catalogue and records the change). The transaction commits only when no row is bad, or
+    some are and `skip_bad` is set and at least one is good; a dry run always rolls back.
+    """
+    result = ImportResult(path=Path(path), unit=unit, dry_run=dry_run)
+    try:
+        with store.transaction(connection):
+            for row in rows:
+                result.outcomes.append(_import_row(connection, row, actor))
+                if advance is not None:
+                    advance()
+            if dry_run or (result.bad and not (skip_bad and result.good)):
+                raise _Rollback
+    except _Rollback:
+        return result
+    result.written = True
+    return result
+
+
+def _import_row(connection: sqlite3.Connection, row: Row, actor: str) -> Outcome:
+    """Validate and create one site under a savepoint, undoing it alone if the catalogue refuses it."""
+    fields = row.fields or {}
+    name = fields.get("name") if isinstance(fields.get("name"), str) else None
+    outcome = Outcome(row.number, name, lon=_number(fields.get("lon")), lat=_number(fields.get("lat")))
+    if row.problem is not None:
+        outcome.problem = row.problem
+        return outcome
+    try:
+        data = SiteCreate.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        outcome.problem = validation_message(exc)
+        return outcome
+    connection.execute(f"SAVEPOINT {SAVEPOINT}")
+    try:
+        change = edits.create_site(connection, data, actor)
+    except CatalogueError as exc:
+        connection.execute(f"ROLLBACK TO {SAVEPOINT}")
+        connection.execute(f"RELEASE {SAVEPOINT}")
+        outcome.problem = exc.message
+        return outcome
+    connection.execute(f"RELEASE {SAVEPOINT}")
+    outcome.site_id, outcome.name, outcome.lon, outcome.lat = change["entity_id"], data.name, data.lon, data.lat
+    return outcome
+
+
+def import_file(path: Path, gpkg: Path, *, actor: str, skip_bad: bool = False, dry_run: bool = False,
+                on_rows: Callable[[int], Callable[[], None] | None] | None = None) -> ImportResult:
+    """Read a file and import its rows into the GeoPackage at `gpkg` (see import_rows).
+
+    `on_rows(count)` is called once the file is read and may return a callback called after each row.
+    """
+    unit, rows = read_rows(path)
+    gpkg = Path(gpkg)
+    if not gpkg.is_file():
+        raise FileNotFoundError(f"GeoPackage not found: {gpkg}")
+    advance = on_rows(len(rows)) if on_rows is not None else None
+    with closing(store.connect(gpkg)) as connection:
+        store.ensure_edit_schema(connection)
+        return import_rows(connection, rows, actor=actor, unit=unit, path=path, skip_bad=skip_bad,
+                           dry_run=dry_run, advance=advance)
+
+
+# --- backups --------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackupResult:
+    """A backup's file, its size, SQLite's integrity verdict and its site rows."""
+
+    path: Path
+    size: int
+    integrity: list[str]
+    sites: int
+    retired: int
+
+    @property
+    def ok(self) -> bool:
+        return self.integrity == ["ok"]
+
+
+def backup(source: Path, destination: Path, *, force: bool = False) -> BackupResult:
+    """A consistent copy of the GeoPackage through SQLite's backup API, then checked with PRAGMA integrity_check.
+
+    Refuses an existing destination unless `force`, the source itself, and a destination with a -wal or -shm
+    file beside it (SQLite would replay that stale log over the copy when it is opened).
+    """
+    source, destination = Path(source), Path(destination)
+    if not source.is_file():
+        raise FileNotFoundError(f"GeoPackage not found: {source}")
+    if destination.is_dir():
+        raise FileExistsError(f"{destination} is a directory; give the backup's file name")
+    if destination.exists():
+        if destination.resolve() == source.resolve() or destination.samefile(source):
+            raise FileExistsError(f"{destination} is the GeoPackage being backed up")
+        if not force:
+            raise FileExistsError(f"{destination} exists (give --force to replace it)")
+    for suffix in ("-wal", "-shm", "-journal"):
+        leftover = destination.with_name(destination.name + suffix)
+        if leftover.exists():
+            raise FileExistsError(f"{leftover} exists beside the destination: SQLite would apply it to the copy;"
+                                  " choose another name or remove it if no database uses it")
+    store.copy_consistent(source, destination)
+    return check_backup(destination)
+
+
+def check_backup(path: Path) -> BackupResult:
+    """Integrity check and site count of a GeoPackage, opened read-only."""
+    uri = f"file:{Path(path).resolve()}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as connection:
+        integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        sites = connection.execute("SELECT count(*) FROM sites").fetchone()[0]
+        columns = {row[1] for row in connection.execute('PRAGMA table_info("sites")')}
+        retired = (connection.execute("SELECT count(*) FROM sites WHERE retired_at IS NOT NULL").fetchone()[0]
+                   if "retired_at" in columns else 0)
+    return BackupResult(Path(path), Path(path).stat().st_size, integrity, sites, retired)
