@@ -261,6 +261,132 @@ def _command_line(command: str, **options) -> str:
     return " ".join(words)
 
 
+def _default_actor() -> str:
+    """`cli:` and the operating-system user, who the change log names for a command-line import."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        import os
+
+        return f"cli:uid-{os.getuid()}"
+
+
+@cli.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="A .csv, .geojson/.json or .kml file of new sites.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row against the catalogue, then write "
+                                          "nothing; print what would be written.")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Write the good rows even if some are bad "
+                                           "(the bad ones are reported).")] = False,
+    actor: Annotated[Optional[str], typer.Option(help="Who the change log names (default: cli:<os user>).")] = None,
+    gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to write (default: the live one).")] = None,
+) -> None:
+    """Add the file's sites in one transaction, each checked as POST /sites checks a body.
+
+    Exit 0: written (or, with --dry-run, would be); 1: bad rows, nothing written (with --skip-bad: only when no row
+    is good); 2: the file or the GeoPackage cannot be used, nothing written.
+    """
+    import sqlite3
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.importer import MalformedFile, import_file
+
+    who = (actor if actor is not None else _default_actor()).strip()
+    if not who:
+        _fail("--actor: give a name")
+    try:
+        target = gpkg or live_path(Settings())
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=errors, transient=errors.is_terminal, disable=not errors.is_terminal)
+
+    def on_rows(count: int):
+        task = progress.add_task(f"{'checking' if dry_run else 'importing'} {file.name}", total=count)
+        return lambda: progress.advance(task)
+
+    try:
+        with progress:
+            result = import_file(file, target, actor=who, skip_bad=skip_bad, dry_run=dry_run, on_rows=on_rows)
+    except MalformedFile as exc:
+        _fail(str(exc))
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    except sqlite3.Error as exc:
+        _fail(f"{target}: {exc}")
+    if result.bad:
+        errors.print(_bad_rows_table(result), highlight=False)
+    if result.good:
+        console.print(_imported_table(result), highlight=False)
+    bad = f"{len(result.bad)} bad {result.unit}(s)"
+    if dry_run:
+        summary = f"dry run: would add {len(result.good)} site(s) from {file} to {target} as {who}; {bad}; nothing written"
+    elif result.written:
+        summary = f"added {len(result.good)} site(s) from {file} to {target} as {who}; {bad}"
+    else:
+        summary = (f"nothing written to {target}: {bad} in {file}"
+                   + ("" if skip_bad else "; --skip-bad writes the good rows"))
+    console.print(summary, highlight=False)
+    if result.bad and not (skip_bad and result.good):
+        raise typer.Exit(1)
+
+
+def _bad_rows_table(result) -> Table:
+    """Each bad row with its line or feature number and the reason, naming the field."""
+    table = Table(title=f"Bad {result.unit}s in {result.path}")
+    table.add_column(result.unit, justify="right")
+    table.add_column("name")
+    table.add_column("reason", overflow="fold")
+    for outcome in result.bad:
+        table.add_row(str(outcome.number), outcome.name or "", outcome.problem)
+    return table
+
+
+def _imported_table(result) -> Table:
+    """The sites written (or that a dry run would write), with the ids they get."""
+    title = "Would add" if result.dry_run else ("Added" if result.written else "Good rows (not written)")
+    table = Table(title=f"{title} ({len(result.good)} sites)")
+    for column in (result.unit, "id", "name", "lon", "lat"):
+        table.add_column(column, justify="right" if column in (result.unit, "lon", "lat") else "left")
+    for outcome in result.good:
+        table.add_row(str(outcome.number), outcome.site_id or "", outcome.name or "",
+                      "" if outcome.lon is None else f"{outcome.lon:.6f}",
+                      "" if outcome.lat is None else f"{outcome.lat:.6f}")
+    return table
+
+
+@cli.command("backup")
+def backup_command(
+    path: Annotated[Path, typer.Argument(help="The copy to write, e.g. backups/catalogue-2026-01-31.gpkg.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file at PATH.")] = False,
+    gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to copy (default: the live one).")] = None,
+) -> None:
+    """A consistent copy of the GeoPackage (SQLite's backup API, written beside PATH then moved in), checked.
+
+    Exit 0: written and `PRAGMA integrity_check` ok; 1: written but the check failed; 2: nothing written.
+    """
+    import sqlite3
+
+    from app.importer import backup
+
+    try:
+        source = gpkg or live_path(Settings())
+        result = backup(source, path, force=force)
+    except (FileNotFoundError, FileExistsError) as exc:
+        _fail(str(exc))
+    except (sqlite3.Error, OSError) as exc:
+        _fail(f"backup to {path}: {exc}")
+    retired = f" ({result.retired} retired)" if result.retired else ""
+    console.print(f"wrote {result.path} from {source}: {result.size / 1e6:.2f} MB ({result.size} bytes), "
+                  f"{result.sites} sites{retired}, integrity_check: {'; '.join(result.integrity[:5])}",
+                  highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 token_cli = typer.Typer(help="Issue bearer tokens for MISSILE_SITES_TOKENS.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
 
