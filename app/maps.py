@@ -12,6 +12,7 @@ of text that comes from the data goes through `inert()` before it reaches HTML o
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import mimetypes
@@ -348,10 +349,25 @@ def split_at_antimeridian(geometry):
     return shapely.MultiPolygon(parts) if len(parts) != 1 else parts[0]
 
 
+_LAND_CACHE: dict[str, tuple[list, list[dict]]] = {}
+
+
+def _land(countries) -> tuple[list, list[dict]]:
+    """The countries cut at the antimeridian, and their coarse drawing: the same for every map of the same countries,
+    so kept (a few entries, keyed by the geometries' bytes) instead of simplified again for each map (most of a second)."""
+    key = hashlib.sha256(b"|".join(w or b"" for w in shapely.to_wkb(np.asarray(countries.geometry, dtype=object)))).hexdigest()
+    if key not in _LAND_CACHE:
+        land = [split_at_antimeridian(g) if has_point(g) else None for g in countries.geometry]
+        if len(_LAND_CACHE) >= 4:
+            _LAND_CACHE.pop(next(iter(_LAND_CACHE)))
+        _LAND_CACHE[key] = (land, _features(land, [{}] * len(land), **COARSE))
+    return _LAND_CACHE[key]
+
+
 def add_vector_basemap(m: folium.Map, countries, focus=None) -> None:
     """Land from the GeoPackage's countries, always drawn under any tiles: coarse worldwide, detailed in focus."""
-    land = [split_at_antimeridian(g) if has_point(g) else None for g in countries.geometry]
-    coarse = _features(land, [{}] * len(land), **COARSE)
+    land, cached = _land(countries)
+    coarse = [dict(feature) for feature in cached]  # folium adds an "id" to each feature it is given
     if focus is not None:
         coarse += _features(shapely.clip_by_rect(np.array(land, dtype=object), *focus), [{}] * len(land), **DETAIL)
     folium.GeoJson(_collection(coarse), name="Land (vector basemap)", control=False, pane="basemap",
@@ -536,10 +552,13 @@ class SiteMarkers(MacroElement):
 
 
 def add_sites(m: folium.Map, sites, colours: dict[str, str], popups: dict[str, str], *,
-              cluster_above: int = CLUSTER_ABOVE) -> int:
-    """Site markers (clustered when there are many) with escaped popups and tooltips; returns how many."""
-    geometry = sites.geometry.name if hasattr(sites, "geometry") else "geometry"
-    located = [(i, s) for i, s in _records(sites) if has_point(s[geometry])]
+              cluster_above: int = CLUSTER_ABOVE, records: list | None = None) -> int:
+    """Site markers (clustered when there are many) with escaped popups and tooltips; returns how many.
+
+    `records`: the sites' ``_records`` when the caller has them already.
+    """
+    geometry = sites.geometry.name
+    located = [(i, s) for i, s in (records if records is not None else _records(sites)) if has_point(s[geometry])]
     name = inert(f"Sites ({len(located)})")
     group = MarkerCluster(name=name, options={"maxClusterRadius": 40}) if len(located) > cluster_above \
         else folium.FeatureGroup(name=name)
@@ -557,7 +576,8 @@ def add_sites(m: folium.Map, sites, colours: dict[str, str], popups: dict[str, s
 
 def _records(frame) -> list[tuple]:
     """(index, row as a dict) for each row: what iterrows gives, without building a Series per row."""
-    return list(zip(frame.index, frame.to_dict("records")))
+    names, columns = list(frame.columns), [frame[c].tolist() for c in frame.columns]
+    return [(i, dict(zip(names, values))) for i, values in zip(frame.index, zip(*columns))]
 
 
 # --- controls, legend, footer ------------------------------------------------------------------
@@ -799,7 +819,7 @@ def site_map(
             distance_km=site.get("distance_km"))
         for site_id, site in records
     }
-    shown = add_sites(m, sites, colours, popups, cluster_above=cluster_above)
+    shown = add_sites(m, sites, colours, popups, cluster_above=cluster_above, records=records)
     statuses = set(sites["current_status"].dropna()) if "current_status" in sites else set()
     MapBox(legend_html(colours, statuses), position="topright", css_class="legend").add_to(m)
     geometry = sites.geometry.name
@@ -853,10 +873,12 @@ def _site_source_ids(catalogue, sites) -> dict[str, list[str]]:
                 by_site.setdefault(site_id, []).append(source_id)
     missiles = catalogue.missiles
     missile_sources = {m: split_list(ids) for m, ids in zip(missiles.index, missiles["source_ids"])}
+    coord_sources = sites["coord_source_id"].tolist() if "coord_source_id" in sites else [None] * len(sites)
     result = {}
-    for site_id, site in _records(sites):
-        ids = split_list(site["source_ids"]) + split_list(site.get("coord_source_id")) + by_site.get(site["id"], [])
-        for missile_id in split_list(site["missile_types"]):
+    for site_id, own, coord, key, missile_types in zip(sites.index, sites["source_ids"].tolist(), coord_sources,
+                                                        sites["id"].tolist(), sites["missile_types"].tolist()):
+        ids = split_list(own) + split_list(coord) + by_site.get(key, [])
+        for missile_id in split_list(missile_types):
             ids += missile_sources.get(missile_id, [])
         result[site_id] = ids
     return result

@@ -1,4 +1,4 @@
-"""Radius queries, border distances, the HTTP API and start-up, at catalogue sizes 10^3 to 10^6.
+"""Radius queries, border distances, maps, the HTTP API and start-up, at catalogue sizes 10^3 to 10^6.
 
 ``python bench/bench_queries.py`` (``--sizes 1000,100000`` to skip the million). A benchmark, not a
 test: it prints tables of medians and 95th percentiles, and asserts nothing. Synthetic catalogues
@@ -220,6 +220,50 @@ def border_distances(sizes) -> None:
           ["points", "batched med", "batched p95", "nearest_on_line loop", "loop/batched"], rows)
 
 
+def synthetic_page(catalogue, n: int, seed: int = 3):
+    """A page of `n` sites around Korea: the bundled sites' attributes drawn at random, new ids and points."""
+    import geopandas as gpd
+
+    from app.catalogue import SitePage
+
+    real = catalogue.sites[~catalogue.sites.geometry.isna()]
+    sites = real.iloc[np.random.default_rng(seed).integers(0, len(real), n)].copy()
+    lons, lats = korea_points(n, seed)
+    sites = sites.set_geometry(gpd.points_from_xy(lons, lats, crs=sites.crs))
+    sites.index = sites["id"] = [f"synthetic-{i:06d}" for i in range(n)]
+    sites["name"] = [f"{name} {i}" for i, name in enumerate(sites["name"])]
+    distances = {site_id: {} for site_id in sites.index}
+    for border_id in catalogue.measured_border_ids:
+        km = LineIndex(catalogue.borders.loc[border_id].geometry).distances(lons, lats)[0] / 1000
+        for site_id, value in zip(sites.index, km.tolist()):
+            distances[site_id][border_id] = value
+    return SitePage(sites, n, None, distances)
+
+
+def maps(sizes, repeat: int) -> None:
+    """The service's map builder (app.maps.catalogue_map, then render_html) on synthetic pages of sites."""
+    from app.catalogue import Catalogue
+    from app.maps import catalogue_map, render_html
+
+    catalogue = Catalogue(BUNDLED)
+    rows = []
+    for n in sizes:
+        page = synthetic_page(catalogue, n)
+        built, rendered, sizes_mib = [], [], []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            m = catalogue_map(catalogue, page, query=f"{n} synthetic sites")
+            middle = time.perf_counter()
+            html = render_html(m)
+            built.append((middle - start) * 1000)
+            rendered.append((time.perf_counter() - middle) * 1000)
+            sizes_mib.append(len(html.encode()) / 2**20)
+        total = np.array(built) + np.array(rendered)
+        rows.append([f"{n:,}", *stats(np.array(built)), *stats(np.array(rendered)), *stats(total), sizes_mib[0]])
+    table(f"Maps: catalogue_map + render_html, synthetic sites around Korea ({repeat} runs each), ms",
+          ["sites", "build med", "build p95", "render med", "render p95", "total med", "total p95", "HTML MiB"], rows)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -311,6 +355,8 @@ def main(argv=None) -> None:
     parser.add_argument("--queries", type=int, default=200, help="index queries per size and radius")
     parser.add_argument("--border-sizes", default="1000,100000", help="point counts for border distances")
     parser.add_argument("--requests", type=int, default=200, help="HTTP requests per row")
+    parser.add_argument("--map-sizes", default="1000,10000", help="site counts for maps")
+    parser.add_argument("--map-runs", type=int, default=5, help="maps built per size")
     args = parser.parse_args(argv)
     print("$ " + " ".join([Path(sys.executable).name, *sys.argv]))
     print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
@@ -328,6 +374,7 @@ def main(argv=None) -> None:
         if postgis:
             postgis.close()
     border_distances([int(s) for s in args.border_sizes.split(",")])
+    maps([int(s) for s in args.map_sizes.split(",")], args.map_runs)
     http_api(args.requests)
     startup()
 
