@@ -13,6 +13,8 @@ from app.geodesy import EARTH_HALF_CIRCUMFERENCE_M
 
 MAX_LIMIT = 1000
 MAX_RADIUS_KM = EARTH_HALF_CIRCUMFERENCE_M / 1000
+MIN_RADIUS_KM = 0.001
+"""The smallest radius (a metre): a ring much smaller collapses below float resolution and cannot be drawn."""
 MAX_LIST_ITEMS = 50
 Status = Literal["active", "inactive", "under_construction", "unknown"]
 Declared = Literal["undeclared", "declared", "acknowledged", "unknown"]
@@ -74,7 +76,7 @@ class RadiusParams:
 
     within_km: Annotated[
         float | None,
-        Query(gt=0, le=MAX_RADIUS_KM, allow_inf_nan=False,
+        Query(ge=MIN_RADIUS_KM, le=MAX_RADIUS_KM, allow_inf_nan=False,
               description="Keep sites within this geodesic (WGS84) distance of the centre, in km."),
     ] = None
 

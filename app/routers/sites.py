@@ -9,7 +9,8 @@ from app.exports import export_response, sites_format
 from app.formats import feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import (
-    MAX_LIST_ITEMS, MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
+    MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams,
+    run_site_query,
 )
 
 router = APIRouter(tags=["sites"])
@@ -65,7 +66,7 @@ def get_site_rings(
     catalogue: CatalogueDep,
     site_id: SiteId,
     km: Annotated[
-        list[Annotated[float, Query(gt=0, le=MAX_RADIUS_KM, allow_inf_nan=False)]] | None,
+        list[Annotated[float, Query(ge=MIN_RADIUS_KM, le=MAX_RADIUS_KM, allow_inf_nan=False)]] | None,
         Query(max_length=MAX_LIST_ITEMS, description="Ring radii in km instead of the site's missile ranges."),
     ] = None,
 ):
