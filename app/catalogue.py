@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import math
 from contextlib import closing
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from app import geodesy
+from app import geodesy, history
 from app.border_distances import distances_to_line
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
@@ -42,7 +43,7 @@ def has_point(geometry) -> bool:
 
 def located(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """The rows of a frame that have a known coordinate."""
-    return frame[[has_point(g) for g in frame.geometry]]
+    return frame[np.fromiter((has_point(g) for g in frame.geometry), dtype=bool, count=len(frame))]
 
 
 def _clean(value):
@@ -153,17 +154,76 @@ class Catalogue:
         self.sites, self.retired_sites = sites[~retired], sites[retired]
         self.sources = sources.set_index("id", drop=False)
         self.version = self.file_version if not self.last_change else f"{self.file_version}+{self.last_change}"
+        self.as_of_day: datetime.date | None = None
+        self.undated_site_ids: list[str] = []
+        self._as_of_cache: dict[datetime.date, Catalogue] = {}
 
     def refreshed(self) -> "Catalogue":
         """A new catalogue with the edited layers read again; unmoved sites keep their border distances."""
+        new = self._copy()
+        new._load_editable()
+        return new._derive_from(self)
+
+    def _copy(self) -> "Catalogue":
+        """A shallow copy sharing the fixed layers, with the values derived from sites dropped."""
         new = copy.copy(self)
         for name in ("measured_border_ids", "vocabularies"):
             new.__dict__.pop(name, None)
-        new._load_editable()
-        new.site_borders = new._reuse_site_borders(self)
-        new._other_border_km = {}
-        new._located_ids, new.site_index = new._index_sites()
         return new
+
+    def _derive_from(self, old: "Catalogue") -> "Catalogue":
+        """Border distances (reused where a site has not moved) and the spatial index for the new sites."""
+        self.site_borders = self._reuse_site_borders(old)
+        self._other_border_km = {}
+        self._located_ids, self.site_index = self._index_sites()
+        return self
+
+    def as_of(self, day: datetime.date | None) -> "Catalogue":
+        """The catalogue as it was known at the end of a UTC day (itself when no day is given)."""
+        if day is None:
+            return self
+        if day not in self._as_of_cache:
+            self._as_of_cache[day] = self._known_on(day)
+        return self._as_of_cache[day]
+
+    def _known_on(self, day: datetime.date) -> "Catalogue":
+        """Rebuild sites, observations and sources from the change log; bundled sites count from their first report."""
+        instant = history.day_end(day)
+        changes = history.read_changes(self.path, up_to_id=self.last_change)
+        every_site = pd.concat([self.sites, self.retired_sites])
+        site_changes = [c for c in changes if c["entity"] == "site"]
+        states = history.state_at(history.site_records(every_site), site_changes, instant)
+        observations = history.observations_at(self.observations, day)
+        bundled_observations = self.observations[self.observations["recorded_at"].isna()]
+        status = history.latest_status(observations)
+        kept, undated = [], []
+        for site_id, state in states.items():
+            if state.get("retired_at") and state["retired_at"] < instant:
+                continue
+            if state.get("created_at") is None:
+                since = history.known_since(state, bundled_observations, self.sources)
+                if since is None:
+                    undated.append(site_id)
+                    continue
+                if since > day:
+                    continue
+            seen, on = status.get(site_id, ("unknown", None))
+            kept.append({**state, "current_status": seen, "status_observed_on": on})
+        new = self._copy()
+        new.sites = history.sites_frame(kept, like=every_site)
+        new.retired_sites = every_site.iloc[:0]
+        new.observations = observations[observations["site_id"].isin(new.sites.index)]
+        new.sources = self._sources_on(instant, [c for c in changes if c["entity"] == "source"])
+        new.as_of_day, new.undated_site_ids, new._as_of_cache = day, sorted(undated), {}
+        new.version = f"{self.version}@{day.isoformat()}"
+        return new._derive_from(self)
+
+    def _sources_on(self, instant: str, changes: list[dict]) -> pd.DataFrame:
+        """The sources as they stood before an instant."""
+        current = {k: record(row, self.sources.columns) for k, row in self.sources.iterrows()}
+        states = history.state_at(current, changes, instant)
+        frame = pd.DataFrame(list(states.values()), columns=self.sources.columns)
+        return frame.astype(self.sources.dtypes.to_dict()).set_index("id", drop=False)
 
     def _reuse_site_borders(self, old: "Catalogue") -> pd.DataFrame:
         """Border distances: the old rows for sites at the same point, measured afresh for new or moved sites."""

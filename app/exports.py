@@ -135,6 +135,8 @@ def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: 
     if fmt == "kml":
         return Response(features_kml(catalogue, features, name), media_type=KML_MEDIA_TYPE,
                         headers={"Content-Disposition": f'attachment; filename="{name}.kml"'})
+    if catalogue.as_of_day is not None:
+        raise UnsupportedParameter("f=gpkg is a copy of the current GeoPackage; it cannot answer as_of", parameter="f")
     path = gpkg_snapshot(catalogue.path)
     return FileResponse(path, media_type=GPKG_MEDIA_TYPE, filename="catalogue.gpkg",
                         background=BackgroundTask(os.unlink, path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -111,6 +112,34 @@ class PageParams:
     sort: Annotated[Literal["distance", "name"] | None, Query(description="Order: distance (needs a centre) or name.")] = None
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
+
+
+@dataclass
+class AsOfParams:
+    """A past day: answer from the catalogue as it was known at the end of that UTC day."""
+
+    as_of: Annotated[datetime.date | None, Query(
+        description="YYYY-MM-DD: the catalogue as known at the end of that day (UTC), from the change log; bundled "
+                    "sites count from their first dated report, and those with none are listed in `not_dated`.",
+    )] = None
+
+    def apply(self, catalogue: Catalogue) -> Catalogue:
+        """The catalogue as of the day (itself when none is given); InvalidParameter for a day after today."""
+        return catalogue_as_of(catalogue, self.as_of)
+
+
+def catalogue_as_of(catalogue: Catalogue, day: datetime.date | None, parameter: str = "as_of") -> Catalogue:
+    """The catalogue as known at the end of a UTC day, refusing days after today."""
+    if day is not None and day > datetime.datetime.now(datetime.timezone.utc).date():
+        raise InvalidParameter(f"as_of {day.isoformat()} is after today (UTC)", parameter=parameter)
+    return catalogue.as_of(day)
+
+
+def as_of_fields(catalogue: Catalogue) -> dict:
+    """What an as_of answer adds: the day, and the sites left out because no report dates them."""
+    if catalogue.as_of_day is None:
+        return {}
+    return {"as_of": catalogue.as_of_day.isoformat(), "not_dated": catalogue.undated_site_ids}
 
 
 def run_site_query(catalogue: Catalogue, centre: CentreParams, radius: RadiusParams, filters: FilterParams,

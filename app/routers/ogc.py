@@ -20,7 +20,7 @@ from app.errors import InvalidParameter, NotFound, UnsupportedParameter
 from app.exports import EXPORT_MEDIA_TYPES, export_response
 from app.formats import GEOJSON_MEDIA_TYPE, feature, site_features
 from app.routers import CatalogueDep, GeoJSONResponse
-from app.schemas import MAX_LIMIT, MAX_RADIUS_KM
+from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, as_of_fields, catalogue_as_of
 
 router = APIRouter(tags=["ogc api features"])
 
@@ -33,7 +33,7 @@ CONFORMANCE = [
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 OPENAPI_MEDIA_TYPE = "application/vnd.oai.openapi+json;version=3.0"
 DEFAULT_LIMIT = 100
-STANDARD_PARAMETERS = ("f", "bbox", "limit", "offset")
+STANDARD_PARAMETERS = ("f", "bbox", "limit", "offset", "as_of")
 RADIUS_PARAMETERS = ("lat", "lon", "within_km")
 # formats answered by /collections/{id}/items, then the downloads of app.exports
 ITEM_FORMATS: dict[str, str] = {"json": GEOJSON_MEDIA_TYPE, "geojson": GEOJSON_MEDIA_TYPE, "html": "text/html"}
@@ -235,6 +235,21 @@ def _float_parameter(request: Request, name: str, low: float, high: float) -> fl
     if not (math.isfinite(value) and low <= value <= high):
         raise UnsupportedParameter(f"{name} must be between {low:g} and {high:g}", parameter=name)
     return value
+
+
+def _day_parameter(text: str | None, name: str) -> dt.date | None:
+    """A YYYY-MM-DD parameter as a date (400 when malformed, as OGC asks)."""
+    if text is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(text) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise UnsupportedParameter(f"{name} must be a date YYYY-MM-DD, got {text!r}", parameter=name)
+    if day > dt.datetime.now(dt.timezone.utc).date():
+        raise UnsupportedParameter(f"{name} {text} is after today (UTC)", parameter=name)
+    return day
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -448,15 +463,18 @@ def get_items(
     lat: Annotated[str | None, Query(description="sites only (extension): latitude of the radius centre.")] = None,
     lon: Annotated[str | None, Query(description="sites only (extension): longitude of the radius centre.")] = None,
     within_km: Annotated[str | None, Query(description="sites only (extension): geodesic radius in km.")] = None,
+    as_of: Annotated[str | None, Query(description="YYYY-MM-DD (extension): the catalogue as known at the end of "
+                                                   "that UTC day.")] = None,
 ):
     """A page of features; any property name filters by equality, e.g. `current_status=active`."""
     collection = _collection(collectionId)
+    catalogue = catalogue_as_of(catalogue, _day_parameter(as_of, "as_of"))
     fmt = _item_format(request, f)
     if fmt in ITEM_EXPORTERS:
         rows, limit, offset = select_items(catalogue, collection, request)
         rows = rows.iloc[offset: offset + limit]
         return ITEM_EXPORTERS[fmt][1](catalogue, collection.id, _features(catalogue, collection, rows))
-    body = items_collection(catalogue, collection, request)
+    body = {**items_collection(catalogue, collection, request), **as_of_fields(catalogue)}
     if fmt == "html":
         return _items_html(collection, body, request)
     return GeoJSONResponse(body)

@@ -9,7 +9,7 @@ from app.exports import export_response, sites_format
 from app.formats import feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import (
-    MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams,
+    MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, as_of_fields,
     run_site_query,
 )
 
@@ -25,12 +25,14 @@ def list_sites(
     filters: Annotated[FilterParams, Depends()],
     border: Annotated[BorderParams, Depends()],
     page: Annotated[PageParams, Depends()],
+    as_of: Annotated[AsOfParams, Depends()],
     request: Request,
     f: Annotated[str | None, Query(description="geojson (default), csv, kml or gpkg; or by Accept.")] = None,
 ):
     """Sites as GeoJSON (or CSV, KML, GeoPackage), filtered, optionally within a geodesic radius of a point or place."""
+    catalogue = as_of.apply(catalogue)
     result = run_site_query(catalogue, centre, radius, filters, border, page)
-    body = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
+    body = {**sites_geojson(catalogue, result, limit=page.limit, offset=page.offset), **as_of_fields(catalogue)}
     fmt = sites_format(request.headers.get("accept", ""), f)
     return body if fmt == "geojson" else export_response(catalogue, fmt, body["features"], "sites")
 
