@@ -185,7 +185,7 @@ def _geojson_row(number: int, feature) -> Row:
         properties = {}
     if not isinstance(properties, dict):
         return Row(number, problem="properties: not an object")
-    fields = dict(properties)
+    fields = _json_fields(properties)
     if "geometry" not in feature:
         return Row(number, fields, "geometry: missing (give null for an unknown coordinate)")
     geometry = feature["geometry"]
@@ -202,6 +202,20 @@ def _geojson_row(number: int, feature) -> Row:
             return Row(number, fields, f"{name}: the coordinate comes from the geometry, not the properties")
     fields["lon"], fields["lat"] = coordinates[0], coordinates[1]
     return Row(number, fields)
+
+
+def _json_fields(properties: dict) -> dict:
+    """GeoJSON properties as SiteCreate input: a null or blank value of a known field is left out (as an empty CSV
+    cell), a list field may also be one `; `-separated string (as GIS tools write lists); unknown fields are kept."""
+    fields = {}
+    for name, value in properties.items():
+        if name in SITE_FIELDS:
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            if name in LIST_FIELDS and isinstance(value, str):
+                value = _cell_value(name, value)
+        fields[name] = value
+    return fields
 
 
 def read_kml(text: str) -> list[Row]:

@@ -188,6 +188,18 @@ def test_geojson_nan_and_coordinate_checks(live, tmp_path):
     assert bad_row(result.stderr, 3, "missile_types: unknown missile id 'hwasong-99'")
 
 
+def test_geojson_nulls_and_string_lists_as_gis_tools_write_them(tmp_path):
+    path = tmp_path / "qgis.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "geometry": None,
+        "properties": {"name": "From QGIS", "country": "PRK", "facility_type": "launch_area", "province": None,
+                       "declared_status": None, "notes": "", "source_ids": f"{SOURCE}; aljazeera-2022-02-08",
+                       "colour": None}}]}))
+    unit, rows = read_rows(path)
+    assert rows[0].fields == {"name": "From QGIS", "country": "PRK", "facility_type": "launch_area",
+                              "source_ids": [SOURCE, "aljazeera-2022-02-08"], "colour": None}
+
+
 def test_kml_bad_placemarks_by_number(live, tmp_path):
     path = tmp_path / "bad.kml"
     path.write_text(textwrap.dedent(f"""\
