@@ -10,6 +10,9 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY geodata ./geodata
 RUN python -m pip install -e . && python -m pip install --no-deps gdal-utils
+# The live catalogue (edits, change log) is seeded from geodata/ on first start; keep it on a volume.
+RUN mkdir -p var && chown analyst var
+VOLUME /srv/missile-sites/var
 
 USER analyst
 EXPOSE 8000

@@ -43,7 +43,8 @@ def has_point(geometry) -> bool:
 
 def located(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """The rows of a frame that have a known coordinate."""
-    return frame[np.fromiter((has_point(g) for g in frame.geometry), dtype=bool, count=len(frame))]
+    geometries = frame.geometry.to_numpy()
+    return frame[~shapely.is_missing(geometries) & ~shapely.is_empty(geometries)]
 
 
 def _clean(value):
@@ -136,6 +137,7 @@ class Catalogue:
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
             self.countries = read_layer(connection, "countries")  # the maps' vector basemap
             self.reported = read_layer(connection, "reported_distances")
+        self._border_ids_by_countries: dict[frozenset, tuple[str, ...]] = {}
         self._load_editable()
         self.site_borders = self._measure_site_borders(self.measured_border_ids)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
@@ -231,7 +233,10 @@ class Catalogue:
             return self._measure_site_borders(self.measured_border_ids)
         sites = located(self.sites)
         before = located(old.sites).geometry
-        same = [i for i, g in sites.geometry.items() if i in before.index and before[i].equals_exact(g, 0)]
+        common = sites.index.intersection(before.index)
+        now, then = sites.geometry.loc[common].to_numpy(), before.loc[common].to_numpy()
+        unmoved = (shapely.get_x(now) == shapely.get_x(then)) & (shapely.get_y(now) == shapely.get_y(then))
+        same = common[unmoved]
         kept = old.site_borders[old.site_borders["site_id"].isin(same)]
         moved = sites.index.difference(pd.Index(same), sort=False)
         fresh = self._measure_site_borders(self.measured_border_ids, sites.loc[moved]) if len(moved) else kept.iloc[:0]
@@ -251,13 +256,13 @@ class Catalogue:
     @cached_property
     def measured_border_ids(self) -> tuple[str, ...]:
         """Borders every site is measured against: the MDL, the DMZ edges, and its countries' land borders."""
-        site_countries = set(self.sites["country"].dropna())
-        chosen = []
-        for border_id, border in self.borders.iterrows():
-            countries = set(split_list(border["countries"]))
-            if border["kind"] in BORDER_KINDS_ALWAYS_MEASURED or countries & site_countries:
-                chosen.append(border_id)
-        return tuple(chosen)
+        site_countries = frozenset(self.sites["country"].dropna())
+        if site_countries not in self._border_ids_by_countries:  # shared by every snapshot of this file
+            self._border_ids_by_countries[site_countries] = tuple(
+                border_id for border_id, kind, countries in zip(self.borders.index, self.borders["kind"],
+                                                                self.borders["countries"])
+                if kind in BORDER_KINDS_ALWAYS_MEASURED or set(split_list(countries)) & site_countries)
+        return self._border_ids_by_countries[site_countries]
 
     @cached_property
     def vocabularies(self) -> dict[str, tuple[str, ...]]:

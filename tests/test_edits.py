@@ -209,3 +209,22 @@ def test_sources_can_be_added_changed_and_cited(service):
     assert response.status_code == 201
     cited = service.get("/sites/test-base").json()["properties"]["sources"]
     assert cited[0]["id"] == source_id and cited[0]["published_on"] == "2026-01"
+
+
+def test_a_refreshed_snapshot_equals_a_fresh_load(live):
+    from pandas.testing import assert_frame_equal
+
+    from app import edits
+    from app.catalogue import Catalogue
+    from app.models import SiteCreate, SiteUpdate
+
+    old = Catalogue(live)
+    with closing(store.connect(live)) as connection, store.transaction(connection):
+        edits.create_site(connection, SiteCreate(**NEW_SITE), "alice")
+        edits.update_site(connection, "sakkanmol", SiteUpdate(lon=126.0, lat=39.5), "alice")
+        edits.retire_site(connection, "sino-ri", "alice")
+    refreshed, fresh = old.refreshed(), Catalogue(live)
+    assert_frame_equal(refreshed.site_borders, fresh.site_borders)
+    assert_frame_equal(refreshed.sites.drop(columns="geometry"), fresh.sites.drop(columns="geometry"))
+    assert list(refreshed.site_index.within(126.0, 39.5, 1000)[0]) == list(fresh.site_index.within(126.0, 39.5, 1000)[0])
+    assert "sino-ri" not in refreshed.sites.index and "test-base" in refreshed.sites.index
