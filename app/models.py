@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import pycountry
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from app.build_data import MISSILE_CLASSES, VOCAB, date, url
 
@@ -13,12 +14,36 @@ MAX_TEXT = 4000
 MAX_NAME = 200
 MAX_ITEMS = 50
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ufffe\uffff]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
+def _no_control(pattern: re.Pattern):
+    """A validator refusing control characters (they cannot be written to KML/XML, and no name needs one)."""
+    def check(value: str) -> str:
+        found = pattern.search(value)
+        if found:
+            raise ValueError(f"contains the control character U+{ord(found.group()):04X}")
+        return value
+    return AfterValidator(check)
+
+
+def _not_bool(value):
+    """A number field refuses JSON true/false (which would otherwise be read as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME),
+                 _no_control(_CONTROL)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT), _no_control(_CONTROL_BUT_LINES)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), _no_control(_CONTROL)]
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME,
                                        pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
-Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
-Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False), BeforeValidator(_not_bool)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False), BeforeValidator(_not_bool)]
+Precision = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False), BeforeValidator(_not_bool)]
 
 
 def _vocabulary(name: str):
@@ -74,7 +99,7 @@ class SiteFields(WriteModel):
     lon: Longitude | None = None
     lat: Latitude | None = None
     coord_confidence: _vocabulary("coord_confidence") | None = None
-    coord_precision_m: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
+    coord_precision_m: Precision | None = None
     coord_source_id: Id | None = None
     facility_type: _vocabulary("facility_type") | None = None
     declared_status: _vocabulary("declared_status") | None = None
@@ -133,7 +158,7 @@ class ObservationCreate(WriteModel):
 class SourceFields(WriteModel):
     """The fields of a source a client may set; every field optional (a PATCH)."""
 
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)] | None = None
+    title: Title | None = None
     publisher: Name | None = None
     published_on: PartialDate | None = None
     url: Url | None = None
@@ -157,7 +182,7 @@ class SourceUpdate(SourceFields):
 class SourceCreate(SourceFields):
     """POST /sources: a new source; the server gives its id from its publisher and title."""
 
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    title: Title
     publisher: Name
 
 

@@ -1,19 +1,44 @@
 """Analysts' writes: sites, their observations, and sources. Every route needs an editor's token."""
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app import edits
 from app.auth import Principal, require_editor
+from app.errors import InvalidParameter
 from app.live import LiveCatalogue
 from app.models import (
     ObservationCreate, ObservationWritten, SiteCreate, SiteUpdate, SiteWritten, SourceCreate, SourceUpdate,
     SourceWritten,
 )
 
-router = APIRouter(tags=["edits"])
+
 Editor = Annotated[Principal, Depends(require_editor)]
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's members, refusing a repeated name (which json.loads would settle silently, last one wins)."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidParameter(f"{key}: given more than once in the JSON object", parameter=key)
+        seen.add(key)
+    return dict(pairs)
+
+
+async def unique_member_names(request: Request, _: Editor) -> None:
+    """A write's JSON body may not repeat a member name (422 naming it); checked after the token, like the body."""
+    body = await request.body()  # already read and cached by the route
+    if body:
+        try:
+            json.loads(body, object_pairs_hook=_unique_keys)
+        except (ValueError, RecursionError):
+            pass  # not JSON at all: the route's own parsing answers that
+
+
+router = APIRouter(tags=["edits"], dependencies=[Depends(unique_member_names)])
 SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
 SourceId = Annotated[str, Path(min_length=1, max_length=200, description="Source id.")]
 
