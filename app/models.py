@@ -6,7 +6,10 @@ import re
 from typing import Annotated, Literal
 
 import pycountry
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator,
+    model_validator,
+)
 
 from app.build_data import MISSILE_CLASSES, VOCAB, date, url
 
@@ -123,14 +126,19 @@ class SiteFields(WriteModel):
 class SiteUpdate(SiteFields):
     """PATCH /sites/{id}: the fields to change; null clears an optional field."""
 
+    @field_validator("name", "country", "facility_type", "declared_status", "source_ids", "coord_confidence")
+    @classmethod
+    def _kept(cls, value, info: ValidationInfo):
+        """The fields every site must have are never blanked (the error names the field)."""
+        if value in (None, []):
+            raise ValueError(f"{info.field_name} cannot be cleared")
+        return value
+
     @model_validator(mode="after")
     def _something(self):
-        """An update changes at least one field, and never blanks the fields every site must have."""
+        """An update changes at least one field."""
         if not self.model_fields_set:
             raise ValueError("give at least one field to change")
-        for required in ("name", "country", "facility_type", "declared_status", "source_ids", "coord_confidence"):
-            if required in self.model_fields_set and getattr(self, required) in (None, []):
-                raise ValueError(f"{required} cannot be cleared")
         return self
 
 
@@ -168,14 +176,19 @@ class SourceFields(WriteModel):
 class SourceUpdate(SourceFields):
     """PATCH /sources/{id}: the fields to change; null clears an optional field."""
 
+    @field_validator("title", "publisher")
+    @classmethod
+    def _kept(cls, value, info: ValidationInfo):
+        """A source keeps a title and a publisher (the error names the field)."""
+        if value is None:
+            raise ValueError(f"{info.field_name} cannot be cleared")
+        return value
+
     @model_validator(mode="after")
     def _something(self):
-        """An update changes at least one field and keeps a title and a publisher."""
+        """An update changes at least one field."""
         if not self.model_fields_set:
             raise ValueError("give at least one field to change")
-        for required in ("title", "publisher"):
-            if required in self.model_fields_set and getattr(self, required) is None:
-                raise ValueError(f"{required} cannot be cleared")
         return self
 
 
