@@ -236,7 +236,7 @@ def border_distances(sizes) -> None:
     rows = []
     for n in sizes:
         lons, lats = korea_points(n)
-        repeat = 5 if n <= 10_000 else 1
+        repeat = 5 if n <= 10_000 else 3
         batched = times_ms(lambda i: [LineIndex(g).distances(lons, lats) for g in lines], repeat)
         if n <= 1_000:
             sample = min(n, 200)
