@@ -1,4 +1,4 @@
-"""The only code that opens the GeoPackage: loads the layers once and answers queries on them."""
+"""The catalogue in memory: one consistent snapshot of the GeoPackage's layers, and every query on it."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ import pandas as pd
 import shapely
 
 from app.build_data import SEP
+from app.edits import LIST_FIELDS
 from app.store import connect_readonly
 
 CHANGE_COLUMNS = ("id", "at", "actor", "action", "entity", "entity_id", "site_id", "diff")
-LIST_FIELDS = ("aliases", "missile_types", "missile_classes_reported", "source_ids")
 
 
 def period_end(partial: str | None) -> datetime.date | None:
