@@ -84,7 +84,7 @@ def _lower_chord(distance) -> np.ndarray:
     """The largest chord whose lower bound stays below `distance` (inverse of chord_lower_bound, rounded up)."""
     g = np.asarray(distance, dtype=float)
     half = np.minimum(g / (2 * _R_MAX), np.pi / 2)
-    return np.where(g >= np.pi * _R_MAX, np.inf, 2 * _R_MAX * np.sin(half) * (1 + 1e-12) + 1e-6)
+    return np.where(g >= np.pi * _R_MAX, np.inf, 2 * _R_MAX * np.sin(half) * (1 + 1e-9) + 1e-5)
 
 
 def chord_upper_bound(chord):
@@ -171,11 +171,19 @@ class LineIndex:
         n = len(lons)
         if n < _MIN_SPLIT:
             return self._distances(lons, lats)
+        # neighbours in space next to each other (quarter-degree cells) make the k-d tree walks cache-friendly
+        order = np.argsort(np.floor((lats + 90.0) * 4.0) * 1440.0 + np.floor((lons + 180.0) * 4.0), kind="stable")
+        lons, lats = lons[order], lats[order]
         cuts = np.linspace(0, n, _THREADS + 1).astype(int)
         with ThreadPoolExecutor(_THREADS) as pool:
             results = list(pool.map(lambda i: self._distances(lons[cuts[i]:cuts[i + 1]], lats[cuts[i]:cuts[i + 1]]),
                                     range(_THREADS)))
-        return tuple(np.concatenate(parts) for parts in zip(*results))
+        result = []
+        for parts in zip(*results):
+            values = np.empty(n)
+            values[order] = np.concatenate(parts)
+            result.append(values)
+        return tuple(result)
 
     def _candidates(self, rows, nodes) -> tuple[np.ndarray, np.ndarray]:
         """(row, segment) pairs for tree hits: a midpoint's segment, a vertex's segments on both sides."""
@@ -205,26 +213,28 @@ class LineIndex:
         mid = nodes < self.nseg
         rows, segs = np.nonzero(mid)[0], nodes[mid]
         t, chord = self._chords(points, rows, segs)
-        bounds = chord_upper_bound(near)
-        bounds[mid] = chord_upper_bound(chord + self.slack[segs])
-        upper = bounds.min(axis=1)
+        reach = near.copy()  # the bounds grow with the chord: bound the smallest chord only
+        reach[mid] = chord + self.slack[segs]
+        upper = chord_upper_bound(reach.min(axis=1))
         far = np.flatnonzero(~np.isfinite(upper))
         if len(far):  # chords over a: the exact distance to the nearest node's vertex
             first = nodes[far, 0]
             vertex = np.where(first >= self.nseg, first - self.nseg, self.start[np.minimum(first, self.nseg - 1)])
             upper[far] = geodesy._inv(lons[far], lats[far], self.lons[vertex], self.lats[vertex])[2]
+        # a chord beyond this, less the sagitta, cannot beat the upper bound (the lower bound, inverted per point)
+        within = _lower_chord(upper)
         # the segments on either side of a vertex hit that could matter
         vertex_rows, vertex_col = np.nonzero(~mid)
-        close = chord_lower_bound(near[vertex_rows, vertex_col] - self.max_sagitta) <= upper[vertex_rows]
+        close = near[vertex_rows, vertex_col] - self.max_sagitta <= within[vertex_rows]
         extra_rows, extra_segs = self._candidates(vertex_rows[close], nodes[vertex_rows[close], vertex_col[close]])
         extra_t, extra_chord = self._chords(points, extra_rows, extra_segs)
         rows, segs, t, chord = np.r_[rows, extra_rows], np.r_[segs, extra_segs], np.r_[t, extra_t], np.r_[chord, extra_chord]
         # segments outside the k nearest nodes are at least this far (chord): enough when over the bound
         if self.k < len(self.tree.data):
             beyond = np.sqrt(np.maximum(near[:, -1] ** 2 - self.max_half_chord**2, 0.0)) - self.max_sagitta
-            missing = np.flatnonzero(chord_lower_bound(beyond) < upper)
+            missing = np.flatnonzero(beyond < within)
             if len(missing):
-                radius = np.sqrt((_lower_chord(upper[missing]) + self.max_sagitta) ** 2 + self.max_half_chord**2)
+                radius = np.sqrt((within[missing] + self.max_sagitta) ** 2 + self.max_half_chord**2)
                 hits = self.tree.query_ball_point(points[missing], np.minimum(radius, 3 * _A), return_sorted=False)
                 counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(missing))
                 ball = np.fromiter((v for h in hits for v in h), dtype=np.int64, count=int(counts.sum()))
@@ -233,7 +243,7 @@ class LineIndex:
                 rows, segs = np.r_[rows, extra_rows], np.r_[segs, extra_segs]
                 t, chord = np.r_[t, extra_t], np.r_[chord, extra_chord]
         # only segments that could beat the upper bound, each pair once, sorted by row
-        keep = chord_lower_bound(chord - self.sagitta[segs]) <= upper[rows]
+        keep = chord - self.sagitta[segs] <= within[rows]
         pair, first = np.unique(rows[keep] * self.nseg + segs[keep], return_index=True)
         rows, segs, t = pair // self.nseg, pair % self.nseg, t[keep][first]
         # the chord's foot carried to the geodesic, measured exactly
