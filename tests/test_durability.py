@@ -199,3 +199,65 @@ def test_the_rtree_matches_a_brute_force_filter_after_writes(live):
                       & (_float32_down(lats) <= north) & (_float32_up(lats) >= south))
             assert found == set(fids[inside].tolist())
     assert _validate_gpkg(live) == []
+
+
+def _post_many(base: str, worker: int, token: str, failures) -> None:
+    """One client process: WRITES_EACH POST /sites to the running service; count any answer but 201."""
+    import httpx
+
+    rng = random.Random(1000 + worker)
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        for number in range(WRITES_EACH):
+            body = _site(f"http {worker} {number}", rng).model_dump(exclude_none=True)
+            try:
+                status = client.post("/sites", json=body).status_code
+            except httpx.HTTPError:
+                status = 0
+            if status != 201:
+                with failures.get_lock():
+                    failures.value += 1
+
+
+def test_eight_clients_post_at_once_to_a_two_worker_service(live, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from app.auth import hash_token
+
+    token = "durability-editor-token"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MISSILE_SITES_GPKG": str(live), "MISSILE_SITES_WRITE_BURST": "100000",
+           "MISSILE_SITES_TOKENS": f'[{{"name": "editor", "role": "editor", "sha256": "{hash_token(token)}"}}]'}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--workers", "2",
+                               "--log-level", "warning"], env=env, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        before = httpx.get(f"{base}/sites?limit=1").json()["numberMatched"]
+        failures = FORK.Value("i", 0)
+        started = time.perf_counter()
+        clients = [FORK.Process(target=_post_many, args=(base, n, token, failures)) for n in range(PROCESSES)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        elapsed = time.perf_counter() - started
+        after = [httpx.get(f"{base}/sites?limit=1").json()["numberMatched"] for _ in range(4)]  # both workers
+    finally:
+        server.terminate()
+        server.wait(30)
+    stored = _count(live, "SELECT count(*) FROM sites WHERE id LIKE 'http-%'")
+    print(f"\n{PROCESSES} clients x {WRITES_EACH} POST /sites to 2 workers in {elapsed:.1f} s: "
+          f"{failures.value} errors, {stored} rows stored, {PROCESSES * WRITES_EACH - stored} lost")
+    assert failures.value == 0 and stored == PROCESSES * WRITES_EACH
+    assert after == [before + stored] * 4
