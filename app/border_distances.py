@@ -255,11 +255,17 @@ class LineIndex:
         y = np.where(t <= 0.0, a_lat, np.where(at_end, self.lats[self.end[segs]], np.clip(y, -90.0, 90.0)))
         to_point, _, d = (np.asarray(v) for v in geodesy._inv(x, y, lons[rows], lats[rows]))
         back = np.asarray(back)
-        # far away (thousands of km) the chord's foot can drift kilometres from the geodesic's: walk every
-        # candidate of those points to its foot before choosing
+        # far away (thousands of km) the chord's foot can drift kilometres from the geodesic's: before choosing,
+        # walk to its foot every candidate of those points that its along-track step (how far the foot is,
+        # give or take a few per cent) could bring below the best so far
         starts = _first_per_row(rows)
-        far = np.flatnonzero(np.repeat(np.minimum.reduceat(d, starts), np.diff(np.r_[starts, len(rows)])) > _FAR_M)
+        row_best = np.repeat(np.minimum.reduceat(d, starts), np.diff(np.r_[starts, len(rows)]))
+        far = np.flatnonzero(row_best > _FAR_M)
         if len(far):
+            ratio = d[far] / _R_STEP
+            alpha = np.radians(to_point[far] - back[far] - 180.0)
+            along = np.abs(_R_STEP * np.arctan2(np.sin(ratio) * np.cos(alpha), np.cos(ratio)))
+            far = far[d[far] - 1.1 * np.minimum(along, self.length[segs[far]]) - 1.0 < row_best[far]]
             self._walk(far, rows, segs, s, x, y, back, to_point, d, lons, lats, _FAR_STEPS)
         # the best per row
         best = np.minimum.reduceat(d, starts)
