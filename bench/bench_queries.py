@@ -234,9 +234,9 @@ def border_distances(sizes) -> None:
     lines = [catalogue.borders.loc[b].geometry for b in catalogue.measured_border_ids]
     vertices = sum(len(geodesy._segments(geodesy._line_parts(g))[0]) for g in lines)
     rows = []
-    for n in sizes:
-        lons, lats = korea_points(n)
-        repeat = 5 if n <= 10_000 else 3
+    for n, where in [(n, "Korea") for n in sizes] + [(10_000, "worldwide")]:
+        lons, lats = korea_points(n) if where == "Korea" else synthetic(n)
+        repeat = 5 if n <= 10_000 and where == "Korea" else 3
         batched = times_ms(lambda i: [LineIndex(g).distances(lons, lats) for g in lines], repeat)
         if n <= 1_000:
             sample = min(n, 200)
@@ -245,9 +245,10 @@ def border_distances(sizes) -> None:
             loop_cell = float(loop[0])
         else:
             loop_cell = "not run"
-        rows.append([f"{n:,}", *stats(batched), loop_cell,
+        rows.append([f"{n:,} {where}", *stats(batched), loop_cell,
                      loop_cell / stats(batched)[0] if not isinstance(loop_cell, str) else "-"])
-    table(f"Border distances: all points x {len(lines)} measured borders ({vertices:,} vertices), ms",
+    table(f"Border distances: all points x {len(lines)} measured borders ({vertices:,} vertices), ms; points around "
+          "Korea (124-131E, 33-43N), and uniform on the sphere (mostly thousands of km away: the costly case)",
           ["points", "batched med", "batched p95", "nearest_on_line loop", "loop/batched"], rows)
 
 
