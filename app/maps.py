@@ -140,9 +140,11 @@ def blank(value) -> bool:
 
 
 def inert(value) -> str:
-    """Text made inert in HTML and inside folium's JS template literals (`<>&"'`, backtick, `$`, backslash)."""
+    """Text made inert in HTML, in folium's JS template literals and in the Jinja templates branca compiles again
+    from rendered scripts (`<>&"'`, backtick, `$`, backslash, braces)."""
     text = "" if blank(value) else str(value)
-    return html.escape(text, quote=True).replace("`", "&#96;").replace("$", "&#36;").replace("\\", "&#92;")
+    escaped = html.escape(text, quote=True).replace("`", "&#96;").replace("$", "&#36;").replace("\\", "&#92;")
+    return escaped.replace("{", "&#123;").replace("}", "&#125;")
 
 
 def safe_url(url) -> str | None:

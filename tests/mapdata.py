@@ -16,10 +16,12 @@ HOSTILE = (
     "`",
     "back`tick ${alert(5)} \\u0041 \\",
     "\" onmouseover=\"alert(6)",
+    "{{ 7*191 }}{{ range.__name__ }}",
+    "{% for x in range(3) %}loop{% endfor %}{# gone #}",
 )
 HOSTILE_URL = "javascript:alert(3)"
 GENERATED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-HOSTILE_QUERY = "near=${document.title=7*7}</title><script>alert(8)</script>"
+HOSTILE_QUERY = "near=${document.title=7*7}</title><script>alert(8)</script>&x={{ 7*191 }}{% raw %}"
 
 
 BENIGN = tuple(f"plain name {i}" for i in range(len(HOSTILE)))

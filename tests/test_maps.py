@@ -54,7 +54,8 @@ def hostile_html(catalogue):
 @pytest.mark.parametrize(("text", "expected"), [
     ("<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(1)&gt;"),
     ("</script>", "&lt;/script&gt;"),
-    ("${document.title=7*7}", "&#36;{document.title=7*7}"),
+    ("${document.title=7*7}", "&#36;&#123;document.title=7*7&#125;"),
+    ("{{ 7*191 }}{% if 1 %}", "&#123;&#123; 7*191 &#125;&#125;&#123;% if 1 %&#125;"),
     ("`", "&#96;"),
     ("a\\u0041", "a&#92;u0041"),
     ("\"'&", "&quot;&#x27;&amp;"),
@@ -68,7 +69,7 @@ def test_inert_text(text, expected):
 
 @pytest.mark.parametrize(("url", "expected"), [
     ("https://example.org/a?b=1&c=2", "https://example.org/a?b=1&amp;c=2"),
-    ("http://example.org/`${x}`", "http://example.org/&#96;&#36;{x}&#96;"),
+    ("http://example.org/`${x}`", "http://example.org/&#96;&#36;&#123;x&#125;&#96;"),
     ("javascript:alert(1)", None),
     (" JaVaScRiPt:alert(1)", None),
     ("data:text/html,<script>alert(1)</script>", None),
@@ -373,3 +374,9 @@ def test_split_at_antimeridian(polygon, expected_parts, expected_bounds):
 ])
 def test_ring_outline_drops_cut_edges(area, expected_length):
     assert ring_outline(area).length == pytest.approx(expected_length)
+
+
+def test_map_query_text_is_not_run_as_a_template(client):
+    response = client.get("/map", params={"near": "Seoul", "within_km": "50", "x": "{{ 7*191 }}zz{{ range.__name__ }}"})
+    assert response.status_code == 200
+    assert "1337zzrange" not in response.text and "&#123;&#123; 7*191 &#125;&#125;zz" in response.text
