@@ -284,12 +284,21 @@ class Catalogue:
 
     def place(self, name: str, *, parameter: str = "near") -> Centre:
         """A reference place by id or name (case-insensitive) as a query centre."""
-        wanted = name.strip().casefold()
-        for place_id, place in self.places.iterrows():
-            if wanted in (str(place_id).casefold(), str(place["name"]).casefold()):
-                return Centre(place.geometry.x, place.geometry.y, place_id)
+        centre = self._centres_by_name.get(name.strip().casefold())
+        if centre is not None:
+            return centre
         known = ", ".join(sorted(self.places["name"]))
         raise InvalidParameter(f"unknown place {name!r}; known places: {known}", parameter=parameter)
+
+    @cached_property
+    def _centres_by_name(self) -> dict[str, Centre]:
+        """Each place's centre under its casefolded id and name (ids win over names)."""
+        centres = {}
+        for place_id, name, point in reversed(list(zip(self.places.index, self.places["name"], self.places.geometry))):
+            centres[str(name).casefold()] = Centre(point.x, point.y, place_id)
+        for place_id, point in zip(self.places.index, self.places.geometry):
+            centres[str(place_id).casefold()] = Centre(point.x, point.y, place_id)
+        return centres
 
     def site_row(self, site_id: str) -> pd.Series:
         """One site's row, or NotFound."""
@@ -374,10 +383,12 @@ class Catalogue:
 
     # --- queries ------------------------------------------------------------------------------
 
-    def _filtered(self, where: SiteFilter) -> gpd.GeoDataFrame:
-        """The sites matching every attribute filter."""
+    def _filtered(self, where: SiteFilter, sites: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
+        """The sites (all, or the given ones) matching every attribute filter."""
         self.check_filter(where)
-        sites = self.sites
+        sites = self.sites if sites is None else sites
+        if where == SiteFilter():
+            return sites
         mask = pd.Series(True, index=sites.index)
         if where.status:
             mask &= sites["current_status"].isin(where.status)
@@ -409,25 +420,29 @@ class Catalogue:
             raise InvalidParameter("within_km needs a centre: give lat and lon, or near", parameter="within_km")
         if sort == "distance" and centre is None:
             raise InvalidParameter("sort=distance needs a centre: give lat and lon, or near", parameter="sort")
-        sites = self._filtered(where).copy()
-        if centre is not None:
-            sites = self._with_distance(sites, centre, within_km)
+        if centre is None:
+            sites = self._filtered(where)
+        elif within_km is None:
+            sites = self._with_distance(self._filtered(where), centre)
+        else:
+            sites = self._filtered(where, self._within(centre, within_km))
         if band is not None:
             sites = self._in_band(sites, band)
         sites = self._sorted(sites, sort)
         page = sites.iloc[offset : offset + limit]
         return SitePage(page, len(sites), centre, self.site_border_distances(page.index))
 
-    def _with_distance(self, sites: gpd.GeoDataFrame, centre: Centre, within_km: float | None):
-        """Add `distance_km` from the centre; keep only sites within the radius when one is given."""
+    @staticmethod
+    def _with_distance(sites: gpd.GeoDataFrame, centre: Centre) -> gpd.GeoDataFrame:
+        """The located sites with `distance_km` from the centre."""
         sites = located(sites)
-        if within_km is None:
-            distances = geodesy.distance_m(centre.lon, centre.lat, sites.geometry.x.values, sites.geometry.y.values)
-            return sites.assign(distance_km=np.asarray(distances) / 1000)
+        distances = geodesy.distance_m(centre.lon, centre.lat, sites.geometry.x.values, sites.geometry.y.values)
+        return sites.assign(distance_km=np.asarray(distances) / 1000)
+
+    def _within(self, centre: Centre, within_km: float) -> gpd.GeoDataFrame:
+        """The sites within a geodesic radius (exact, through the spatial index), with `distance_km`."""
         positions, distances = self.site_index.within(centre.lon, centre.lat, within_km * 1000)
-        distance_km = pd.Series(distances / 1000, index=self._located_ids[positions])
-        sites = sites[sites.index.isin(distance_km.index)]
-        return sites.assign(distance_km=distance_km.reindex(sites.index).to_numpy())
+        return self.sites.loc[self._located_ids[positions]].assign(distance_km=distances / 1000)
 
     def _in_band(self, sites: gpd.GeoDataFrame, band: BorderBand) -> gpd.GeoDataFrame:
         """Sites whose distance to the band's border lies within it, with that distance as a column."""

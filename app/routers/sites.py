@@ -34,7 +34,9 @@ def list_sites(
     result = run_site_query(catalogue, centre, radius, filters, border, page)
     body = {**sites_geojson(catalogue, result, limit=page.limit, offset=page.offset), **as_of_fields(catalogue)}
     fmt = sites_format(request.headers.get("accept", ""), f)
-    return body if fmt == "geojson" else export_response(catalogue, fmt, body["features"], "sites")
+    if fmt != "geojson":
+        return export_response(catalogue, fmt, body["features"], "sites")
+    return GeoJSONResponse(body)  # already JSON-ready: skips FastAPI's jsonable_encoder walk
 
 
 @router.get("/sites/{site_id}", response_class=GeoJSONResponse, summary="One site, in full")
