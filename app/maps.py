@@ -630,7 +630,7 @@ def footer_html(*, query: str, data_version: str, generated_at: datetime, source
     lines = [f"<div><b>Query:</b> <code>{inert(query)}</code> &middot; {counted}</div>"]
     if unlocated:
         lines.append(f"<div>Not drawn (no sourced coordinate): {inert(', '.join(unlocated))}</div>")
-    lines.append(f"<div><b>Data version</b> (SHA-256 of the GeoPackage): <code>{inert(data_version)}</code></div>")
+    lines.append(f"<div><b>Data version</b> (SHA-256 of the GeoPackage as loaded, then +N for the last change applied, @day for as_of): <code>{inert(data_version)}</code></div>")
     lines.append(f"<div><b>Generated:</b> {inert(generated_at.isoformat(timespec='seconds'))} &middot; "
                  "distances, rings and radius geodesic on WGS84</div>")
     items = "".join(source_item(s) for _, s in sources.iterrows())

@@ -201,3 +201,22 @@ def test_cli_png(tmp_path):
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "map.html").exists()
+
+
+def test_a_clustered_map_renders_every_site_offline(catalogue, tmp_path):
+    import geopandas as gpd
+    import numpy as np
+
+    real = catalogue.sites[~catalogue.sites.geometry.isna()]
+    rng = np.random.default_rng(5)
+    sites = real.iloc[rng.integers(0, len(real), 300)].copy()
+    sites = sites.set_geometry(gpd.points_from_xy(rng.uniform(124, 131, 300), rng.uniform(33, 43, 300), crs=sites.crs))
+    sites.index = sites["id"] = [f"many-{i:03d}" for i in range(300)]
+    page_data = SitePage(sites, len(sites), None, {site_id: {} for site_id in sites.index})
+    path = _load(tmp_path, render_html(catalogue_map(catalogue, page_data, query="300 sites, clustered")), "clustered")
+    with offline_page() as (page, log):
+        open_map(page, path)
+        counts = page.evaluate(COUNT_JS)
+        _screenshot(page, "clustered")
+    assert log.problems == []  # before maxZoom was set, Leaflet.markercluster threw and drew no marker
+    assert counts["clusters"] > 0 and counts["markers"] + counts["in_clusters"] == 300
