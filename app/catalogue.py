@@ -365,11 +365,12 @@ class Catalogue:
 
     def site_border_distances(self, site_ids) -> dict[str, dict[str, float]]:
         """Each site's distances in km keyed by border id, for the given sites."""
-        table = self.site_borders[self.site_borders["site_id"].isin(list(site_ids))]
-        result: dict[str, dict[str, float]] = {site_id: {} for site_id in site_ids}
-        for row in table.itertuples():
-            result[row.site_id][row.border_id] = row.distance_km
-        return result
+        site_ids = list(site_ids)
+        border_ids = self.measured_border_ids
+        matrix = self.site_borders["distance_km"].to_numpy().reshape(len(self._located_ids), len(border_ids))
+        positions = pd.Index(self._located_ids).get_indexer(site_ids)  # site_borders is in located-site order
+        return {site_id: ({} if at < 0 else dict(zip(border_ids, matrix[at].tolist())))
+                for site_id, at in zip(site_ids, positions)}
 
     def _distance_to_border_km(self, border_id: str) -> pd.Series:
         """Every located site's distance in km to one border (measured now if not precomputed)."""
@@ -460,11 +461,10 @@ class Catalogue:
         """Sites in the asked order, ties broken by id so pages are stable."""
         if sort not in SORTS:
             raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(SORTS)}", parameter="sort")
-        keys = ["distance_km", "id"] if sort == "distance" else ["name", "id"]
-        ordered = sites.rename_axis(None).sort_values(
-            keys, key=lambda col: col.str.casefold() if col.dtype == object else col
-        )
-        return ordered.rename_axis(sites.index.name)
+        ids = np.array([str(i).casefold() for i in sites["id"]], dtype=str)
+        first = sites["distance_km"].to_numpy() if sort == "distance" else \
+            np.array([str(n).casefold() for n in sites["name"]], dtype=str)
+        return sites.iloc[np.lexsort((ids, first))] if len(sites) else sites
 
     # --- one site -----------------------------------------------------------------------------
 
