@@ -20,7 +20,7 @@ from app import geodesy, history
 from app.border_distances import distances_to_line
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
-from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, read_layer
+from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, has_table, read_layer
 
 STATUSES = ("active", "inactive", "under_construction", "unknown")
 DECLARED = ("undeclared", "declared", "acknowledged", "unknown")
@@ -109,7 +109,7 @@ def _with_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
 
 def last_change_id(connection) -> int:
     """The id of the newest recorded change (0 when the file has none or no change log)."""
-    if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
+    if not has_table(connection, "changes"):
         return 0
     return connection.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
 
@@ -485,11 +485,27 @@ class Catalogue:
 
     def site_source_ids(self, site: pd.Series) -> list[str]:
         """Every source cited by a site, its observations and its missiles."""
-        ids = split_list(site["source_ids"]) + split_list(site.get("coord_source_id"))
-        ids += list(self.site_observations(site["id"])["source_id"].dropna())
-        for _, missile in self.site_missiles(site).iterrows():
-            ids += split_list(missile["source_ids"])
-        return ids
+        return self.sources_by_site(site.to_frame().T)[site.name]
+
+    def sources_by_site(self, sites: pd.DataFrame) -> dict[str, list[str]]:
+        """Each site's cited source ids: its own and its coordinate's, its observations' (newest first), then each
+        of its missiles' in turn."""
+        observations = self.observations[self.observations["site_id"].isin(sites["id"])]
+        by_site: dict[str, list[str]] = {}
+        ordered = observations.sort_values(["observed_on", "id"], ascending=[False, True])
+        for site_id, source_id in zip(ordered["site_id"], ordered["source_id"]):
+            if not pd.isna(source_id):
+                by_site.setdefault(site_id, []).append(source_id)
+        missile_sources = {m: split_list(ids) for m, ids in zip(self.missiles.index, self.missiles["source_ids"])}
+        coord_sources = sites["coord_source_id"] if "coord_source_id" in sites else [None] * len(sites)
+        result = {}
+        for index, own, coord, site_id, missile_types in zip(sites.index, sites["source_ids"], coord_sources,
+                                                              sites["id"], sites["missile_types"]):
+            ids = split_list(own) + split_list(coord) + by_site.get(site_id, [])
+            for missile_id in split_list(missile_types):
+                ids += missile_sources.get(missile_id, [])
+            result[index] = ids
+        return result
 
     def site_border_table(self, site_id: str) -> pd.DataFrame:
         """A site's border distances with the nearest border points, nearest first."""

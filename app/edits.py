@@ -13,11 +13,11 @@ import shapely
 from app import store
 from app.build_data import SEP, site_classes
 from app.errors import Gone, InvalidParameter, NotFound
-from app.models import ObservationCreate, SiteCreate, SiteUpdate, SourceCreate, SourceUpdate
+from app.history import period_start
+from app.models import LIST_FIELDS, ObservationCreate, SiteCreate, SiteUpdate, SourceCreate, SourceUpdate
 
 SITE_FIELDS = tuple(SiteCreate.model_fields)
 SOURCE_FIELDS = tuple(SourceCreate.model_fields)
-LIST_FIELDS = {"aliases", "missile_types", "missile_classes_reported", "source_ids"}
 DERIVED_SITE_FIELDS = ("missile_classes", "current_status", "status_observed_on")
 SITE_STORED = tuple(f for f in SITE_FIELDS if f not in ("lon", "lat")) + DERIVED_SITE_FIELDS + store.EDIT_COLUMNS["sites"]
 MAX_ID_LENGTH = 60
@@ -109,7 +109,8 @@ def _known(connection: sqlite3.Connection, table: str, ids) -> set[str]:
 
 def _check_refs(connection: sqlite3.Connection, field: str, table: str, ids) -> None:
     """Every id must name an existing row of the table."""
-    missing = [i for i in ids if i not in _known(connection, table, ids)]
+    known = _known(connection, table, ids)
+    missing = [i for i in ids if i not in known]
     if missing:
         raise InvalidParameter(f"{field}: unknown {table[:-1]} id {missing[0]!r}", parameter=field)
 
@@ -166,24 +167,23 @@ def record_change(connection, *, at: str, actor: str, action: str, entity: str, 
             "entity_id": entity_id, "site_id": site_id, "diff": diff}
 
 
+def _insert(connection: sqlite3.Connection, table: str, row: dict) -> None:
+    """Insert one row given as column -> value."""
+    columns = ", ".join(f'"{c}"' for c in row)
+    connection.execute(f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
+
+
 def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> None:
     """Insert or update a site's row, its point blob (the R-tree triggers follow) and gpkg_contents."""
     located = site["lon"] is not None
-    geometry = store.point_blob(site["lon"], site["lat"]) if located else None
-    values = [geometry] + [_stored(f, site[f]) for f in SITE_STORED]
+    row = {"geom": store.point_blob(site["lon"], site["lat"]) if located else None}
+    row.update({f: _stored(f, site[f]) for f in SITE_STORED})
     if insert:
-        columns = ", ".join(["geom", "id", *SITE_STORED])
-        connection.execute(f"INSERT INTO sites ({columns}) VALUES ({', '.join('?' * (len(values) + 1))})",
-                           [values[0], site["id"], *values[1:]])
+        _insert(connection, "sites", {**row, "id": site["id"]})
     else:
-        assignments = ", ".join(f'"{c}" = ?' for c in ["geom", *SITE_STORED])
-        connection.execute(f"UPDATE sites SET {assignments} WHERE id = ?", [*values, site["id"]])
-    store.touch_contents(connection, "sites", _point(site) if located else None)
-
-
-def _point(site: dict) -> shapely.Point:
-    """A located record's point."""
-    return shapely.Point(site["lon"], site["lat"])
+        assignments = ", ".join(f'"{c}" = ?' for c in row)
+        connection.execute(f"UPDATE sites SET {assignments} WHERE id = ?", [*row.values(), site["id"]])
+    store.touch_contents(connection, "sites", shapely.Point(site["lon"], site["lat"]) if located else None)
 
 
 def create_site(connection: sqlite3.Connection, data: SiteCreate, actor: str) -> dict:
@@ -231,15 +231,13 @@ def retire_site(connection: sqlite3.Connection, site_id: str, actor: str) -> dic
 def add_observation(connection: sqlite3.Connection, site_id: str, data: ObservationCreate, actor: str) -> dict:
     """Add a dated observation to a site and re-derive its current status. Returns the change."""
     site = _live_site(connection, site_id)
-    if _period_start(data.observed_on) > datetime.datetime.now(datetime.timezone.utc).date():
+    if period_start(data.observed_on) > datetime.datetime.now(datetime.timezone.utc).date():
         raise InvalidParameter(f"observed_on {data.observed_on!r} is in the future", parameter="observed_on")
     _check_refs(connection, "source_id", "sources", [data.source_id])
     at = store.utc_now()
     observation = {"id": _free_id(connection, "observations", slugify(f"{site_id}-{data.observed_on}-{data.kind}", "obs")),
                    "site_id": site_id, **data.model_dump(), "recorded_at": at, "recorded_by": actor}
-    columns = list(observation)
-    connection.execute(f"INSERT INTO observations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                       [observation[c] for c in columns])
+    _insert(connection, "observations", observation)
     derived = _derive(connection, site)
     connection.execute("UPDATE sites SET current_status = ?, status_observed_on = ? WHERE id = ?",
                        (derived["current_status"], derived["status_observed_on"], site_id))
@@ -248,20 +246,13 @@ def add_observation(connection: sqlite3.Connection, site_id: str, data: Observat
                          entity_id=observation["id"], site_id=site_id, before=None, after=observation)
 
 
-def _period_start(partial: str) -> datetime.date:
-    """The first day of a partial ISO date (YYYY, YYYY-MM or YYYY-MM-DD)."""
-    return datetime.date.fromisoformat(partial + "-01" * (2 - partial.count("-")))
-
-
 def create_source(connection: sqlite3.Connection, data: SourceCreate, actor: str) -> dict:
     """Add a source; its id comes from its publisher and title. Returns the change."""
     at = store.utc_now()
     source_id = _free_id(connection, "sources", slugify(f"{data.publisher} {data.title}", "source"))
     source = {"id": source_id, **{f: getattr(data, f) for f in SOURCE_FIELDS},
               "created_at": at, "created_by": actor, "updated_at": at, "updated_by": actor}
-    columns = list(source)
-    connection.execute(f"INSERT INTO sources ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                       [source[c] for c in columns])
+    _insert(connection, "sources", source)
     store.touch_contents(connection, "sources")
     return record_change(connection, at=at, actor=actor, action="create", entity="source", entity_id=source_id,
                          site_id=None, before=None, after=source)

@@ -12,10 +12,15 @@ import pandas as pd
 import shapely
 
 from app.build_data import SEP
-from app.edits import LIST_FIELDS
-from app.store import connect_readonly
+from app.models import LIST_FIELDS
+from app.store import connect_readonly, has_table
 
 CHANGE_COLUMNS = ("id", "at", "actor", "action", "entity", "entity_id", "site_id", "diff")
+
+
+def period_start(partial: str) -> datetime.date:
+    """The first day of a partial ISO date (YYYY, YYYY-MM or YYYY-MM-DD)."""
+    return datetime.date.fromisoformat(partial + "-01" * (2 - partial.count("-")))
 
 
 def period_end(partial: str | None) -> datetime.date | None:
@@ -45,7 +50,7 @@ def read_changes(path, *, up_to_id: int, since: str | None = None, after_id: int
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     with closing(connect_readonly(path)) as connection:
-        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone():
+        if not has_table(connection, "changes"):
             return []
         rows = connection.execute(sql, values).fetchall()
     return [_change(row) for row in rows]

@@ -16,10 +16,9 @@ import pydantic
 
 from app import edits, store
 from app.errors import CatalogueError
-from app.models import SiteCreate
+from app.models import LIST_FIELDS, SiteCreate
 
 SITE_FIELDS = tuple(SiteCreate.model_fields)
-LIST_FIELDS = edits.LIST_FIELDS
 KINDS = {".csv": "csv", ".geojson": "geojson", ".json": "geojson", ".kml": "kml"}
 KML_NAMESPACES = ("http://www.opengis.net/kml/2.2", "http://earth.google.com/kml/2.2",
                   "http://earth.google.com/kml/2.1", "http://earth.google.com/kml/2.0", "")
@@ -416,8 +415,7 @@ def backup(source: Path, destination: Path, *, force: bool = False) -> BackupRes
 
 def check_backup(path: Path) -> BackupResult:
     """Integrity check and site count of a GeoPackage, opened read-only."""
-    uri = f"file:{Path(path).resolve()}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as connection:
+    with closing(store.connect_readonly(path)) as connection:
         integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
         sites = connection.execute("SELECT count(*) FROM sites").fetchone()[0]
         columns = {row[1] for row in connection.execute('PRAGMA table_info("sites")')}

@@ -843,7 +843,7 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
     >>> m = catalogue_map(catalogue, page, rings=True, radius_km=150, query="near=Seoul&within_km=150")  # doctest: +SKIP
     """
     sites = page.sites
-    site_sources = _site_source_ids(catalogue, sites)
+    site_sources = catalogue.sources_by_site(sites)
     cited = [i for ids in site_sources.values() for i in ids] + list(catalogue.borders["source_id"].dropna())
     centre, label = None, "query centre"
     if page.centre is not None:
@@ -858,32 +858,6 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
         observations=catalogue.observations[catalogue.observations["site_id"].isin(sites.index)],
         site_sources=site_sources, number_matched=page.number_matched,
     )
-
-
-def _site_source_ids(catalogue, sites) -> dict[str, list[str]]:
-    """`catalogue.site_source_ids` for every site at once (same ids, same order), from three look-ups.
-
-    The site's own sources and its coordinate's, then its observations' (newest first, as
-    ``site_observations`` orders them), then each of its missiles' (as ``site_missiles`` lists them).
-    """
-    observations = catalogue.observations
-    by_site: dict = {}
-    if len(observations):
-        ordered = observations.sort_values(["observed_on", "id"], ascending=[False, True])
-        for site_id, source_id in zip(ordered["site_id"], ordered["source_id"]):
-            if not pd.isna(source_id):
-                by_site.setdefault(site_id, []).append(source_id)
-    missiles = catalogue.missiles
-    missile_sources = {m: split_list(ids) for m, ids in zip(missiles.index, missiles["source_ids"])}
-    coord_sources = sites["coord_source_id"].tolist() if "coord_source_id" in sites else [None] * len(sites)
-    result = {}
-    for site_id, own, coord, key, missile_types in zip(sites.index, sites["source_ids"].tolist(), coord_sources,
-                                                        sites["id"].tolist(), sites["missile_types"].tolist()):
-        ids = split_list(own) + split_list(coord) + by_site.get(key, [])
-        for missile_id in split_list(missile_types):
-            ids += missile_sources.get(missile_id, [])
-        result[site_id] = ids
-    return result
 
 
 def _page_rings(catalogue, sites) -> list[dict]:

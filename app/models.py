@@ -5,17 +5,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-import pycountry
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator,
     model_validator,
 )
 
-from app.build_data import MISSILE_CLASSES, VOCAB, date, url
+from app.build_data import MISSILE_CLASSES, VOCAB, alpha3, date, url
 
 MAX_TEXT = 4000
 MAX_NAME = 200
 MAX_ITEMS = 50
+LIST_FIELDS = {"aliases", "missile_types", "missile_classes_reported", "source_ids"}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ufffe\uffff]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
@@ -64,13 +64,6 @@ def _checked(rule):
     return check
 
 
-def _alpha3(value: str) -> str:
-    """An ISO 3166-1 alpha-3 country code."""
-    if not (value.isupper() and pycountry.countries.get(alpha_3=value)):
-        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-3 code")
-    return value
-
-
 def _unique(values: list[str]) -> list[str]:
     """A list without repeats."""
     if len(set(values)) != len(values):
@@ -80,7 +73,7 @@ def _unique(values: list[str]) -> list[str]:
 
 PartialDate = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10), AfterValidator(_checked(date))]
 Url = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(_checked(url))]
-Country = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=3), AfterValidator(_alpha3)]
+Country = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=3), AfterValidator(_checked(alpha3(blank_ok=False)))]
 Ids = Annotated[list[Id], Field(max_length=MAX_ITEMS), AfterValidator(_unique)]
 Names = Annotated[list[Name], Field(max_length=MAX_ITEMS), AfterValidator(_unique)]
 MissileClass = Literal[MISSILE_CLASSES]  # type: ignore[valid-type]
@@ -90,6 +83,17 @@ class WriteModel(BaseModel):
     """A request body: unknown fields (including server-owned ones) answer 422."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class UpdateModel(WriteModel):
+    """A PATCH body: it must change at least one field."""
+
+    @model_validator(mode="after")
+    def _something(self):
+        """An update changes at least one field."""
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        return self
 
 
 class SiteFields(WriteModel):
@@ -123,7 +127,7 @@ class SiteFields(WriteModel):
         return self
 
 
-class SiteUpdate(SiteFields):
+class SiteUpdate(SiteFields, UpdateModel):
     """PATCH /sites/{id}: the fields to change; null clears an optional field."""
 
     @field_validator("name", "country", "facility_type", "declared_status", "source_ids", "coord_confidence")
@@ -133,13 +137,6 @@ class SiteUpdate(SiteFields):
         if value in (None, []):
             raise ValueError(f"{info.field_name} cannot be cleared")
         return value
-
-    @model_validator(mode="after")
-    def _something(self):
-        """An update changes at least one field."""
-        if not self.model_fields_set:
-            raise ValueError("give at least one field to change")
-        return self
 
 
 class SiteCreate(SiteFields):
@@ -173,7 +170,7 @@ class SourceFields(WriteModel):
     notes: Text | None = None
 
 
-class SourceUpdate(SourceFields):
+class SourceUpdate(SourceFields, UpdateModel):
     """PATCH /sources/{id}: the fields to change; null clears an optional field."""
 
     @field_validator("title", "publisher")
@@ -183,13 +180,6 @@ class SourceUpdate(SourceFields):
         if value is None:
             raise ValueError(f"{info.field_name} cannot be cleared")
         return value
-
-    @model_validator(mode="after")
-    def _something(self):
-        """An update changes at least one field."""
-        if not self.model_fields_set:
-            raise ValueError("give at least one field to change")
-        return self
 
 
 class SourceCreate(SourceFields):

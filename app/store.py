@@ -142,10 +142,15 @@ def _columns(connection: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')}
 
 
+def has_table(connection: sqlite3.Connection, name: str) -> bool:
+    """Whether the file has a table of that name."""
+    return connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+        is not None
+
+
 def has_edit_schema(connection: sqlite3.Connection) -> bool:
     """Whether the file already has the changes table and the edit columns."""
-    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return "changes" in tables and all(set(cols) <= _columns(connection, t) for t, cols in EDIT_COLUMNS.items())
+    return has_table(connection, "changes") and all(set(cols) <= _columns(connection, t) for t, cols in EDIT_COLUMNS.items())
 
 
 def ensure_edit_schema(connection: sqlite3.Connection) -> None:
