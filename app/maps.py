@@ -5,18 +5,24 @@ catalogue) or `site_map` (which takes the data itself). `render_html` turns a ma
 with Leaflet and every plugin inlined from `app/vendor/`, so it opens with no network at all.
 
 Conventions: longitude before latitude in geometries, distances in km in names (`radius_km`), range
-rings and the query radius as geodesic polygons on WGS84 (`app.geodesy`), cut at ±180°. Every piece
-of text that comes from the data goes through `inert()` before it reaches HTML or a folium template.
+rings and the query radius as geodesic polygons on WGS84 (`app.geodesy`), cut at ±180°.
+
+Data never becomes code. folium/branca compile every rendered script once more as a Jinja template,
+so no text from the data is given to folium at all: the builders gather it, as plain text, into one
+JSON document (`MapData`, serialised by `script_json`) that is written into the page as it is, in a
+`<script type="application/json">` element; `app/maps.js`, the same for every map, draws the layers,
+markers, popups, tooltips, legend, footer and title from it with DOM text nodes, never as HTML.
+folium draws only the empty map, its panes and controls, from constants.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
 import mimetypes
 import re
+import threading
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -27,14 +33,13 @@ import numpy as np
 import pandas as pd
 import shapely
 import shapely.affinity
-from branca.element import Element, MacroElement
+from branca.element import Element
 from folium.elements import JSCSSMixin
-from folium.plugins import Fullscreen, MarkerCluster, MeasureControl
-from folium.template import Template
+from folium.plugins import Fullscreen, MeasureControl
 from shapely.geometry import mapping
 
 from app import geodesy
-from app.catalogue import has_point, split_list
+from app.catalogue import has_point
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 # folium's resource names -> the vendored file inlined in their place (see app/vendor/README.md).
@@ -101,13 +106,14 @@ FOCUS_MARGIN_DEG = 4.0
 FOCUS_MAX_SPAN_DEG = (50.0, 35.0)
 DETAIL = {"tolerance_deg": 0.001, "decimals": 4}
 COARSE = {"tolerance_deg": 0.1, "decimals": 2, "min_area_deg2": 0.05}
-TILE_LAYERS = (
-    ("OpenStreetMap (online)", "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-     '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors', 19),
-    ("Esri World Imagery (online)",
-     "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
-     "Tiles &copy; Esri &mdash; Source: Esri, Maxar, Earthstar Geographics, and the GIS User Community", 18),
-)
+MAX_ZOOM = 19  # the online tile layers' (app/maps.js); Leaflet.markercluster needs the map to have one
+VERSION_NOTE = "SHA-256 of the GeoPackage as loaded, then +N for the last change applied, @day for as_of"
+MAP_JS = Path(__file__).resolve().parent / "maps.js"
+DATA_SCRIPT = re.compile(r'<script type="application/json" id="(missile-sites-data-[0-9a-f]+)">(.*?)</script>', re.DOTALL)
+# JSON inside a <script> element: no "<" (so no "</script" or "<!--"), no ">" or "&", and no line separators.
+SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+MARKERCLUSTER_JS = [("markerclusterjs", "leaflet.markercluster.js")]
+MARKERCLUSTER_CSS = [("markerclustercss", "MarkerCluster.css"), ("markerclusterdefaultcss", "MarkerCluster.Default.css")]
 POPUP_CSS = """
 .site-icon { background: none; border: none; }
 .site-popup { font: 12px/1.35 system-ui, sans-serif; max-height: 22em; overflow-y: auto; }
@@ -122,14 +128,73 @@ POPUP_CSS = """
 .map-box svg { vertical-align: -4px; margin-right: 4px; }
 .map-box details { max-height: 14em; overflow-y: auto; }
 """
-TEXT_TOOLTIP_JS = """function (feature, layer) {
-    var label = document.createElement('span');
-    label.textContent = feature.properties.label;
-    layer.bindTooltip(label, {sticky: true});
-}"""
 
 
-# --- untrusted text ----------------------------------------------------------------------------
+# --- the one way data enters a map -------------------------------------------------------------
+
+
+def script_json(data) -> str:
+    """`data` as JSON that is inert inside an HTML <script> element (`<`, `>`, `&`, U+2028/9 escaped as \\uXXXX).
+
+    >>> script_json({"name": "</script><b>&"})
+    '{"name":"\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e\\\\u0026"}'
+    """
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).translate(SCRIPT_ESCAPES)
+
+
+def read_map_data(page: str) -> dict:
+    """The data document of a rendered map page (what `MapData` wrote), parsed."""
+    found = DATA_SCRIPT.search(page)
+    if found is None:
+        raise ValueError("no missile-sites map data in this page")
+    return json.loads(found.group(2))
+
+
+@lru_cache(maxsize=1)
+def map_js() -> str:
+    """app/maps.js, the renderer every map shares, safe to inline in a <script> element."""
+    return re.sub(r"</(script)", r"<\\/\1", MAP_JS.read_text(encoding="utf-8"), flags=re.IGNORECASE)
+
+
+class _Raw(Element):
+    """Text added to the page as it is: an Element's own text would be compiled as a Jinja template by branca."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self._text = text
+
+    def render(self, **kwargs) -> str:
+        return self._text
+
+
+class MapData(JSCSSMixin, Element):
+    """A map's data document and the call that draws it: the only element of a map that carries data.
+
+    `document` holds only JSON types, every text from the data as it is (never HTML). It is written as
+    `script_json` text in a `<script type="application/json">` element of the page body, and the figure's
+    script calls `missileSitesDraw(map, id)` (app/maps.js) with it; neither passes through Jinja.
+    """
+
+    def __init__(self, document: dict):
+        super().__init__()
+        self._name = "MapData"
+        self.document = document
+        clustered = bool(document["sites"]["cluster"])
+        self.default_js = list(MARKERCLUSTER_JS) if clustered else []
+        self.default_css = list(MARKERCLUSTER_CSS) if clustered else []
+
+    def render(self, **kwargs) -> str:
+        figure, data_id = self.get_root(), f"missile-sites-data-{self._id}"
+        figure.html.add_child(_Raw(f'<script type="application/json" id="{data_id}">'
+                                   f"{script_json(self.document)}</script>"), name=self.get_name())
+        if "missile_sites_renderer" not in figure.script._children:  # once per page
+            figure.script.add_child(_Raw(map_js()), name="missile_sites_renderer")
+        figure.script.add_child(_Raw(f'missileSitesDraw({self._parent.get_name()}, "{data_id}");'),
+                                name=self.get_name())
+        return super().render(**kwargs)
+
+
+# --- data as plain text ------------------------------------------------------------------------
 
 
 def blank(value) -> bool:
@@ -139,19 +204,16 @@ def blank(value) -> bool:
     return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))
 
 
-def inert(value) -> str:
-    """Text made inert in HTML, in folium's JS template literals and in the Jinja templates branca compiles again
-    from rendered scripts (`<>&"'`, backtick, `$`, backslash, braces)."""
-    text = "" if blank(value) else str(value)
-    escaped = html.escape(text, quote=True).replace("`", "&#96;").replace("$", "&#36;").replace("\\", "&#92;")
-    return escaped.replace("{", "&#123;").replace("}", "&#125;")
+def text(value) -> str | None:
+    """A cell as plain text for the data document, or None when blank."""
+    return None if blank(value) else str(value)
 
 
-def safe_url(url) -> str | None:
-    """An http(s) URL escaped for an href, or None for anything else (javascript:, data:, blank)."""
+def http_url(url) -> str | None:
+    """An http(s) URL as given, or None for anything else (javascript:, data:, blank): only these become links."""
     if not isinstance(url, str) or urlsplit(url.strip()).scheme.lower() not in ("http", "https"):
         return None
-    return inert(url.strip())
+    return url.strip()
 
 
 def _items(value) -> list[str]:
@@ -190,75 +252,40 @@ def class_colours(classes) -> dict[str, str]:
     return colours
 
 
-def status_svg(status: str, colour: str, size: int = 18) -> str:
-    """An SVG symbol: colour by missile class, shape and outline by status (see STATUS_SHAPES)."""
-    c, r = size / 2, size / 2 - 2
-    stroke = f'stroke="#1a1a1a" stroke-width="1.5" fill="{colour}"'
-    if status == "active":
-        shape = f'<circle cx="{c}" cy="{c}" r="{r}" {stroke}/>'
-    elif status == "inactive":
-        shape = f'<circle cx="{c}" cy="{c}" r="{r - 1}" stroke="{colour}" stroke-width="3.5" fill="#ffffff"/>'
-    elif status == "under_construction":
-        shape = f'<polygon points="{c},1 {size - 1},{size - 2} 1,{size - 2}" {stroke}/>'
-    else:
-        shape = (f'<polygon points="{c},1 {size - 1},{c} {c},{size - 1} 1,{c}" {stroke} '
-                 'stroke-dasharray="3 2"/>')
-    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}">{shape}</svg>'
 
 
 # --- popups ------------------------------------------------------------------------------------
 
 
-def _row(label: str, value) -> str:
-    """One escaped table row of a popup, or nothing when the value is blank."""
-    text = ", ".join(_items(value)) if isinstance(value, (list, tuple)) else value
-    if blank(text):
-        return ""
-    return f"<tr><th>{inert(label)}</th><td>{inert(text)}</td></tr>"
+def _row(label: str, value) -> list[str] | None:
+    """One popup table row as [label, text], or None when the value is blank."""
+    value = ", ".join(_items(value)) if isinstance(value, (list, tuple)) else value
+    return None if blank(value) else [label, str(value)]
 
 
-def source_item(source: pd.Series) -> str:
-    """One source as an escaped list item, linked when its URL is http(s)."""
-    title = inert(source.get("title") or source.get("id"))
-    url = safe_url(source.get("url"))
-    link = f'<a href="{url}" target="_blank" rel="noopener noreferrer">{title}</a>' if url else title
-    details = [inert(source.get(k)) for k in ("publisher", "published_on") if inert(source.get(k))]
-    return f"<li>{link}{' (' + ', '.join(details) + ')' if details else ''} <code>{inert(source.get('id'))}</code></li>"
+def site_popup(site, *, border_distances: dict, border_names: dict, observations: list[dict], source_ids: list[str],
+               distance_km=None) -> dict:
+    """What a site's popup shows, as plain text: attributes, border distances, observations and source ids.
 
-
-def site_popup_html(site, *, border_distances: dict, border_names: dict, observations: pd.DataFrame,
-                    sources: pd.DataFrame, distance_km=None) -> str:
-    """A site's popup: attributes, border distances, observation dates and source links, all escaped."""
-    return _popup_html(
-        site, border_distances=border_distances, border_names=border_names,
-        observation_items=[_observation_item(o) for _, o in observations.sort_values("observed_on").iterrows()],
-        source_items=[source_item(s) for _, s in sources.iterrows()], distance_km=distance_km)
-
-
-def _popup_html(site, *, border_distances: dict, border_names: dict, observation_items: list[str],
-                source_items: list[str], distance_km=None) -> str:
-    """site_popup_html from prepared (escaped) observation and source list items; `site` a Series or a dict."""
-    rows = "".join([
+    `site` a Series or a dict; `observations` from `observation_entry`, oldest first; the sources themselves
+    are the document's `sources` (from `source_entry`), listed once for every popup and the footer.
+    """
+    belt = " — ".join(t for t in (text(site.get("belt")), text(site.get("belt_notes"))) if t)
+    rows = [
         _row("id", site.get("id")), _row("also known as", _items(site.get("aliases"))),
-        _row("country", site.get("country")), _row("facility", site.get("facility_type")),
-        _row("declared status", site.get("declared_status")),
+        _row("country", site.get("country")), _row("province", site.get("province")),
+        _row("facility", site.get("facility_type")), _row("declared status", site.get("declared_status")),
         _row("current status", _status_text(site)), _row("missiles", _items(site.get("missile_types"))),
-        _row("missile classes", _items(site.get("missile_classes"))),
+        _row("missile classes", _items(site.get("missile_classes"))), _row("belt", belt),
         _row("coordinate confidence", site.get("coord_confidence")),
         _row("distance from query centre", None if distance_km is None else _km(distance_km)),
-    ])
-    parts = [f'<div class="site-popup"><h4>{inert(site.get("name"))}</h4><table>{rows}</table>']
-    if inert(site.get("notes")):
-        parts.append(f'<p class="notes">{inert(site.get("notes"))}</p>')
-    if border_distances:
-        lines = "".join(f"<tr><th>{inert(border_names.get(b, b))}</th><td>{_km(d)}</td></tr>"
-                        for b, d in sorted(border_distances.items(), key=lambda item: item[1]))
-        parts.append(f"<h5>Distance to borders (geodesic)</h5><table>{lines}</table>")
-    if observation_items:
-        parts.append(f"<h5>Observations</h5><ul>{''.join(observation_items)}</ul>")
-    if source_items:
-        parts.append(f"<h5>Sources</h5><ol>{''.join(source_items)}</ol>")
-    return "".join(parts) + "</div>"
+    ]
+    return {
+        "rows": [row for row in rows if row], "notes": text(site.get("notes")),
+        "borders": [[str(border_names.get(b, b)), _km(d)]
+                    for b, d in sorted(border_distances.items(), key=lambda item: item[1])],
+        "observations": observations, "source_ids": source_ids,
+    }
 
 
 def _status_text(site) -> str:
@@ -267,12 +294,18 @@ def _status_text(site) -> str:
     return str(status) if blank(seen) else f"{status} (observed {seen})"
 
 
-def _observation_item(observation: pd.Series) -> str:
-    """One observation as an escaped list item: date, kind, status seen, source id."""
-    words = [str(observation.get(k)) for k in ("kind", "status_seen") if not blank(observation.get(k))]
-    source = observation.get("source_id")
-    source_text = "" if blank(source) else f" <code>{inert(source)}</code>"
-    return f"<li>{inert(observation.get('observed_on'))}: {inert(', '.join(words))}{source_text}</li>"
+def observation_entry(observation) -> dict:
+    """One observation as popup text (date: kind, status seen — notes) and its source id."""
+    words = ", ".join(str(observation.get(k)) for k in ("kind", "status_seen") if not blank(observation.get(k)))
+    notes = text(observation.get("notes"))
+    return {"text": f"{text(observation.get('observed_on')) or 'undated'}: {words}" + (f" — {notes}" if notes else ""),
+            "source_id": text(observation.get("source_id"))}
+
+
+def source_entry(source) -> dict:
+    """One source as the document lists it: title, publisher, date, and its URL only when http(s)."""
+    return {"title": text(source.get("title")), "publisher": text(source.get("publisher")),
+            "published_on": text(source.get("published_on")), "url": http_url(source.get("url"))}
 
 
 # --- layers ------------------------------------------------------------------------------------
@@ -319,10 +352,11 @@ def _base_map() -> folium.Map:
     """An empty map: no default tiles, a scale bar, a sea-coloured background and a basemap pane."""
     # maxZoom: with no tile layer shown the map has none, and Leaflet.markercluster refuses to cluster without it
     m = folium.Map(location=[38.5, 127.0], zoom_start=6, tiles=None, control_scale=True, world_copy_jump=False,
-                   maxZoom=max(layer[3] for layer in TILE_LAYERS))
+                   maxZoom=MAX_ZOOM)
+    m.get_root().title = "missile-sites map"  # the full title, with the query, is set from the data
     # Below the tile pane (200), so online tiles cover the vector basemap when they load.
     folium.map.CustomPane("basemap", z_index=150, pointer_events=False).add_to(m)
-    m.get_root().header.add_child(Element(
+    m.get_root().header.add_child(_Raw(
         f"<style>html .leaflet-container {{ background: {SEA_COLOUR}; }}{POPUP_CSS}</style>"), name="missile_sites_css")
     return m
 
@@ -352,44 +386,40 @@ def split_at_antimeridian(geometry):
 
 
 _LAND_CACHE: dict[str, tuple[list, list[dict]]] = {}
+_LAND_LOCK = threading.Lock()
 
 
 def _land(countries) -> tuple[list, list[dict]]:
     """The countries cut at the antimeridian, and their coarse drawing: the same for every map of the same countries,
-    so kept (a few entries, keyed by the geometries' bytes) instead of simplified again for each map (most of a second)."""
+    so kept (two entries, keyed by the geometries' bytes) instead of simplified again for each map (most of a second)."""
     key = hashlib.sha256(b"|".join(w or b"" for w in shapely.to_wkb(np.asarray(countries.geometry, dtype=object)))).hexdigest()
-    if key not in _LAND_CACHE:
-        land = [split_at_antimeridian(g) if has_point(g) else None for g in countries.geometry]
-        if len(_LAND_CACHE) >= 4:
+    with _LAND_LOCK:
+        if key in _LAND_CACHE:
+            return _LAND_CACHE[key]
+    land = [split_at_antimeridian(g) if has_point(g) else None for g in countries.geometry]
+    entry = (land, _features(land, [{}] * len(land), **COARSE))
+    with _LAND_LOCK:
+        while len(_LAND_CACHE) >= 2:
             _LAND_CACHE.pop(next(iter(_LAND_CACHE)))
-        _LAND_CACHE[key] = (land, _features(land, [{}] * len(land), **COARSE))
-    return _LAND_CACHE[key]
+        return _LAND_CACHE.setdefault(key, entry)
 
 
-def add_vector_basemap(m: folium.Map, countries, focus=None) -> None:
-    """Land from the GeoPackage's countries, always drawn under any tiles: coarse worldwide, detailed in focus."""
-    land, cached = _land(countries)
-    coarse = [dict(feature) for feature in cached]  # folium adds an "id" to each feature it is given
+def land_geojson(countries, focus=None) -> dict:
+    """Land from the GeoPackage's countries, drawn under any tiles: coarse worldwide, detailed in focus."""
+    land, coarse = _land(countries)
+    features = list(coarse)
     if focus is not None:
-        coarse += _features(shapely.clip_by_rect(np.array(land, dtype=object), *focus), [{}] * len(land), **DETAIL)
-    folium.GeoJson(_collection(coarse), name="Land (vector basemap)", control=False, pane="basemap",
-                   style_function=lambda _: LAND_STYLE).add_to(m)
+        features += _features(shapely.clip_by_rect(np.array(land, dtype=object), *focus), [{}] * len(land), **DETAIL)
+    return _collection(features)
 
 
-def add_tile_layers(m: folium.Map) -> None:
-    """Base layers: the offline basemap alone (the default), or online OSM or satellite tiles over it."""
-    folium.FeatureGroup(name="Offline vector basemap", overlay=False).add_to(m)
-    for name, url, attribution, max_zoom in TILE_LAYERS:
-        folium.TileLayer(url, name=name, attr=attribution, overlay=False, show=False, max_zoom=max_zoom).add_to(m)
-
-
-def add_borders(m: folium.Map, borders, focus=None) -> None:
-    """The MDL and DMZ edges in full, and the land borders (detailed in focus), labelled by name."""
-    group = folium.FeatureGroup(name="Borders: MDL, DMZ edges, land borders")
+def border_overlay(borders, focus=None) -> dict:
+    """The MDL and DMZ edges in full, and the land borders (detailed in focus), each labelled by name."""
     box = shapely.box(*focus) if focus is not None else None
+    shapes = []
     for kind in ("land_border", "dmz_edge", "mdl"):
         rows = borders[borders["kind"] == kind]
-        labels = [{"label": str(row["name"]), "border_id": str(row["id"])} for _, row in rows.iterrows()]
+        labels = [{"label": text(row["name"]), "border_id": text(row["id"])} for _, row in rows.iterrows()]
         if kind != "land_border":
             features = _features(rows.geometry, labels)
         elif box is None:
@@ -400,9 +430,8 @@ def add_borders(m: folium.Map, borders, focus=None) -> None:
                                     decimals=COARSE["decimals"]))
         if features:
             style = {**BORDER_STYLES.get(kind, BORDER_STYLES["land_border"]), "className": f"border border-{kind}"}
-            folium.GeoJson(_collection(features), style_function=lambda _, s=style: s,
-                           on_each_feature=folium.JsCode(TEXT_TOOLTIP_JS)).add_to(group)
-    group.add_to(m)
+            shapes.append({"style": style, "geojson": _collection(features)})
+    return {"name": "Borders: MDL, DMZ edges, land borders", "shapes": shapes}
 
 
 def ring_outline(area) -> shapely.MultiLineString:
@@ -445,31 +474,31 @@ def _runs(coords: np.ndarray, skip: np.ndarray) -> list[np.ndarray]:
     return runs
 
 
-def add_range_rings(m: folium.Map, rings: list[dict], colours: dict[str, str]) -> None:
-    """Each missile's geodesic range area (max-range disc less the min-range hole), one overlay per missile.
 
-    The area is drawn as its polygon (a faint fill, cut at ±180°) and stroked along its range circles.
+
+def ring_overlays(rings: list[dict], colours: dict[str, str]) -> list[dict]:
+    """Each missile's geodesic range areas (max-range disc less the min-range hole), one overlay per missile.
+
+    An area is drawn as its polygon (a faint fill, cut at ±180°) and stroked along its range circles.
     """
-    groups: dict[str, folium.FeatureGroup] = {}
+    groups: dict[str, dict] = {}
     fill_opacity = min(0.05, 0.1 / max(len(rings), 1))  # many overlapping discs must not tint the whole map
     for ring in rings:
         key = str(ring.get("missile_id") or ring.get("radius_km"))
-        if key not in groups:
-            groups[key] = folium.FeatureGroup(name=inert(f"Range: {_missile_label(ring)}"))
+        group = groups.setdefault(key, {"name": f"Range: {_missile_label(ring)}", "shapes": []})
         colour = colours.get(ring.get("class"), NO_CLASS_COLOUR)
         area = {"stroke": False, "fillColor": colour, "fillOpacity": fill_opacity, "interactive": False,
                 "className": "range-area"}
         outline = {"color": colour, "weight": 1.6, "opacity": 0.9, "className": "range-ring"}
-        ids = {"site_id": str(ring.get("site_id")), "missile_id": key}
-        features = [({"type": "Feature", "properties": {**ids, "part": "area"},
-                      "geometry": _display_geometry(ring["geometry"])}, area),
-                    ({"type": "Feature", "properties": {**ids, "part": "outline", "label": _ring_label(ring)},
-                      "geometry": _display_geometry(ring_outline(ring["geometry"]))}, outline)]
-        for feature, style in features:
-            folium.GeoJson(feature, style_function=lambda _, s=style: s,
-                           on_each_feature=folium.JsCode(TEXT_TOOLTIP_JS)).add_to(groups[key])
-    for group in groups.values():
-        group.add_to(m)
+        ids = {"site_id": text(ring.get("site_id")), "missile_id": key}
+        group["shapes"] += [
+            {"style": area, "geojson": {"type": "Feature", "properties": {**ids, "part": "area"},
+                                        "geometry": _display_geometry(ring["geometry"])}},
+            {"style": outline, "geojson": {"type": "Feature", "properties": {**ids, "part": "outline",
+                                                                             "label": _ring_label(ring)},
+                                           "geometry": _display_geometry(ring_outline(ring["geometry"]))}},
+        ]
+    return list(groups.values())
 
 
 def _missile_label(ring: dict) -> str:
@@ -488,92 +517,34 @@ def _ring_label(ring: dict) -> str:
     return f"{ring.get('site_name') or ring.get('site_id') or ''}: {_missile_label(ring)}{kind}"
 
 
-def add_query_radius(m: folium.Map, lon: float, lat: float, radius_km: float, label: str) -> None:
+
+def radius_overlay(lon: float, lat: float, radius_km: float, label: str) -> dict:
     """The query's radius as a geodesic polygon around its centre, with the centre marked."""
-    geometry = geodesy.range_ring(lon, lat, radius_km * 1000)
-    group = folium.FeatureGroup(name=inert(f"Query radius: {radius_km:,.0f} km of {label}"))
     style = {"color": "#111111", "weight": 2, "dashArray": "8 6", "fill": False, "className": "query-radius"}
     feature = {"type": "Feature", "properties": {"label": f"{radius_km:,.1f} km (geodesic) of {label}"},
-               "geometry": _display_geometry(geometry)}
-    folium.GeoJson(feature, style_function=lambda _: style, on_each_feature=folium.JsCode(TEXT_TOOLTIP_JS)).add_to(group)
-    folium.CircleMarker([lat, lon], radius=4, color="#111111", fill=True, fill_opacity=1,
-                        tooltip=inert(label), class_name="query-centre").add_to(group)
-    group.add_to(m)
+               "geometry": _display_geometry(geodesy.range_ring(lon, lat, radius_km * 1000))}
+    return {"name": f"Query radius: {radius_km:,.0f} km of {label}", "shapes": [{"style": style, "geojson": feature}],
+            "centre": centre_point(lon, lat, label)}
 
 
-def add_query_centre(m: folium.Map, lon: float, lat: float, label: str) -> None:
-    """The query's centre, when it has no radius."""
-    folium.CircleMarker([lat, lon], radius=4, color="#111111", fill=True, fill_opacity=1, tooltip=inert(label),
-                        class_name="query-centre").add_to(m)
+def centre_point(lon: float, lat: float, label: str) -> dict:
+    """The query's centre, labelled."""
+    return {"lon": float(lon), "lat": float(lat), "label": str(label)}
 
 
-class _Script(Element):
-    """Script text added to the page as it is (branca would compile an Element's text as a Jinja template)."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self._text = text
-
-    def render(self, **kwargs) -> str:
-        return self._text
-
-
-class SiteMarkers(MacroElement):
-    """Every site marker of a layer from one JSON array, built in one loop; each marker is also a global, as
-    folium's are. folium's Marker, Popup and Tooltip compile Jinja templates per site (seconds for thousands),
-    and branca compiles each rendered script once more as a template, so data reading ``{{ ... }}`` would run:
-    this script is written without Jinja and added as it is.
-
-    Rows are ``[lat, lon, icon HTML, tooltip HTML, popup HTML]``, all already escaped; the JSON has ``<``
-    and ``>`` as ``\\u003c`` and ``\\u003e``, so no data closes the script.
-    """
-
-    def __init__(self, rows: list[list]):
-        super().__init__()
-        self._name = "SiteMarkers"
-        text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        self.rows_json = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("\u2028", "\\u2028") \
-            .replace("\u2029", "\\u2029")
-
-    def render(self, **kwargs) -> None:
-        script = f"""
-        (function () {{
-            var group = {self._parent.get_name()}, markers = [];
-            {self.rows_json}.forEach(function (row, i) {{
-                var marker = L.marker([row[0], row[1]], {{icon: L.divIcon({{
-                    html: row[2], iconSize: [18, 18], iconAnchor: [9, 9], className: "site-icon"}})}});
-                marker.bindTooltip("<div>" + row[3] + "</div>", {{sticky: false}});
-                marker.bindPopup(row[4], {{maxWidth: 380}});
-                window["{self.get_name()}_" + i] = marker;
-                markers.push(marker);
-            }});
-            if (group.addLayers) {{ group.addLayers(markers); }} else {{ markers.forEach(function (m) {{ group.addLayer(m); }}); }}
-        }})();
-"""
-        self.get_root().script.add_child(_Script(script), name=self.get_name())
-
-
-def add_sites(m: folium.Map, sites, colours: dict[str, str], popups: dict[str, str], *,
-              cluster_above: int = CLUSTER_ABOVE, records: list | None = None) -> int:
-    """Site markers (clustered when there are many) with escaped popups and tooltips; returns how many.
+def site_layer(sites, colours: dict[str, str], popups: dict[str, dict], *, cluster_above: int = CLUSTER_ABOVE,
+               records: list | None = None) -> dict:
+    """The located sites as markers (clustered when there are many): position, symbol, name and popup.
 
     `records`: the sites' ``_records`` when the caller has them already.
     """
     geometry = sites.geometry.name
     located = [(i, s) for i, s in (records if records is not None else _records(sites)) if has_point(s[geometry])]
-    name = inert(f"Sites ({len(located)})")
-    group = MarkerCluster(name=name, options={"maxClusterRadius": 40}) if len(located) > cluster_above \
-        else folium.FeatureGroup(name=name)
-    rows = []
-    for site_id, site in located:
-        status = str(site.get("current_status") or "unknown")
-        icon_html = (f'<div class="site-marker" data-site-id="{inert(site_id)}" data-status="{inert(status)}">'
-                     f"{status_svg(status, colours[site_class(site)])}</div>")
-        point = site[geometry]
-        rows.append([point.y, point.x, icon_html, inert(site.get("name")), popups[site_id]])
-    SiteMarkers(rows).add_to(group)
-    group.add_to(m)
-    return len(located)
+    items = [{"id": str(site_id), "lat": float(site[geometry].y), "lon": float(site[geometry].x),
+              "status": text(site.get("current_status")) or "unknown", "colour": colours[site_class(site)],
+              "name": text(site.get("name")) or str(site_id), "popup": popups[site_id]}
+             for site_id, site in located]
+    return {"name": f"Sites ({len(items)})", "cluster": len(items) > cluster_above, "items": items}
 
 
 def _records(frame) -> list[tuple]:
@@ -585,65 +556,30 @@ def _records(frame) -> list[tuple]:
 # --- controls, legend, footer ------------------------------------------------------------------
 
 
-class MapBox(MacroElement):
-    """A Leaflet control holding prepared (already escaped) HTML: the legend and the footer."""
-
-    _template = Template("""
-        {% macro script(this, kwargs) %}
-        (function () {
-            var box = L.control({position: {{ this.position|tojson }}});
-            box.onAdd = function () {
-                var div = L.DomUtil.create('div', 'map-box ' + {{ this.css_class|tojson }});
-                div.innerHTML = {{ this.html|tojson }};
-                L.DomEvent.disableClickPropagation(div);
-                L.DomEvent.disableScrollPropagation(div);
-                return div;
-            };
-            box.addTo({{ this._parent.get_name() }});
-        })();
-        {% endmacro %}
-    """)
-
-    def __init__(self, html_text: str, *, position: str, css_class: str):
-        super().__init__()
-        self._name = "MapBox"
-        self.html, self.position, self.css_class = html_text, position, css_class
-
-
-def legend_html(colours: dict[str, str], statuses) -> str:
+def legend_data(colours: dict[str, str], statuses) -> dict:
     """The legend: colour by missile class, shape by status, line styles of the borders."""
-    classes = "".join(f'<div><span class="swatch" style="background:{c}"></span>{inert(n)}</div>'
-                      for n, c in colours.items())
-    shapes = "".join(f"<div>{status_svg(s, '#9e9e9e', 14)}{inert(s.replace('_', ' '))}: {STATUS_SHAPES[s]}</div>"
-                     for s in STATUS_SHAPES if s in statuses or not statuses)
-    lines = "".join(f'<div><svg width="22" height="8"><line x1="0" y1="4" x2="22" y2="4" stroke="{s["color"]}" '
-                    f'stroke-width="{s["weight"]}" stroke-dasharray="{s.get("dashArray", "")}"/></svg>'
-                    f"{BORDER_LABELS[k]}</div>" for k, s in BORDER_STYLES.items())
-    return (f"<h4>Missile class (longest range at the site)</h4>{classes}<h4>Status</h4>{shapes}"
-            f"<h4>Borders</h4>{lines}")
+    return {
+        "classes": [{"name": str(name), "colour": colour} for name, colour in colours.items()],
+        "statuses": [{"status": s, "text": f"{s.replace('_', ' ')}: {STATUS_SHAPES[s]}"}
+                     for s in STATUS_SHAPES if s in statuses or not statuses],
+        "borders": [{"name": BORDER_LABELS[kind], "style": style} for kind, style in BORDER_STYLES.items()],
+    }
 
 
-def footer_html(*, query: str, data_version: str, generated_at: datetime, sources: pd.DataFrame,
-                shown: int, matched: int | None, unlocated: list[str]) -> str:
-    """The footer: the query, the data version, the generation time and the sources, all escaped."""
+def footer_data(*, query: str, data_version: str, generated_at: datetime, source_ids: list[str], shown: int,
+                matched: int | None, unlocated: list[str]) -> dict:
+    """The footer: the query, the counts, the data version, the generation time and the sources' ids."""
     counted = f"{shown} sites drawn" + (f" of {matched} matching" if matched is not None and matched != shown else "")
-    lines = [f"<div><b>Query:</b> <code>{inert(query)}</code> &middot; {counted}</div>"]
-    if unlocated:
-        lines.append(f"<div>Not drawn (no sourced coordinate): {inert(', '.join(unlocated))}</div>")
-    lines.append(f"<div><b>Data version</b> (SHA-256 of the GeoPackage as loaded, then +N for the last change applied, @day for as_of): <code>{inert(data_version)}</code></div>")
-    lines.append(f"<div><b>Generated:</b> {inert(generated_at.isoformat(timespec='seconds'))} &middot; "
-                 "distances, rings and radius geodesic on WGS84</div>")
-    items = "".join(source_item(s) for _, s in sources.iterrows())
-    lines.append(f'<details class="sources"><summary>Sources ({len(sources)})</summary><ol>{items}</ol></details>')
-    return "".join(lines)
+    return {"query": str(query), "counted": counted, "unlocated": unlocated, "data_version": str(data_version),
+            "version_note": VERSION_NOTE, "generated_at": generated_at.isoformat(timespec="seconds"),
+            "source_ids": source_ids}
 
 
 def add_controls(m: folium.Map) -> None:
-    """Layer control, measure tool (km) and fullscreen button; the scale bar comes with the map."""
+    """Measure tool (km) and fullscreen button; the scale bar comes with the map, the layer control with its data."""
     MeasureControl(position="topleft", primary_length_unit="kilometers", secondary_length_unit="miles",
                    primary_area_unit="sqkilometers", secondary_area_unit="hectares").add_to(m)
     Fullscreen(position="topleft").add_to(m)
-    folium.LayerControl(position="topright", collapsed=True).add_to(m)
 
 
 def _fit(m: folium.Map, sites, centre, radius_km, borders) -> None:
@@ -722,11 +658,11 @@ def make_self_contained(m: folium.Map) -> folium.Map:
     header = m.get_root().header
     for name in [n for n in VENDORED_JS if n in js]:  # jQuery and Leaflet before their plugins
         source = geodesic_measure_js() if name == "leaflet_measure_js" else vendored_js(js[name])
-        header.add_child(Element(f"<script>{source}</script>"), name=f"inline_{name}")
+        header.add_child(_Raw(f"<script>{source}</script>"), name=f"inline_{name}")
     if "leaflet" in js:  # Leaflet guesses its default marker images' folder from a CSS url; give it data: URIs
-        header.add_child(Element(f"<script>{default_icon_js()}</script>"), name="inline_leaflet_default_icon")
+        header.add_child(_Raw(f"<script>{default_icon_js()}</script>"), name="inline_leaflet_default_icon")
     for name in [n for n in VENDORED_CSS if n in css]:
-        header.add_child(Element(f"<style>{vendored_css(css[name])}</style>"), name=f"inline_{name}")
+        header.add_child(_Raw(f"<style>{vendored_css(css[name])}</style>"), name=f"inline_{name}")
     return m
 
 
@@ -794,44 +730,40 @@ def site_map(
     colours = class_colours([site_class(s) for _, s in records] + [r.get("class") for r in rings or []
                                                                    if r.get("class")])
     located = [g for g in sites.geometry if has_point(g)]
-    centre_point = [shapely.Point(centre)] if centre is not None else []
-    focus = focus_box(located + centre_point or list(borders[borders["kind"] != "land_border"].geometry))
-    m = _base_map()
-    add_vector_basemap(m, countries, focus)
-    add_tile_layers(m)
-    add_borders(m, borders, focus)
-    if rings:
-        add_range_rings(m, rings, colours)
-    if centre is not None and radius_km:
-        add_query_radius(m, centre[0], centre[1], radius_km, centre_label)
-    elif centre is not None:
-        add_query_centre(m, centre[0], centre[1], centre_label)
-    observation_items = {  # per site, oldest first, as site_popup_html lists them
-        site_id: [_observation_item(o) for _, o in rows.sort_values("observed_on").iterrows()]
+    centre_point_ = [shapely.Point(centre)] if centre is not None else []
+    focus = focus_box(located + centre_point_ or list(borders[borders["kind"] != "land_border"].geometry))
+    source_table = {str(s.get("id", i)): source_entry(s) for i, s in sources.iterrows()}
+    observation_entries = {  # per site, oldest first
+        site_id: [observation_entry(o) for _, o in rows.sort_values("observed_on").iterrows()]
         for site_id, rows in observations.groupby("site_id", sort=False)
     } if len(observations) else {}
-    source_items: dict = {}
-    for _, source in sources.iterrows() if "id" in sources else ():
-        source_items.setdefault(source["id"], []).append(source_item(source))
     popups = {
-        site_id: _popup_html(
+        site_id: site_popup(
             site, border_distances=border_distances.get(site_id, {}), border_names=border_names,
-            observation_items=observation_items.get(site_id, []),
-            source_items=[item for i in dict.fromkeys(site_sources.get(site_id, [])) for item in source_items.get(i, [])],
-            distance_km=site.get("distance_km"))
+            observations=observation_entries.get(site_id, []), distance_km=site.get("distance_km"),
+            source_ids=[i for i in dict.fromkeys(map(str, site_sources.get(site_id, []))) if i in source_table])
         for site_id, site in records
     }
-    shown = add_sites(m, sites, colours, popups, cluster_above=cluster_above, records=records)
+    overlays = [border_overlay(borders, focus), *ring_overlays(rings or [], colours)]
+    if centre is not None and radius_km:
+        overlays.append(radius_overlay(centre[0], centre[1], radius_km, centre_label))
+    markers = site_layer(sites, colours, popups, cluster_above=cluster_above, records=records)
     statuses = set(sites["current_status"].dropna()) if "current_status" in sites else set()
-    MapBox(legend_html(colours, statuses), position="topright", css_class="legend").add_to(m)
     geometry = sites.geometry.name
-    unlocated = [str(s.get("name")) for _, s in records if not has_point(s[geometry])]
-    MapBox(footer_html(query=query, data_version=data_version, generated_at=generated_at, sources=sources,
-                       shown=shown, matched=number_matched, unlocated=unlocated),
-           position="bottomleft", css_class="footer").add_to(m)
+    unlocated = [text(s.get("name")) or str(i) for i, s in records if not has_point(s[geometry])]
+    document = {
+        "title": f"missile-sites map: {query}" if query else "missile-sites map",
+        "land": land_geojson(countries, focus), "land_style": LAND_STYLE, "overlays": overlays,
+        "centre": centre_point(*centre, centre_label) if centre is not None and not radius_km else None,
+        "sites": markers, "sources": source_table, "legend": legend_data(colours, statuses),
+        "footer": footer_data(query=query, data_version=data_version, generated_at=generated_at,
+                              source_ids=list(source_table), shown=len(markers["items"]), matched=number_matched,
+                              unlocated=unlocated),
+    }
+    m = _base_map()
+    MapData(document).add_to(m)
     add_controls(m)
     _fit(m, sites, centre, radius_km, borders)
-    m.get_root().title = inert(f"missile-sites map: {query}" if query else "missile-sites map")
     return make_self_contained(m)
 
 

@@ -150,9 +150,7 @@ def test_hostile_names_stay_inert_in_the_browser(catalogue, tmp_path):
 # Each site marker's tooltip text and popup title, shown through Leaflet (clicks could hit an overlapping marker).
 SHOW_TEXT_JS = """() => {
     const shown = [];
-    for (const key of Object.keys(window)) {
-        const layer = window[key];
-        if (!(layer instanceof L.Marker) || !layer._icon || !layer._icon.querySelector('.site-marker')) continue;
+    for (const layer of window.missileSitesMaps[0].markers) {
         layer.openTooltip();
         layer.openPopup();
         const popup = layer.getPopup().getElement();

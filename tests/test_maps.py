@@ -7,7 +7,6 @@ from pathlib import Path
 import folium
 import numpy as np
 import pytest
-from jinja2.utils import htmlsafe_json_dumps
 from typer.testing import CliRunner
 import shapely
 from folium.plugins import MiniMap
@@ -16,8 +15,9 @@ from app import geodesy
 from app.catalogue import SitePage
 from app.cli import cli
 from app.maps import (
-    VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, inert, make_self_contained, render_html,
-    ring_outline, safe_url, site_class, site_map, split_at_antimeridian, vendored_css, vendored_js,
+    DATA_SCRIPT, VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, http_url, make_self_contained,
+    read_map_data, render_html, ring_outline, script_json, site_class, site_map, split_at_antimeridian, vendored_css,
+    vendored_js,
 )
 from tests.mapdata import BENIGN, GENERATED_AT, HOSTILE, HOSTILE_QUERY, HOSTILE_URL, hostile_map
 
@@ -39,92 +39,100 @@ def seoul_html(catalogue, seoul_page):
 
 @pytest.fixture(scope="module")
 def hostile_html(catalogue):
-    """A map whose every data-derived text is hostile, rendered, without the inlined libraries."""
-    html = render_html(hostile_map(catalogue))
-    for relative in VENDORED_JS.values():
-        html = html.replace(vendored_js(relative), "")
-    for relative in VENDORED_CSS.values():
-        html = html.replace(vendored_css(relative), "")
-    assert "jQuery" not in html and len(html) > 10_000
-    return html
+    """A map whose every data-derived text is hostile, rendered."""
+    return render_html(hostile_map(catalogue))
 
 
-# --- escaping ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hostile_data(hostile_html):
+    """The hostile map's data document, parsed."""
+    return read_map_data(hostile_html)
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(1)&gt;"),
-    ("</script>", "&lt;/script&gt;"),
-    ("${document.title=7*7}", "&#36;&#123;document.title=7*7&#125;"),
-    ("{{ 7*191 }}{% if 1 %}", "&#123;&#123; 7*191 &#125;&#125;&#123;% if 1 %&#125;"),
-    ("`", "&#96;"),
-    ("a\\u0041", "a&#92;u0041"),
-    ("\"'&", "&quot;&#x27;&amp;"),
-    ("Sakkanmol", "Sakkanmol"),
-    (None, ""),
-    (float("nan"), ""),
-])
-def test_inert_text(text, expected):
-    assert inert(text) == expected
+
+def _strings(value) -> list[str]:
+    """Every string anywhere in a JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
+
+
+def _without_data(html: str) -> str:
+    """The page less its data document, with folium's random element ids made equal."""
+    return re.sub(r"[0-9a-f]{32}", "ID", DATA_SCRIPT.sub("DATA", html))
+
+
+# --- data never becomes code ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [*HOSTILE, "</SCRIPT >", "<!--", "a\u2028b\u2029c", "&amp;", "Sakkanmol", ""])
+def test_script_json_cannot_end_its_script_and_reads_back_exactly(text):
+    encoded = script_json({"text": text, "items": [text]})
+    assert not set("<>&\u2028\u2029") & set(encoded)
+    assert json.loads(encoded) == {"text": text, "items": [text]}
 
 
 @pytest.mark.parametrize(("url", "expected"), [
-    ("https://example.org/a?b=1&c=2", "https://example.org/a?b=1&amp;c=2"),
-    ("http://example.org/`${x}`", "http://example.org/&#96;&#36;&#123;x&#125;&#96;"),
+    ("https://example.org/a?b=1&c=2", "https://example.org/a?b=1&c=2"),
+    (" http://example.org/`${x}` ", "http://example.org/`${x}`"),
     ("javascript:alert(1)", None),
     (" JaVaScRiPt:alert(1)", None),
     ("data:text/html,<script>alert(1)</script>", None),
     ("", None),
     (None, None),
 ])
-def test_safe_url(url, expected):
-    assert safe_url(url) == expected
+def test_http_url(url, expected):
+    assert http_url(url) == expected
 
 
-def _without_geojson_data(html: str) -> str:
-    """The page less the GeoJSON payloads (JSON literals, whose labels are shown through textContent)."""
-    return re.sub(r"_add\(\{.*?\}\);", "_add(DATA);", html, flags=re.DOTALL)
+def test_data_changes_nothing_outside_the_data_document(catalogue, hostile_html):
+    # The same map with plain names, an http URL and a plain query: only the data document differs.
+    benign_html = render_html(hostile_map(catalogue, BENIGN, url="https://example.org/", query="near=x"))
+    assert _without_data(hostile_html) == _without_data(benign_html)
+    assert hostile_html.count('type="application/json"') == 1
 
 
-def _own_text(html: str) -> str:
-    """The page less its inlined libraries and GeoJSON payloads: the markup and script folium wrote."""
-    for relative in VENDORED_JS.values():
-        html = html.replace(vendored_js(relative), "")
-    return _without_geojson_data(html)
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_text_is_only_in_the_data_document_and_exact_there(hostile_html, hostile_data, text):
+    if len(text) > 1:
+        assert text not in DATA_SCRIPT.sub("", hostile_html)
+    assert any(text in value for value in _strings(hostile_data))
 
 
-@pytest.mark.parametrize("text", [t for t in HOSTILE if len(t) > 1])
-def test_hostile_text_never_reaches_the_page_raw(hostile_html, text):
-    assert text not in _without_geojson_data(hostile_html)
-    assert inert(text) in hostile_html
+def test_every_hostile_field_reaches_the_document_as_given(hostile_data):
+    names = [site["name"] for site in hostile_data["sites"]["items"]]
+    assert sorted(names) == sorted(t.strip() for t in HOSTILE)
+    rows = {label: value for site in hostile_data["sites"]["items"] for label, value in site["popup"]["rows"]}
+    assert rows["also known as"] == f"{HOSTILE[0]}, {HOSTILE[2]}"
+    labels = [shape["geojson"]["properties"].get("label", "") for o in hostile_data["overlays"] for shape in o["shapes"]
+              if shape["geojson"]["type"] == "Feature"]
+    assert any(HOSTILE[4] in label for label in labels)  # ring labels: the defect of issue 10
+    assert any(o["name"] == f"Range: {HOSTILE[4]} (SRBM, 300 km)" for o in hostile_data["overlays"])
+    assert hostile_data["footer"]["query"] == HOSTILE_QUERY and hostile_data["footer"]["data_version"] == HOSTILE[3]
+    assert hostile_data["title"] == f"missile-sites map: {HOSTILE_QUERY}"
+    assert hostile_data["sources"]["evil-source"] == {"title": HOSTILE[1], "publisher": HOSTILE[2],
+                                                      "published_on": "2019-01-21", "url": None}  # javascript: dropped
+    assert hostile_data["sources"]["good-source"]["url"] == "https://example.org/report?a=1&b=2"
 
 
-@pytest.mark.parametrize("token", ["`", "${", "<script", "</script", "<img", "<title", 'href="javascript'])
-def test_hostile_text_adds_no_live_token(catalogue, hostile_html, token):
-    # Same map with plain names: any extra backtick, `${`, tag or backslash would come from the data.
-    benign_html = _own_text(render_html(hostile_map(catalogue, BENIGN, url="https://example.org/", query="near=x")))
-    assert _without_geojson_data(hostile_html).count(token) == benign_html.count(token)
+def test_the_page_has_no_live_markup_from_data(hostile_html):
+    assert "<img" not in hostile_html and "<script>alert" not in hostile_html  # no tag from the data, anywhere
+    assert HOSTILE_URL not in hostile_html and "href=\"javascript:" not in hostile_html
+    assert "<title>missile-sites map</title>" in hostile_html  # the full title is set from the data
 
 
-def test_hostile_labels_stay_plain_text_inside_geojson(hostile_html):
-    labels = [f["properties"].get("label", "") for f in _geojson_features(hostile_html)]
-    assert any(HOSTILE[4] in label for label in labels)  # shown with textContent, so kept verbatim
-    assert "textContent = feature.properties.label" in hostile_html
-    assert "GeoJsonTooltip" not in hostile_html and "bindTooltip(feature" not in hostile_html
+def test_the_renderer_never_writes_data_as_html():
+    source = (VENDOR_DIR.parent / "maps.js").read_text(encoding="utf-8")
+    assert "innerHTML" not in source and "insertAdjacentHTML" not in source and "document.write" not in source
+    assert "eval(" not in source and "new Function" not in source
 
 
-def test_hostile_page_has_no_live_markup(hostile_html):
-    assert "onerror=alert" not in hostile_html.replace("&lt;img src=x onerror=alert(1)&gt;", "")
-    assert "<script>alert" not in hostile_html
-    assert HOSTILE_URL not in hostile_html
-    assert HOSTILE_QUERY not in hostile_html
-    assert "href=\"javascript:" not in hostile_html
-    assert "https://example.org/report?a=1&amp;b=2" in hostile_html
-
-
-def test_layer_names_are_escaped(hostile_html):
-    # Leaflet's layer control writes layer names as HTML, so a missile's name is escaped there too.
-    assert htmlsafe_json_dumps(f"Range: {inert(HOSTILE[4])} (SRBM, 300 km)")[:40] in hostile_html
-
+def test_no_element_compiles_data_as_a_template():
+    source = (VENDOR_DIR.parent / "maps.py").read_text(encoding="utf-8")
+    assert "Template(" not in source and "MacroElement" not in source and "folium.GeoJson" not in source
+    assert "Element(f" not in source  # branca compiles an Element's text: only _Raw carries page text
 
 # --- self-contained ----------------------------------------------------------------------------
 
@@ -139,7 +147,8 @@ def test_map_links_nothing_outside(seoul_html):
 def test_every_vendored_asset_is_inlined(seoul_html):
     assert seoul_html.count("Leaflet 1.9.4") == 1  # leaflet.js's own banner, once
     assert "jQuery v3.7.1" in seoul_html
-    for name in ("L.Control.Measure", "leaflet.Control.FullScreen", "L.control.fullscreen", "L.control.scale", "L.control.layers"):
+    for name in ("L.Control.Measure", "leaflet.Control.FullScreen", "L.control.fullscreen", "L.control.scale",
+                 "L.Control.Layers.extend", "missileSitesDraw"):
         assert name in seoul_html, name
 
 
@@ -179,26 +188,28 @@ def test_rendering_twice_inlines_each_library_once(catalogue):
 def test_map_shows_the_query_sites_and_footer(catalogue, seoul_page, seoul_html):
     located = seoul_page.sites[~seoul_page.sites.geometry.isna()]
     assert len(located) >= 2
-    assert seoul_html.count('class=\\"site-marker\\"') == len(located)
-    for name in located["name"]:
-        assert inert(name) in seoul_html
-    assert catalogue.version in seoul_html
-    assert "2024-05-01T12:00:00+00:00" in seoul_html
-    assert "near=Seoul&amp;within_km=300&amp;rings=true" in seoul_html
-    assert "Military Demarcation Line" in seoul_html
+    data = read_map_data(seoul_html)
+    assert sorted(site["name"] for site in data["sites"]["items"]) == sorted(located["name"])
+    assert data["footer"]["data_version"] == catalogue.version
+    assert data["footer"]["generated_at"] == "2024-05-01T12:00:00+00:00"
+    assert data["footer"]["query"] == "near=Seoul&within_km=300&rings=true"
+    assert "Military Demarcation Line" in [b["name"] for b in data["legend"]["borders"]]
 
 
 def test_popup_has_border_distances_observations_and_sources(catalogue):
     site_id = "sakkanmol"
     page = catalogue.find_sites(centre=catalogue.place("Seoul"), within_km=150)
     assert site_id in page.sites.index
-    html = render_html(catalogue_map(catalogue, page))
+    data = read_map_data(render_html(catalogue_map(catalogue, page)))
+    popup = next(site["popup"] for site in data["sites"]["items"] if site["id"] == site_id)
     distance_km = page.border_distances[site_id]["mdl"]
-    assert f"{distance_km:,.1f} km" in html
+    assert ["Military Demarcation Line", f"{distance_km:,.1f} km"] in popup["borders"]
     observed = catalogue.site_observations(site_id)["observed_on"].dropna()
-    assert len(observed) and all(inert(str(day)) in html for day in observed)
-    urls = catalogue.sources_for(catalogue.site_source_ids(catalogue.site_row(site_id)))["url"].dropna()
-    assert any(f'href=\\"{safe_url(u)}\\"' in html for u in urls if safe_url(u))
+    assert len(observed) and sorted(o["text"].split(":")[0] for o in popup["observations"]) == sorted(map(str, observed))
+    cited = catalogue.sources_for(catalogue.site_source_ids(catalogue.site_row(site_id)))
+    assert set(popup["source_ids"]) == set(cited.index) <= set(data["sources"])
+    urls = [data["sources"][i]["url"] for i in popup["source_ids"] if data["sources"][i]["url"]]
+    assert urls and all(u.startswith(("http://", "https://")) for u in urls)
 
 
 def test_rings_are_geodesic_polygons_not_circles(seoul_html):
@@ -207,11 +218,11 @@ def test_rings_are_geodesic_polygons_not_circles(seoul_html):
 
 
 def _geojson_features(html: str) -> list[dict]:
-    """Every GeoJSON feature folium embedded with addData(...)."""
+    """Every GeoJSON feature of the map's overlays (borders, rings, radius), from its data document."""
     features = []
-    for blob in re.findall(r"_add\((\{.*?\})\);", html, flags=re.DOTALL):
-        data = json.loads(blob)
-        features += data.get("features", [data])
+    for overlay in read_map_data(html)["overlays"]:
+        for shape in overlay["shapes"]:
+            features += shape["geojson"].get("features", [shape["geojson"]])
     return features
 
 
@@ -251,7 +262,7 @@ def test_min_range_hole_is_drawn(catalogue):
     coords = shapely.get_coordinates(drawn["outline"])
     distances_km = geodesy.distance_m(point.x, point.y, coords[:, 0], coords[:, 1]) / 1000
     assert set(np.round(distances_km, 1)) == {90.0, 500.0}
-    assert htmlsafe_json_dumps("Range: Hwasong-11Da-4.5 (SRBM, 90–500 km)") in html  # the layer's name
+    assert "Range: Hwasong-11Da-4.5 (SRBM, 90–500 km)" in [o["name"] for o in read_map_data(html)["overlays"]]
 
 
 def _rings(catalogue, site_id):
@@ -285,16 +296,18 @@ def test_many_sites_are_clustered(catalogue, count, clustered):
     sites = located.iloc[[i % len(located) for i in range(count)]].copy()
     sites.index = [f"site-{i}" for i in range(count)]
     html = render_html(site_map(sites, borders=catalogue.borders, countries=catalogue.countries))
-    assert ("L.markerClusterGroup(" in html) is clustered
-    assert html.count('class=\\"site-marker\\"') == count
+    data = read_map_data(html)
+    assert data["sites"]["cluster"] is clustered and len(data["sites"]["items"]) == count
+    assert ("Leaflet.markercluster" in html) is clustered  # the plugin is inlined only when it is used
 
 
 def test_site_without_coordinate_is_listed_not_drawn(catalogue):
     sites = catalogue.sites.head(2).copy()
     sites.loc[sites.index[0], "geometry"] = None
     html = render_html(site_map(sites, borders=catalogue.borders, countries=catalogue.countries))
-    assert html.count('class=\\"site-marker\\"') == 1
-    assert "Not drawn (no sourced coordinate): " + inert(sites.iloc[0]["name"]) in html
+    data = read_map_data(html)
+    assert [site["id"] for site in data["sites"]["items"]] == [sites.index[1]]
+    assert data["footer"]["unlocated"] == [sites.iloc[0]["name"]]
 
 
 # --- the route ---------------------------------------------------------------------------------
@@ -303,9 +316,11 @@ def test_map_route_returns_html(client, catalogue):
     response = client.get("/map", params={"near": "Seoul", "within_km": 150, "rings": "true"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "Sakkanmol" in response.text and catalogue.version in response.text
-    assert "GET /map?near=Seoul&amp;within_km=150&amp;rings=true" in response.text
-    assert "range-ring" in response.text
+    data = read_map_data(response.text)
+    assert "Sakkanmol" in [site["name"] for site in data["sites"]["items"]]
+    assert data["footer"]["data_version"] == catalogue.version
+    assert data["footer"]["query"] == "GET /map?near=Seoul&within_km=150&rings=true"
+    assert any(o["name"].startswith("Range: ") for o in data["overlays"])
 
 
 @pytest.mark.parametrize(("params", "parameter"), [
@@ -379,4 +394,5 @@ def test_ring_outline_drops_cut_edges(area, expected_length):
 def test_map_query_text_is_not_run_as_a_template(client):
     response = client.get("/map", params={"near": "Seoul", "within_km": "50", "x": "{{ 7*191 }}zz{{ range.__name__ }}"})
     assert response.status_code == 200
-    assert "1337zzrange" not in response.text and "&#123;&#123; 7*191 &#125;&#125;zz" in response.text
+    assert "1337zzrange" not in response.text
+    assert read_map_data(response.text)["footer"]["query"].endswith("x={{ 7*191 }}zz{{ range.__name__ }}")

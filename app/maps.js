@@ -1,0 +1,254 @@
+/* missile-sites map renderer: draws one map from its JSON data document (see app/maps.py).
+ *
+ * Every piece of text in the document came from the data, so it is only ever turned into text nodes
+ * (textContent, createElement, setAttribute), never parsed as HTML. Nothing in this file is
+ * generated: the page calls missileSitesDraw(map, dataElementId) once per map.
+ */
+(function () {
+    "use strict";
+
+    var SVG_NS = "http://www.w3.org/2000/svg";
+    // Base layers: the offline vector basemap (drawn from the data, always under the tiles) or online tiles.
+    var TILE_LAYERS = [
+        ["OpenStreetMap (online)", "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+            '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors', 19],
+        ["Esri World Imagery (online)",
+            "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
+            "Tiles &copy; Esri &mdash; Source: Esri, Maxar, Earthstar Geographics, and the GIS User Community", 18]
+    ];
+
+    /* --- text as DOM nodes ------------------------------------------------------------------- */
+
+    function el(tag, className, text) {
+        var node = document.createElement(tag);
+        if (className) { node.className = className; }
+        if (text !== undefined && text !== null) { node.textContent = String(text); }
+        return node;
+    }
+
+    function append(parent) {
+        for (var i = 1; i < arguments.length; i++) {
+            var child = arguments[i];
+            if (child === null || child === undefined) { continue; }
+            parent.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
+        }
+        return parent;
+    }
+
+    function svg(tag, attributes) {
+        var node = document.createElementNS(SVG_NS, tag);
+        Object.keys(attributes).forEach(function (name) { node.setAttribute(name, String(attributes[name])); });
+        return node;
+    }
+
+    function httpHref(url) {
+        // Only http(s) links (the builder already dropped any other scheme; checked again here).
+        if (typeof url !== "string") { return null; }
+        try {
+            var parsed = new URL(url);
+            return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+        } catch (e) {
+            return null;
+        }
+    }
+
+    /* --- symbols ------------------------------------------------------------------------------ */
+
+    function statusSymbol(status, colour, size) {
+        // Colour by missile class; shape and outline by status (STATUS_SHAPES in app/maps.py).
+        var c = size / 2, r = size / 2 - 2, root = svg("svg", {width: size, height: size}), shape;
+        var outlined = {stroke: "#1a1a1a", "stroke-width": 1.5, fill: colour};
+        if (status === "active") {
+            shape = svg("circle", Object.assign({cx: c, cy: c, r: r}, outlined));
+        } else if (status === "inactive") {
+            shape = svg("circle", {cx: c, cy: c, r: r - 1, stroke: colour, "stroke-width": 3.5, fill: "#ffffff"});
+        } else if (status === "under_construction") {
+            shape = svg("polygon", Object.assign(
+                {points: c + ",1 " + (size - 1) + "," + (size - 2) + " 1," + (size - 2)}, outlined));
+        } else {
+            shape = svg("polygon", Object.assign(
+                {points: c + ",1 " + (size - 1) + "," + c + " " + c + "," + (size - 1) + " 1," + c,
+                    "stroke-dasharray": "3 2"}, outlined));
+        }
+        root.appendChild(shape);
+        return root;
+    }
+
+    function lineSymbol(style) {
+        var root = svg("svg", {width: 22, height: 8});
+        root.appendChild(svg("line", {x1: 0, y1: 4, x2: 22, y2: 4, stroke: style.color,
+            "stroke-width": style.weight, "stroke-dasharray": style.dashArray || ""}));
+        return root;
+    }
+
+    var SiteIcon = L.DivIcon.extend({
+        options: {html: false, iconSize: [18, 18], iconAnchor: [9, 9], className: "site-icon"},
+        createIcon: function (oldIcon) {
+            var div = L.DivIcon.prototype.createIcon.call(this, oldIcon), site = this.options.site;
+            var marker = el("div", "site-marker");
+            marker.setAttribute("data-site-id", site.id);
+            marker.setAttribute("data-status", site.status);
+            div.appendChild(append(marker, statusSymbol(site.status, site.colour, 18)));
+            return div;
+        }
+    });
+
+    // Leaflet's layer control writes layer names as markup; this one writes them as text.
+    var TextLayers = L.Control.Layers.extend({
+        _addItem: function (item) {
+            var label = L.Control.Layers.prototype._addItem.call(
+                this, {layer: item.layer, name: "", overlay: item.overlay});
+            label.firstChild.lastChild.textContent = " " + item.name;
+            return label;
+        }
+    });
+
+    /* --- popups, legend, footer --------------------------------------------------------------- */
+
+    function table(rows) {
+        var body = el("table");
+        rows.forEach(function (row) { append(body, append(el("tr"), el("th", null, row[0]), el("td", null, row[1]))); });
+        return body;
+    }
+
+    function sourceItem(sourceId, sources) {
+        var source = sources[sourceId] || {}, title = source.title || sourceId, href = httpHref(source.url);
+        var item = el("li"), link;
+        if (href) {
+            link = el("a", null, title);
+            link.href = href;
+            link.target = "_blank";
+            link.rel = "noopener noreferrer";
+        }
+        append(item, link || title);
+        var details = [source.publisher, source.published_on].filter(function (v) { return v; });
+        if (details.length) { append(item, " (" + details.join(", ") + ")"); }
+        return append(item, " ", el("code", null, sourceId));
+    }
+
+    function sitePopup(site, sources) {
+        var popup = site.popup, box = append(el("div", "site-popup"), el("h4", null, site.name), table(popup.rows));
+        if (popup.notes) { append(box, el("p", "notes", popup.notes)); }
+        if (popup.borders.length) { append(box, el("h5", null, "Distance to borders (geodesic)"), table(popup.borders)); }
+        if (popup.observations.length) {
+            var list = el("ul");
+            popup.observations.forEach(function (o) {
+                append(list, append(el("li"), o.text, o.source_id ? " " : null,
+                    o.source_id ? el("code", null, o.source_id) : null));
+            });
+            append(box, el("h5", null, "Observations"), list);
+        }
+        if (popup.source_ids.length) {
+            var ordered = el("ol");
+            popup.source_ids.forEach(function (id) { ordered.appendChild(sourceItem(id, sources)); });
+            append(box, el("h5", null, "Sources"), ordered);
+        }
+        return box;
+    }
+
+    function legendBox(legend) {
+        var box = append(el("div"), el("h4", null, "Missile class (longest range at the site)"));
+        legend.classes.forEach(function (c) {
+            var swatch = el("span", "swatch");
+            swatch.style.background = c.colour;
+            append(box, append(el("div"), swatch, c.name));
+        });
+        append(box, el("h4", null, "Status"));
+        legend.statuses.forEach(function (s) {
+            append(box, append(el("div"), statusSymbol(s.status, "#9e9e9e", 14), s.text));
+        });
+        append(box, el("h4", null, "Borders"));
+        legend.borders.forEach(function (b) { append(box, append(el("div"), lineSymbol(b.style), b.name)); });
+        return box;
+    }
+
+    function footerBox(footer, sources) {
+        var box = el("div");
+        append(box, append(el("div"), el("b", null, "Query:"), " ", el("code", null, footer.query), " \u00b7 " + footer.counted));
+        if (footer.unlocated.length) {
+            append(box, el("div", null, "Not drawn (no sourced coordinate): " + footer.unlocated.join(", ")));
+        }
+        append(box, append(el("div"), el("b", null, "Data version"), " (" + footer.version_note + "): ",
+            el("code", null, footer.data_version)));
+        append(box, append(el("div"), el("b", null, "Generated:"), " " + footer.generated_at +
+            " \u00b7 distances, rings and radius geodesic on WGS84"));
+        var list = el("ol");
+        footer.source_ids.forEach(function (id) { list.appendChild(sourceItem(id, sources)); });
+        append(box, append(el("details", "sources"), el("summary", null, "Sources (" + footer.source_ids.length + ")"), list));
+        return box;
+    }
+
+    function mapBox(map, position, className, content) {
+        var box = L.control({position: position});
+        box.onAdd = function () {
+            var div = append(el("div", "map-box " + className), content);
+            L.DomEvent.disableClickPropagation(div);
+            L.DomEvent.disableScrollPropagation(div);
+            return div;
+        };
+        box.addTo(map);
+    }
+
+    /* --- layers ------------------------------------------------------------------------------- */
+
+    function textTooltip(feature, layer) {
+        if (feature.properties && feature.properties.label) {
+            layer.bindTooltip(el("span", null, feature.properties.label), {sticky: true});
+        }
+    }
+
+    function shapesLayer(shapes) {
+        var group = L.featureGroup();
+        shapes.forEach(function (shape) {
+            L.geoJSON(shape.geojson, {style: function () { return shape.style; }, onEachFeature: textTooltip})
+                .addTo(group);
+        });
+        return group;
+    }
+
+    function centreMarker(centre) {
+        return L.circleMarker([centre.lat, centre.lon], {radius: 4, color: "#111111", fill: true, fillOpacity: 1,
+            className: "query-centre"}).bindTooltip(el("span", null, centre.label));
+    }
+
+    function siteLayer(doc, drawn) {
+        var sites = doc.sites, group = sites.cluster ? L.markerClusterGroup({maxClusterRadius: 40}) : L.featureGroup();
+        var markers = sites.items.map(function (site) {
+            var marker = L.marker([site.lat, site.lon], {icon: new SiteIcon({site: site})});
+            marker.bindTooltip(function () { return el("div", null, site.name); }, {sticky: false});
+            marker.bindPopup(function () { return sitePopup(site, doc.sources); }, {maxWidth: 380});
+            return marker;
+        });
+        if (group.addLayers) { group.addLayers(markers); } else { markers.forEach(function (m) { group.addLayer(m); }); }
+        drawn.markers = markers;
+        return group;
+    }
+
+    function draw(map, dataElementId) {
+        var doc = JSON.parse(document.getElementById(dataElementId).textContent);
+        var drawn = {map: map, data: doc, markers: [], overlays: {}};
+        document.title = doc.title;
+        L.geoJSON(doc.land, {pane: "basemap", interactive: false, style: function () { return doc.land_style; }})
+            .addTo(map);
+        var base = {"Offline vector basemap": L.layerGroup().addTo(map)};
+        TILE_LAYERS.forEach(function (t) { base[t[0]] = L.tileLayer(t[1], {attribution: t[2], maxZoom: t[3]}); });
+        var overlays = [];
+        doc.overlays.forEach(function (overlay) {
+            var group = shapesLayer(overlay.shapes);
+            if (overlay.centre) { centreMarker(overlay.centre).addTo(group); }
+            overlays.push([overlay.name, group.addTo(map)]);
+        });
+        if (doc.centre) { centreMarker(doc.centre).addTo(map); }
+        overlays.push([doc.sites.name, siteLayer(doc, drawn).addTo(map)]);
+        var control = new TextLayers({}, {}, {position: "topright", collapsed: true});
+        Object.keys(base).forEach(function (name) { control.addBaseLayer(base[name], name); });
+        overlays.forEach(function (o) { control.addOverlay(o[1], o[0]); drawn.overlays[o[0]] = o[1]; });
+        control.addTo(map);
+        mapBox(map, "topright", "legend", legendBox(doc.legend));
+        mapBox(map, "bottomleft", "footer", footerBox(doc.footer, doc.sources));
+        (window.missileSitesMaps = window.missileSitesMaps || []).push(drawn);
+        return drawn;
+    }
+
+    window.missileSitesDraw = draw;
+})();
