@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 
@@ -131,3 +132,12 @@ def _flat(value):
     if isinstance(value, dict):
         return "; ".join(f"{k}={v}" for k, v in value.items())
     return value
+
+
+def html_cell(value) -> str:
+    """A property value as escaped HTML text for a table cell: a list one item per line, a dict `key: value` lines."""
+    if isinstance(value, list):
+        return "<br>".join(html_cell(v) for v in value)
+    if isinstance(value, dict):
+        return "<br>".join(f"{html.escape(str(k))}: {html_cell(v)}" for k, v in value.items())
+    return "" if value is None else html.escape(str(value))

@@ -768,7 +768,7 @@ def site_map(
 
 
 def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | None = None, query: str = "",
-                  generated_at: datetime | None = None) -> folium.Map:
+                  generated_at: datetime | None = None, cluster_above: int = CLUSTER_ABOVE) -> folium.Map:
     """The map of one site query (a `SitePage`): its sites, borders, rings if asked, radius and sources.
 
     >>> page = catalogue.find_sites(centre=catalogue.place("Seoul"), within_km=150)   # doctest: +SKIP
@@ -788,7 +788,7 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
         radius_km=radius_km, query=query, data_version=catalogue.version, sources=catalogue.sources_for(cited),
         generated_at=generated_at, border_distances=page.border_distances,
         observations=catalogue.observations[catalogue.observations["site_id"].isin(sites.index)],
-        site_sources=site_sources, number_matched=page.number_matched,
+        site_sources=site_sources, number_matched=page.number_matched, cluster_above=cluster_above,
     )
 
 

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from app.catalogue import Catalogue, Centre, SitePage, has_point, record, split_list
 from app.errors import InvalidParameter, NotFound, UnsupportedParameter
 from app.exports import EXPORT_MEDIA_TYPES, export_response
-from app.formats import GEOJSON_MEDIA_TYPE, feature, site_features
+from app.formats import GEOJSON_MEDIA_TYPE, feature, html_cell, site_features
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, as_of_fields, catalogue_as_of
 
@@ -498,7 +498,7 @@ def get_item(request: Request, catalogue: CatalogueDep, collectionId: Collection
         _link(f"{base}/collections/{collection.id}", "collection", "application/json", collection.title),
     ]
     if _wants_html(request, f):
-        props = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        props = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html_cell(v)}</td></tr>"
                         for k, v in item["properties"].items())
         return _page_html(str(item["properties"].get("name") or featureId),
                           f"<table>{props}</table><p><a href='/map'>map</a></p>")
