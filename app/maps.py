@@ -686,6 +686,20 @@ def render_html(m: folium.Map) -> str:
     return m.get_root().render()
 
 
+def discard(m: folium.Map) -> None:
+    """Take a map's element tree apart once it is rendered, so reference counting frees it (and its data) at once.
+
+    Every element refers to its parent and the parent to it; left as they are, these cycles (and the data
+    document they hold) wait for Python's cyclic garbage collector.
+    """
+    root = m.get_root()
+    for element in [e for part in (root, root.header, root.html, root.script) for e in _elements(part)]:
+        element._children.clear()
+        element._parent = None
+        if isinstance(element, MapData):
+            element.document = {}
+
+
 # --- the builders ------------------------------------------------------------------------------
 
 

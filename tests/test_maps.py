@@ -1,7 +1,14 @@
 """Map builders: self-contained HTML, escaped text, geodesic rings and radius, the /map route."""
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import folium
@@ -11,7 +18,7 @@ from typer.testing import CliRunner
 import shapely
 from folium.plugins import MiniMap
 
-from app import geodesy
+from app import geodesy, store
 from app.catalogue import SitePage
 from app.cli import cli
 from app.maps import (
@@ -19,6 +26,7 @@ from app.maps import (
     read_map_data, render_html, ring_outline, script_json, site_class, site_map, split_at_antimeridian, vendored_css,
     vendored_js,
 )
+from app.settings import GEODATA_DIR, REPO_ROOT
 from tests.mapdata import BENIGN, GENERATED_AT, HOSTILE, HOSTILE_QUERY, HOSTILE_URL, hostile_map
 
 CDN_HOSTS = ("cdn.jsdelivr", "cdnjs", "code.jquery", "netdna", "unpkg.com", "bootstrapcdn")
@@ -396,3 +404,74 @@ def test_map_query_text_is_not_run_as_a_template(client):
     assert response.status_code == 200
     assert "1337zzrange" not in response.text
     assert read_map_data(response.text)["footer"]["query"].endswith("x={{ 7*191 }}zz{{ range.__name__ }}")
+
+
+# --- memory: a burst of maps is given back ---------------------------------------------------------
+
+BURST_CLIENTS, BURST_ROUNDS, RSS_ALLOWANCE_MB = 15, 3, 150
+
+
+def _free_port() -> int:
+    """A port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> tuple[int, int]:
+    """A process's resident set and its peak, MB (from /proc/PID/status)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """A real uvicorn worker on a temp live copy; yields (pid, base URL)."""
+    live = store.ensure_live(tmp_path / "live.gpkg", GEODATA_DIR / "catalogue.gpkg")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MISSILE_SITES_GPKG": str(live)}
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+                                str(port)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                _fetch(base + "/health")
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read().decode()
+                time.sleep(0.1)
+        yield process.pid, base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _fetch(url: str) -> int:
+    """GET a URL and read it all; its status."""
+    with urllib.request.urlopen(url, timeout=600) as response:
+        response.read()
+        return response.status
+
+
+@pytest.mark.slow
+def test_a_burst_of_maps_gives_its_memory_back(worker):
+    # Issue 10, item 6: 15 concurrent /map clients took a worker from 337 MB to 1.7 GB, never given back.
+    pid, base = worker
+    url = base + "/map?rings=true"
+    started = _rss_mb(pid)[0]
+    assert _fetch(url) == 200  # the first map fills the lasting caches (the land drawing, inlined libraries)
+    baseline = _rss_mb(pid)[0]
+    figures = []
+    for _ in range(BURST_ROUNDS):
+        began = time.perf_counter()
+        with ThreadPoolExecutor(BURST_CLIENTS) as pool:
+            statuses = list(pool.map(_fetch, [url] * BURST_CLIENTS))
+        assert statuses == [200] * BURST_CLIENTS
+        time.sleep(1)
+        figures.append((time.perf_counter() - began, *_rss_mb(pid)))
+    print(f"\nworker RSS: {started} MB started, {baseline} MB after one map (baseline)")
+    for round_, (seconds, rss, peak) in enumerate(figures, 1):
+        print(f"  after burst {round_} of {BURST_CLIENTS} concurrent /map?rings=true ({seconds:.1f} s): "
+              f"RSS {rss} MB (+{rss - baseline}), peak {peak} MB")
+    assert figures[-1][1] <= baseline + RSS_ALLOWANCE_MB

@@ -1,20 +1,25 @@
 """/map: a site query drawn as one self-contained HTML map."""
 
+import ctypes
+from functools import lru_cache, partial
 from typing import Annotated
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Depends, Query, Request
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 
-from app.maps import catalogue_map, render_html
+from app.catalogue import Catalogue
+from app.maps import catalogue_map, discard, render_html
 from app.routers import CatalogueDep
 from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
 
 router = APIRouter(tags=["maps"])
+MAP_RENDERS = 2  # maps drawn at once per process: CPU-bound work, and each holds its page's data until sent
 
 
 @router.get("/map", response_class=HTMLResponse, summary="Sites as a self-contained HTML map")
-def get_map(
+async def get_map(
     request: Request,
     catalogue: CatalogueDep,
     centre: Annotated[CentreParams, Depends()],
@@ -26,8 +31,43 @@ def get_map(
     rings: Annotated[bool, Query(description="Draw each site's geodesic missile range rings.")] = False,
 ):
     """The `/sites` query as one HTML file that works offline: sites, borders, rings, query radius, sources."""
-    catalogue = as_of.apply(catalogue)
-    result = run_site_query(catalogue, centre, radius, filters, border, page)
     query = "GET /map" + (f"?{unquote_plus(request.url.query)}" if request.url.query else "")
-    m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query)
-    return HTMLResponse(render_html(m))
+    draw = partial(_draw, catalogue, centre, radius, filters, border, page, as_of, rings=rings, query=query)
+    return HTMLResponse(await anyio.to_thread.run_sync(draw, limiter=_render_slots(request.app)))
+
+
+def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *, rings: bool, query: str) -> str:
+    """Run the query and render its map; then free what the render built and hand the memory back to the system."""
+    try:
+        catalogue = as_of.apply(catalogue)
+        result = run_site_query(catalogue, centre, radius, filters, border, page)
+        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query)
+        try:
+            return render_html(m)
+        finally:
+            discard(m)
+    finally:
+        release_memory()
+
+
+def _render_slots(app: FastAPI) -> anyio.CapacityLimiter:
+    """The app's limit on maps drawn at once (requests beyond it wait without holding a thread)."""
+    if getattr(app.state, "map_renders", None) is None:
+        app.state.map_renders = anyio.CapacityLimiter(MAP_RENDERS)
+    return app.state.map_renders
+
+
+def release_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc keeps them per thread arena otherwise); a no-op elsewhere."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
