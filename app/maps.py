@@ -39,7 +39,7 @@ from folium.plugins import Fullscreen, MeasureControl
 from shapely.geometry import mapping
 
 from app import geodesy
-from app.catalogue import has_point
+from app.catalogue import has_point, split_list
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 # folium's resource names -> the vendored file inlined in their place (see app/vendor/README.md).
@@ -222,12 +222,10 @@ def http_url(url) -> str | None:
 
 
 def _items(value) -> list[str]:
-    """A `;`-separated cell (or a list) as its non-empty items."""
+    """A list cell as stored (`app.catalogue.split_list`), or a list, as its non-empty items."""
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value if not blank(v)]
-    if blank(value):
-        return []
-    return [item.strip() for item in str(value).split(";") if item.strip()]
+    return [] if blank(value) else split_list(value)
 
 
 def _km(value) -> str:
@@ -255,8 +253,6 @@ def class_colours(classes) -> dict[str, str]:
     for name in sorted(set(classes), key=class_rank):
         colours[name] = NO_CLASS_COLOUR if name == NO_CLASS else CLASS_COLOURS.get(name) or next(others, "#000")
     return colours
-
-
 
 
 # --- popups ------------------------------------------------------------------------------------
