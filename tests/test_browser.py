@@ -135,7 +135,9 @@ def test_hostile_names_stay_inert_in_the_browser(catalogue, tmp_path):
         title = page.title()
         after = page.evaluate(COUNT_JS)
         injected = page.evaluate("() => document.querySelectorAll('.leaflet-popup-content img, "
-                                 ".leaflet-popup-content script, .leaflet-tooltip img, .map-box img').length")
+                                 ".leaflet-popup-content script, .leaflet-tooltip img, .map-box img, "
+                                 ".leaflet-control-layers img, .leaflet-control-layers script').length")
+        layers = page.locator(".leaflet-control-layers").text_content()
         _screenshot(page, "hostile-names")
     assert log.problems == []  # no alert() dialog, no error, no request
     assert title == f"missile-sites map: {HOSTILE_QUERY}"  # `${document.title=7*7}` did not run
@@ -145,6 +147,8 @@ def test_hostile_names_stay_inert_in_the_browser(catalogue, tmp_path):
     assert all("javascript:" not in s["links"] for s in shown)
     assert injected == 0 and after["images"] == 0
     assert HOSTILE_QUERY in after["footer"]
+    assert f"Range: {HOSTILE[4]} (SRBM, 300 km)" in layers  # layer names are text too
+    assert f"Query radius: 300 km of {HOSTILE[1]}" in layers
 
 
 # Each site marker's tooltip text and popup title, shown through Leaflet (clicks could hit an overlapping marker).
