@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import math
-from contextlib import closing
+import threading
+from collections import OrderedDict
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from app import geodesy, history
+from app import geodesy, history, store
 from app.border_distances import distances_to_line
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
@@ -107,6 +108,23 @@ def _with_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return frame.assign(**{c: pd.Series([None] * len(frame), index=frame.index, dtype=TEXT_DTYPE) for c in missing})
 
 
+def _upsert(frame: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (indexed by id, in file order) with `fresh`'s rows in place of its own and new ones after, as a
+    whole read of the layer would give them."""
+    if fresh.empty:
+        return frame
+    replaced = frame.index.isin(fresh.index)
+    kept = frame[~replaced]
+    if kept.empty:
+        return fresh
+    position = pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
+    fresh_position = position.reindex(fresh.index).to_numpy()
+    appended = np.arange(len(fresh), dtype=float) + len(frame)
+    order = np.concatenate([position.to_numpy()[~replaced], np.where(np.isnan(fresh_position), appended, fresh_position)])
+    combined = pd.concat([kept, fresh.astype(kept.dtypes.to_dict())])
+    return combined.iloc[np.argsort(order, kind="stable")]
+
+
 def last_change_id(connection) -> int:
     """The id of the newest recorded change (0 when the file has none or no change log)."""
     if not has_table(connection, "changes"):
@@ -114,13 +132,21 @@ def last_change_id(connection) -> int:
     return connection.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes: the data version shown in answers and on maps."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+@contextmanager
+def reading(path: Path):
+    """A read-only connection holding one read transaction: every query in the block sees the same commit."""
+    with closing(connect_readonly(path)) as connection:
+        connection.execute("BEGIN")
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read transaction starts here
+        try:
+            yield connection
+        finally:
+            connection.execute("COMMIT")
+
+
+AS_OF_CACHE_SIZE = 8  # past days kept per snapshot; any reader can ask for any day, so the cache is bounded
+INCREMENTAL_LIMIT = 20_000  # changed rows above which a refresh reads the layers whole
+EDITABLE = {"site": "sites", "observation": "observations", "source": "sources"}  # change-log entity -> layer
 
 
 class Catalogue:
@@ -130,41 +156,86 @@ class Catalogue:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
-        self.file_version = file_sha256(self.path)
-        with closing(connect_readonly(self.path)) as connection:
+        with reading(self.path) as connection:
+            self.build_id = store.build_id(connection)
             self.missiles = read_layer(connection, "missiles").set_index("id", drop=False)
             self.places = read_layer(connection, "places").set_index("id", drop=False)
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
             self.countries = read_layer(connection, "countries")  # the maps' vector basemap
             self.reported = read_layer(connection, "reported_distances")
+            self._set_editable(*self._read_editable(connection))
         self._border_ids_by_countries: dict[frozenset, tuple[str, ...]] = {}
-        self._load_editable()
         self.site_borders = self._measure_site_borders(self.measured_border_ids)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
         self._located_ids, self.site_index = self._index_sites()
 
-    def _load_editable(self) -> None:
-        """Read the layers analysts edit, in one read transaction: sites (retired apart), observations, sources."""
-        with closing(connect_readonly(self.path)) as connection:
-            connection.execute("BEGIN")
-            sites = _with_columns(read_layer(connection, "sites"), EDIT_COLUMNS["sites"]).set_index("id", drop=False)
-            self.observations = _with_columns(read_layer(connection, "observations"), EDIT_COLUMNS["observations"])
-            sources = _with_columns(read_layer(connection, "sources"), EDIT_COLUMNS["sources"])
-            self.last_change = last_change_id(connection)
-            connection.execute("COMMIT")
-        retired = sites["retired_at"].notna()
-        self.sites, self.retired_sites = sites[~retired], sites[retired]
-        self.sources = sources.set_index("id", drop=False)
-        self.version = self.file_version if not self.last_change else f"{self.file_version}+{self.last_change}"
+    @staticmethod
+    def _read_editable(connection, ids: dict[str, list[str]] | None = None) -> tuple:
+        """The layers analysts edit (all rows, or only the given ids per layer) and the last change id."""
+        layers = {}
+        for table in EDITABLE.values():
+            wanted = None if ids is None else ids.get(table, [])
+            frame = read_layer(connection, table, ids=wanted)
+            layers[table] = _with_columns(frame, EDIT_COLUMNS[table]).set_index("id", drop=False)
+        return layers["sites"], layers["observations"], layers["sources"], last_change_id(connection)
+
+    def _set_editable(self, all_sites, observations, sources, last_change: int) -> None:
+        """Take the edited layers (sites with the retired ones, in file order) and the change id they include."""
+        self.all_sites, self.last_change = all_sites, last_change
+        retired = all_sites["retired_at"].notna()
+        self.sites, self.retired_sites = all_sites[~retired], all_sites[retired]
+        self.observations = observations.reset_index(drop=True)
+        self.sources = sources
+        self.version = self.build_id if not last_change else f"{self.build_id}+{last_change}"
         self.as_of_day: datetime.date | None = None
         self.undated_site_ids: list[str] = []
-        self._as_of_cache: dict[datetime.date, Catalogue] = {}
+        self._as_of_cache: OrderedDict[datetime.date, Catalogue] = OrderedDict()
+        self._as_of_lock = threading.Lock()
 
-    def refreshed(self) -> "Catalogue":
-        """A new catalogue with the edited layers read again; unmoved sites keep their border distances."""
+    def refreshed(self, connection=None) -> "Catalogue":
+        """A new catalogue with the edited layers read again whole; unmoved sites keep their border distances.
+        Reads through `connection` when given (inside its open read transaction)."""
+        if connection is None:
+            with reading(self.path) as connection:
+                return self.refreshed(connection)
         new = self._copy()
-        new._load_editable()
+        new._set_editable(*self._read_editable(connection))
         return new._derive_from(self)
+
+    def advanced(self, connection=None) -> "Catalogue":
+        """A new catalogue with the rows changed since this one applied, read by id as the change log names them
+        (the layers are read whole only when the log cannot say what changed); `self` when nothing did.
+        Reads through `connection` when given (inside its open read transaction)."""
+        if connection is None:
+            with reading(self.path) as connection:
+                return self.advanced(connection)
+        changed = self._changed_ids(connection)
+        if changed is None:
+            return self.refreshed(connection)
+        sites, observations, sources, last_change = self._read_editable(connection, changed)
+        if last_change == self.last_change:
+            return self
+        new = self._copy()
+        new._set_editable(_upsert(self.all_sites, sites),
+                          _upsert(self.observations.set_index("id", drop=False), observations),
+                          _upsert(self.sources, sources), last_change)
+        return new._derive_from(self)
+
+    def _changed_ids(self, connection) -> dict[str, list[str]] | None:
+        """The ids per layer changed after this snapshot's last change; None when the layers must be read whole
+        (a commit that left no change record, an entity outside the edited layers, or very many rows)."""
+        if not has_table(connection, "changes"):
+            return None
+        rows = connection.execute("SELECT entity, entity_id, site_id FROM changes WHERE id > ? LIMIT ?",
+                                  (self.last_change, INCREMENTAL_LIMIT + 1)).fetchall()
+        if not rows or len(rows) > INCREMENTAL_LIMIT or any(entity not in EDITABLE for entity, _, _ in rows):
+            return None
+        changed: dict[str, list[str]] = {}
+        for entity, entity_id, site_id in rows:
+            changed.setdefault(EDITABLE[entity], []).append(entity_id)
+            if site_id is not None and entity != "site":  # an observation re-derives its site's status
+                changed.setdefault("sites", []).append(site_id)
+        return {table: list(dict.fromkeys(ids)) for table, ids in changed.items()}
 
     def _copy(self) -> "Catalogue":
         """A shallow copy sharing the fixed layers, with the values derived from sites dropped."""
@@ -184,15 +255,22 @@ class Catalogue:
         """The catalogue as it was known at the end of a UTC day (itself when no day is given)."""
         if day is None:
             return self
-        if day not in self._as_of_cache:
-            self._as_of_cache[day] = self._known_on(day)
-        return self._as_of_cache[day]
+        with self._as_of_lock:
+            if day in self._as_of_cache:
+                self._as_of_cache.move_to_end(day)
+                return self._as_of_cache[day]
+        past = self._known_on(day)
+        with self._as_of_lock:
+            self._as_of_cache[day] = past
+            while len(self._as_of_cache) > AS_OF_CACHE_SIZE:
+                self._as_of_cache.popitem(last=False)
+        return past
 
     def _known_on(self, day: datetime.date) -> "Catalogue":
         """Rebuild sites, observations and sources from the change log; bundled sites count from their first report."""
         instant = history.day_end(day)
         changes = history.read_changes(self.path, up_to_id=self.last_change)
-        every_site = pd.concat([self.sites, self.retired_sites])
+        every_site = self.all_sites
         site_changes = [c for c in changes if c["entity"] == "site"]
         states = history.state_at(history.site_records(every_site), site_changes, instant)
         observations = history.observations_at(self.observations, day)
@@ -214,9 +292,11 @@ class Catalogue:
         new = self._copy()
         new.sites = history.sites_frame(kept, like=every_site)
         new.retired_sites = every_site.iloc[:0]
+        new.all_sites = new.sites
         new.observations = observations[observations["site_id"].isin(new.sites.index)]
         new.sources = self._sources_on(instant, [c for c in changes if c["entity"] == "source"])
-        new.as_of_day, new.undated_site_ids, new._as_of_cache = day, sorted(undated), {}
+        new.as_of_day, new.undated_site_ids = day, sorted(undated)
+        new._as_of_cache, new._as_of_lock = OrderedDict(), threading.Lock()
         new.version = f"{self.version}@{day.isoformat()}"
         return new._derive_from(self)
 
