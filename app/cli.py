@@ -39,7 +39,7 @@ class OutputFormat(str, Enum):
 
 def _fail(message: str, code: int = 2) -> None:
     """Print an error naming the problem and exit."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -441,3 +441,7 @@ def token_hash(token: Annotated[str, typer.Argument(help="The token to hash.")])
 def main() -> None:
     """Console-script entry point."""
     cli()
+
+
+if __name__ == "__main__":
+    main()
