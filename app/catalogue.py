@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 
 from app import geodesy, history, store
-from app.border_distances import distances_to_line
+from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
 from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, has_table, read_layer
@@ -165,9 +165,7 @@ class Catalogue:
             self.reported = read_layer(connection, "reported_distances")
             self._set_editable(*self._read_editable(connection))
         self._border_ids_by_countries: dict[frozenset, tuple[str, ...]] = {}
-        self.site_borders = self._measure_site_borders(self.measured_border_ids)
-        self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
-        self._located_ids, self.site_index = self._index_sites()
+        self._index_sites(None)
 
     @staticmethod
     def _read_editable(connection, ids: dict[str, list[str]] | None = None) -> tuple:
@@ -245,10 +243,8 @@ class Catalogue:
         return new
 
     def _derive_from(self, old: "Catalogue") -> "Catalogue":
-        """Border distances (reused where a site has not moved) and the spatial index for the new sites."""
-        self.site_borders = self._reuse_site_borders(old)
-        self._other_border_km = {}
-        self._located_ids, self.site_index = self._index_sites()
+        """Border distances (kept for sites that have not moved) and the spatial index for the new sites."""
+        self._index_sites(old.border_matrix)
         return self
 
     def as_of(self, day: datetime.date | None) -> "Catalogue":
@@ -307,36 +303,39 @@ class Catalogue:
         frame = pd.DataFrame(list(states.values()), columns=self.sources.columns)
         return frame.astype(self.sources.dtypes.to_dict()).set_index("id", drop=False)
 
-    def _reuse_site_borders(self, old: "Catalogue") -> pd.DataFrame:
-        """Border distances: the old rows for sites at the same point, measured afresh for new or moved sites."""
-        if self.measured_border_ids != old.measured_border_ids:
-            return self._measure_site_borders(self.measured_border_ids)
+    def _index_sites(self, borders: BorderMatrix | None) -> None:
+        """The located sites' ids, an exact spatial index on their points and their border distances (same order);
+        rows of `borders` are kept for sites at the same point."""
         sites = located(self.sites)
-        before = located(old.sites).geometry
-        common = sites.index.intersection(before.index)
-        now, then = sites.geometry.loc[common].to_numpy(), before.loc[common].to_numpy()
-        unmoved = (shapely.get_x(now) == shapely.get_x(then)) & (shapely.get_y(now) == shapely.get_y(then))
-        same = common[unmoved]
-        kept = old.site_borders[old.site_borders["site_id"].isin(same)]
-        moved = sites.index.difference(pd.Index(same), sort=False)
-        fresh = self._measure_site_borders(self.measured_border_ids, sites.loc[moved]) if len(moved) else kept.iloc[:0]
-        order = {site_id: n for n, site_id in enumerate(sites.index)}
-        table = pd.concat([kept, fresh], ignore_index=True)
-        positions = table["site_id"].map(order).to_numpy() * len(self.measured_border_ids)
-        positions += table["border_id"].map({b: n for n, b in enumerate(self.measured_border_ids)}).to_numpy()
-        return table.iloc[np.argsort(positions, kind="stable")].reset_index(drop=True)
+        lons, lats = shapely.get_x(sites.geometry.to_numpy()), shapely.get_y(sites.geometry.to_numpy())
+        self._located_ids = sites.index.to_numpy()
+        self._located_position = pd.Index(self._located_ids)
+        self.site_index = PointIndex(lons, lats)
+        lines = {b: self.borders.loc[b].geometry for b in self.measured_border_ids}
+        self.border_matrix = BorderMatrix.measure(self._located_ids, lons, lats, lines) if borders is None else \
+            borders.updated(self._located_ids, lons, lats, lines)
+        self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
+        self.__dict__.pop("site_borders", None)
 
-    def _index_sites(self) -> tuple[np.ndarray, PointIndex]:
-        """The located sites' ids and an exact spatial index on their points (same order)."""
-        sites = located(self.sites)
-        return sites.index.to_numpy(), PointIndex(sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy())
+    @cached_property
+    def site_borders(self) -> pd.DataFrame:
+        """Every located site's distance to each measured border with the nearest point on it, one row per pair, in
+        located-site then border order."""
+        matrix = self.border_matrix
+        sites, borders = matrix.distance_m.shape
+        return pd.DataFrame({
+            "site_id": np.repeat(matrix.ids, borders).astype(object), "border_id": np.tile(np.array(matrix.line_ids,
+                                                                                                  dtype=object), sites),
+            "distance_km": matrix.distance_m.ravel() / 1000, "nearest_lon": matrix.nearest_lon.ravel(),
+            "nearest_lat": matrix.nearest_lat.ravel(),
+        })
 
     # --- vocabularies -------------------------------------------------------------------------
 
     @cached_property
     def measured_border_ids(self) -> tuple[str, ...]:
         """Borders every site is measured against: the MDL, the DMZ edges, and its countries' land borders."""
-        site_countries = frozenset(self.sites["country"].dropna())
+        site_countries = frozenset(self.sites["country"].dropna().unique())
         if site_countries not in self._border_ids_by_countries:  # shared by every snapshot of this file
             self._border_ids_by_countries[site_countries] = tuple(
                 border_id for border_id, kind, countries in zip(self.borders.index, self.borders["kind"],
@@ -410,23 +409,6 @@ class Catalogue:
 
     # --- border distances ---------------------------------------------------------------------
 
-    def _measure_site_borders(self, border_ids, sites: gpd.GeoDataFrame | None = None) -> pd.DataFrame:
-        """Every located site's (or the given sites') distance to each border, with the nearest point on it."""
-        sites = located(self.sites) if sites is None else sites
-        lons, lats = sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy()
-        tables = []
-        for order, border_id in enumerate(border_ids):
-            distance_m, nearest_lon, nearest_lat = distances_to_line(lons, lats, self.borders.loc[border_id].geometry)
-            tables.append(pd.DataFrame({
-                "site_id": sites.index, "border_id": border_id, "distance_km": distance_m / 1000,
-                "nearest_lon": nearest_lon, "nearest_lat": nearest_lat, "_site": np.arange(len(sites)), "_border": order,
-            }))
-        columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat"]
-        if not tables:
-            return pd.DataFrame(columns=columns)
-        table = pd.concat(tables, ignore_index=True).sort_values(["_site", "_border"], kind="stable")
-        return table[columns].reset_index(drop=True)
-
     def _border_distance(self, point, border_id: str) -> dict:
         """Distance from a point to one border, in km, with the nearest point on it."""
         distance_m, (lon, lat) = geodesy.nearest_on_line(point.x, point.y, self.borders.loc[border_id].geometry)
@@ -446,21 +428,21 @@ class Catalogue:
     def site_border_distances(self, site_ids) -> dict[str, dict[str, float]]:
         """Each site's distances in km keyed by border id, for the given sites."""
         site_ids = list(site_ids)
-        border_ids = self.measured_border_ids
-        matrix = self.site_borders["distance_km"].to_numpy().reshape(len(self._located_ids), len(border_ids))
-        positions = pd.Index(self._located_ids).get_indexer(site_ids)  # site_borders is in located-site order
-        return {site_id: ({} if at < 0 else dict(zip(border_ids, matrix[at].tolist())))
+        matrix = self.border_matrix
+        positions = self._located_position.get_indexer(site_ids)
+        return {site_id: ({} if at < 0 else dict(zip(matrix.line_ids, (matrix.distance_m[at] / 1000).tolist())))
                 for site_id, at in zip(site_ids, positions)}
 
     def _distance_to_border_km(self, border_id: str) -> pd.Series:
         """Every located site's distance in km to one border (measured now if not precomputed)."""
-        known = self.site_borders[self.site_borders["border_id"] == border_id]
-        if known.empty:
-            if border_id not in self._other_border_km:
-                measured = self._measure_site_borders([border_id]).set_index("site_id")["distance_km"]
-                self._other_border_km.setdefault(border_id, measured)
-            return self._other_border_km[border_id]
-        return known.set_index("site_id")["distance_km"]
+        matrix = self.border_matrix
+        if border_id in matrix.line_ids:
+            return pd.Series(matrix.distance_m[:, matrix.line_ids.index(border_id)] / 1000, index=self._located_ids)
+        if border_id not in self._other_border_km:
+            other = BorderMatrix.measure(matrix.ids, matrix.lons, matrix.lats,
+                                         {border_id: self.borders.loc[border_id].geometry})
+            self._other_border_km.setdefault(border_id, pd.Series(other.distance_m[:, 0] / 1000, index=matrix.ids))
+        return self._other_border_km[border_id]
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -589,9 +571,13 @@ class Catalogue:
 
     def site_border_table(self, site_id: str) -> pd.DataFrame:
         """A site's border distances with the nearest border points, nearest first."""
-        table = self.site_borders[self.site_borders["site_id"] == site_id].copy()
-        table["name"] = [self.borders.loc[b, "name"] for b in table["border_id"]]
-        return table.sort_values("distance_km")
+        matrix, at = self.border_matrix, self._located_position.get_indexer([site_id])[0]
+        rows = [] if at < 0 else [
+            {"site_id": site_id, "border_id": border_id, "distance_km": matrix.distance_m[at, n] / 1000,
+             "nearest_lon": matrix.nearest_lon[at, n], "nearest_lat": matrix.nearest_lat[at, n],
+             "name": self.borders.loc[border_id, "name"]} for n, border_id in enumerate(matrix.line_ids)]
+        columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat", "name"]
+        return pd.DataFrame(rows, columns=columns).sort_values("distance_km", kind="stable")
 
     # --- rings and reach ----------------------------------------------------------------------
 
