@@ -36,8 +36,10 @@ Large batches are cut in two halves run on two threads (``Geod`` and the k-d tre
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.spatial import cKDTree
 
 from app import geodesy
@@ -315,3 +317,50 @@ def distances_to_line(lons, lats, line) -> tuple[np.ndarray, np.ndarray, np.ndar
     (110574.4, 180.0, 0.0)
     """
     return LineIndex(line).distances(lons, lats)
+
+
+@dataclass(frozen=True)
+class BorderMatrix:
+    """Distances in metres from points (rows) to lines (columns), with the nearest point on each line.
+
+    Built once per catalogue snapshot; `updated` measures only the points that are new or moved, so a
+    one-site change costs one row, not the whole table.
+    """
+
+    ids: np.ndarray  # the points' ids, one per row
+    lons: np.ndarray
+    lats: np.ndarray
+    line_ids: tuple[str, ...]
+    distance_m: np.ndarray  # (points, lines)
+    nearest_lon: np.ndarray
+    nearest_lat: np.ndarray
+
+    @classmethod
+    def measure(cls, ids, lons, lats, lines: dict) -> "BorderMatrix":
+        """Every point measured to every line (`lines`: id -> geometry, in column order)."""
+        lons, lats = np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)
+        shape = (len(lons), len(lines))
+        distance, near_lon, near_lat = np.empty(shape), np.empty(shape), np.empty(shape)
+        for column, line in enumerate(lines.values()):
+            if len(lons):
+                distance[:, column], near_lon[:, column], near_lat[:, column] = distances_to_line(lons, lats, line)
+        return cls(np.asarray(ids, dtype=object), lons, lats, tuple(lines), distance, near_lon, near_lat)
+
+    def updated(self, ids, lons, lats, lines: dict) -> "BorderMatrix":
+        """The matrix for a new set of points: rows kept for points with the same id at the same place, the rest
+        measured afresh (everything when the lines differ)."""
+        ids, lons, lats = np.asarray(ids, dtype=object), np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)
+        if tuple(lines) != self.line_ids:
+            return self.measure(ids, lons, lats, lines)
+        old = pd.Index(self.ids).get_indexer(ids)
+        found = old >= 0
+        same = found.copy()
+        same[found] = (self.lons[old[found]] == lons[found]) & (self.lats[old[found]] == lats[found])
+        fresh = self.measure(ids[~same], lons[~same], lats[~same], lines)
+        arrays = []
+        for kept, measured in ((self.distance_m, fresh.distance_m), (self.nearest_lon, fresh.nearest_lon),
+                               (self.nearest_lat, fresh.nearest_lat)):
+            merged = np.empty((len(ids), len(self.line_ids)))
+            merged[same], merged[~same] = kept[old[same]], measured
+            arrays.append(merged)
+        return BorderMatrix(ids, lons, lats, self.line_ids, *arrays)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import math
-from contextlib import closing
+import threading
+from collections import OrderedDict
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,8 +17,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from app import geodesy, history
-from app.border_distances import distances_to_line
+from app import geodesy, history, store
+from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
 from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, has_table, read_layer
@@ -107,6 +108,23 @@ def _with_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return frame.assign(**{c: pd.Series([None] * len(frame), index=frame.index, dtype=TEXT_DTYPE) for c in missing})
 
 
+def _upsert(frame: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (indexed by id, in file order) with `fresh`'s rows in place of its own and new ones after, as a
+    whole read of the layer would give them."""
+    if fresh.empty:
+        return frame
+    replaced = frame.index.isin(fresh.index)
+    kept = frame[~replaced]
+    if kept.empty:
+        return fresh
+    position = pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
+    fresh_position = position.reindex(fresh.index).to_numpy()
+    appended = np.arange(len(fresh), dtype=float) + len(frame)
+    order = np.concatenate([position.to_numpy()[~replaced], np.where(np.isnan(fresh_position), appended, fresh_position)])
+    combined = pd.concat([kept, fresh.astype(kept.dtypes.to_dict())])
+    return combined.iloc[np.argsort(order, kind="stable")]
+
+
 def last_change_id(connection) -> int:
     """The id of the newest recorded change (0 when the file has none or no change log)."""
     if not has_table(connection, "changes"):
@@ -114,13 +132,21 @@ def last_change_id(connection) -> int:
     return connection.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes: the data version shown in answers and on maps."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+@contextmanager
+def reading(path: Path):
+    """A read-only connection holding one read transaction: every query in the block sees the same commit."""
+    with closing(connect_readonly(path)) as connection:
+        connection.execute("BEGIN")
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read transaction starts here
+        try:
+            yield connection
+        finally:
+            connection.execute("COMMIT")
+
+
+AS_OF_CACHE_SIZE = 8  # past days kept per snapshot; any reader can ask for any day, so the cache is bounded
+INCREMENTAL_LIMIT = 20_000  # changed rows above which a refresh reads the layers whole
+EDITABLE = {"site": "sites", "observation": "observations", "source": "sources"}  # change-log entity -> layer
 
 
 class Catalogue:
@@ -130,41 +156,84 @@ class Catalogue:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
-        self.file_version = file_sha256(self.path)
-        with closing(connect_readonly(self.path)) as connection:
+        with reading(self.path) as connection:
+            self.build_id = store.build_id(connection)
             self.missiles = read_layer(connection, "missiles").set_index("id", drop=False)
             self.places = read_layer(connection, "places").set_index("id", drop=False)
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
             self.countries = read_layer(connection, "countries")  # the maps' vector basemap
             self.reported = read_layer(connection, "reported_distances")
+            self._set_editable(*self._read_editable(connection))
         self._border_ids_by_countries: dict[frozenset, tuple[str, ...]] = {}
-        self._load_editable()
-        self.site_borders = self._measure_site_borders(self.measured_border_ids)
-        self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
-        self._located_ids, self.site_index = self._index_sites()
+        self._index_sites(None)
 
-    def _load_editable(self) -> None:
-        """Read the layers analysts edit, in one read transaction: sites (retired apart), observations, sources."""
-        with closing(connect_readonly(self.path)) as connection:
-            connection.execute("BEGIN")
-            sites = _with_columns(read_layer(connection, "sites"), EDIT_COLUMNS["sites"]).set_index("id", drop=False)
-            self.observations = _with_columns(read_layer(connection, "observations"), EDIT_COLUMNS["observations"])
-            sources = _with_columns(read_layer(connection, "sources"), EDIT_COLUMNS["sources"])
-            self.last_change = last_change_id(connection)
-            connection.execute("COMMIT")
-        retired = sites["retired_at"].notna()
-        self.sites, self.retired_sites = sites[~retired], sites[retired]
-        self.sources = sources.set_index("id", drop=False)
-        self.version = self.file_version if not self.last_change else f"{self.file_version}+{self.last_change}"
+    @staticmethod
+    def _read_editable(connection, ids: dict[str, list[str]] | None = None) -> tuple:
+        """The layers analysts edit (all rows, or only the given ids per layer) and the last change id."""
+        layers = {}
+        for table in EDITABLE.values():
+            wanted = None if ids is None else ids.get(table, [])
+            frame = read_layer(connection, table, ids=wanted)
+            layers[table] = _with_columns(frame, EDIT_COLUMNS[table]).set_index("id", drop=False)
+        return layers["sites"], layers["observations"], layers["sources"], last_change_id(connection)
+
+    def _set_editable(self, all_sites, observations, sources, last_change: int) -> None:
+        """Take the edited layers (sites with the retired ones, in file order) and the change id they include."""
+        self.all_sites, self.last_change = all_sites, last_change
+        retired = all_sites["retired_at"].notna()
+        self.sites, self.retired_sites = all_sites[~retired], all_sites[retired]
+        self.observations = observations.reset_index(drop=True)
+        self.sources = sources
+        self.version = self.build_id if not last_change else f"{self.build_id}+{last_change}"
         self.as_of_day: datetime.date | None = None
         self.undated_site_ids: list[str] = []
-        self._as_of_cache: dict[datetime.date, Catalogue] = {}
+        self._as_of_cache: OrderedDict[datetime.date, Catalogue] = OrderedDict()
+        self._as_of_lock = threading.Lock()
 
-    def refreshed(self) -> "Catalogue":
-        """A new catalogue with the edited layers read again; unmoved sites keep their border distances."""
+    def refreshed(self, connection=None) -> "Catalogue":
+        """A new catalogue with the edited layers read again whole; unmoved sites keep their border distances.
+        Reads through `connection` when given (inside its open read transaction)."""
+        if connection is None:
+            with reading(self.path) as connection:
+                return self.refreshed(connection)
         new = self._copy()
-        new._load_editable()
+        new._set_editable(*self._read_editable(connection))
         return new._derive_from(self)
+
+    def advanced(self, connection=None) -> "Catalogue":
+        """A new catalogue with the rows changed since this one applied, read by id as the change log names them
+        (the layers are read whole only when the log cannot say what changed); `self` when nothing did.
+        Reads through `connection` when given (inside its open read transaction)."""
+        if connection is None:
+            with reading(self.path) as connection:
+                return self.advanced(connection)
+        changed = self._changed_ids(connection)
+        if changed is None:
+            return self.refreshed(connection)
+        sites, observations, sources, last_change = self._read_editable(connection, changed)
+        if last_change == self.last_change:
+            return self
+        new = self._copy()
+        new._set_editable(_upsert(self.all_sites, sites),
+                          _upsert(self.observations.set_index("id", drop=False), observations),
+                          _upsert(self.sources, sources), last_change)
+        return new._derive_from(self)
+
+    def _changed_ids(self, connection) -> dict[str, list[str]] | None:
+        """The ids per layer changed after this snapshot's last change; None when the layers must be read whole
+        (a commit that left no change record, an entity outside the edited layers, or very many rows)."""
+        if not has_table(connection, "changes"):
+            return None
+        rows = connection.execute("SELECT entity, entity_id, site_id FROM changes WHERE id > ? LIMIT ?",
+                                  (self.last_change, INCREMENTAL_LIMIT + 1)).fetchall()
+        if not rows or len(rows) > INCREMENTAL_LIMIT or any(entity not in EDITABLE for entity, _, _ in rows):
+            return None
+        changed: dict[str, list[str]] = {}
+        for entity, entity_id, site_id in rows:
+            changed.setdefault(EDITABLE[entity], []).append(entity_id)
+            if site_id is not None and entity != "site":  # an observation re-derives its site's status
+                changed.setdefault("sites", []).append(site_id)
+        return {table: list(dict.fromkeys(ids)) for table, ids in changed.items()}
 
     def _copy(self) -> "Catalogue":
         """A shallow copy sharing the fixed layers, with the values derived from sites dropped."""
@@ -174,25 +243,30 @@ class Catalogue:
         return new
 
     def _derive_from(self, old: "Catalogue") -> "Catalogue":
-        """Border distances (reused where a site has not moved) and the spatial index for the new sites."""
-        self.site_borders = self._reuse_site_borders(old)
-        self._other_border_km = {}
-        self._located_ids, self.site_index = self._index_sites()
+        """Border distances (kept for sites that have not moved) and the spatial index for the new sites."""
+        self._index_sites(old.border_matrix)
         return self
 
     def as_of(self, day: datetime.date | None) -> "Catalogue":
         """The catalogue as it was known at the end of a UTC day (itself when no day is given)."""
         if day is None:
             return self
-        if day not in self._as_of_cache:
-            self._as_of_cache[day] = self._known_on(day)
-        return self._as_of_cache[day]
+        with self._as_of_lock:
+            if day in self._as_of_cache:
+                self._as_of_cache.move_to_end(day)
+                return self._as_of_cache[day]
+        past = self._known_on(day)
+        with self._as_of_lock:
+            self._as_of_cache[day] = past
+            while len(self._as_of_cache) > AS_OF_CACHE_SIZE:
+                self._as_of_cache.popitem(last=False)
+        return past
 
     def _known_on(self, day: datetime.date) -> "Catalogue":
         """Rebuild sites, observations and sources from the change log; bundled sites count from their first report."""
         instant = history.day_end(day)
         changes = history.read_changes(self.path, up_to_id=self.last_change)
-        every_site = pd.concat([self.sites, self.retired_sites])
+        every_site = self.all_sites
         site_changes = [c for c in changes if c["entity"] == "site"]
         states = history.state_at(history.site_records(every_site), site_changes, instant)
         observations = history.observations_at(self.observations, day)
@@ -214,9 +288,11 @@ class Catalogue:
         new = self._copy()
         new.sites = history.sites_frame(kept, like=every_site)
         new.retired_sites = every_site.iloc[:0]
+        new.all_sites = new.sites
         new.observations = observations[observations["site_id"].isin(new.sites.index)]
         new.sources = self._sources_on(instant, [c for c in changes if c["entity"] == "source"])
-        new.as_of_day, new.undated_site_ids, new._as_of_cache = day, sorted(undated), {}
+        new.as_of_day, new.undated_site_ids = day, sorted(undated)
+        new._as_of_cache, new._as_of_lock = OrderedDict(), threading.Lock()
         new.version = f"{self.version}@{day.isoformat()}"
         return new._derive_from(self)
 
@@ -227,36 +303,39 @@ class Catalogue:
         frame = pd.DataFrame(list(states.values()), columns=self.sources.columns)
         return frame.astype(self.sources.dtypes.to_dict()).set_index("id", drop=False)
 
-    def _reuse_site_borders(self, old: "Catalogue") -> pd.DataFrame:
-        """Border distances: the old rows for sites at the same point, measured afresh for new or moved sites."""
-        if self.measured_border_ids != old.measured_border_ids:
-            return self._measure_site_borders(self.measured_border_ids)
+    def _index_sites(self, borders: BorderMatrix | None) -> None:
+        """The located sites' ids, an exact spatial index on their points and their border distances (same order);
+        rows of `borders` are kept for sites at the same point."""
         sites = located(self.sites)
-        before = located(old.sites).geometry
-        common = sites.index.intersection(before.index)
-        now, then = sites.geometry.loc[common].to_numpy(), before.loc[common].to_numpy()
-        unmoved = (shapely.get_x(now) == shapely.get_x(then)) & (shapely.get_y(now) == shapely.get_y(then))
-        same = common[unmoved]
-        kept = old.site_borders[old.site_borders["site_id"].isin(same)]
-        moved = sites.index.difference(pd.Index(same), sort=False)
-        fresh = self._measure_site_borders(self.measured_border_ids, sites.loc[moved]) if len(moved) else kept.iloc[:0]
-        order = {site_id: n for n, site_id in enumerate(sites.index)}
-        table = pd.concat([kept, fresh], ignore_index=True)
-        positions = table["site_id"].map(order).to_numpy() * len(self.measured_border_ids)
-        positions += table["border_id"].map({b: n for n, b in enumerate(self.measured_border_ids)}).to_numpy()
-        return table.iloc[np.argsort(positions, kind="stable")].reset_index(drop=True)
+        lons, lats = shapely.get_x(sites.geometry.to_numpy()), shapely.get_y(sites.geometry.to_numpy())
+        self._located_ids = sites.index.to_numpy()
+        self._located_position = pd.Index(self._located_ids)
+        self.site_index = PointIndex(lons, lats)
+        lines = {b: self.borders.loc[b].geometry for b in self.measured_border_ids}
+        self.border_matrix = BorderMatrix.measure(self._located_ids, lons, lats, lines) if borders is None else \
+            borders.updated(self._located_ids, lons, lats, lines)
+        self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
+        self.__dict__.pop("site_borders", None)
 
-    def _index_sites(self) -> tuple[np.ndarray, PointIndex]:
-        """The located sites' ids and an exact spatial index on their points (same order)."""
-        sites = located(self.sites)
-        return sites.index.to_numpy(), PointIndex(sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy())
+    @cached_property
+    def site_borders(self) -> pd.DataFrame:
+        """Every located site's distance to each measured border with the nearest point on it, one row per pair, in
+        located-site then border order."""
+        matrix = self.border_matrix
+        sites, borders = matrix.distance_m.shape
+        return pd.DataFrame({
+            "site_id": np.repeat(matrix.ids, borders).astype(object), "border_id": np.tile(np.array(matrix.line_ids,
+                                                                                                  dtype=object), sites),
+            "distance_km": matrix.distance_m.ravel() / 1000, "nearest_lon": matrix.nearest_lon.ravel(),
+            "nearest_lat": matrix.nearest_lat.ravel(),
+        })
 
     # --- vocabularies -------------------------------------------------------------------------
 
     @cached_property
     def measured_border_ids(self) -> tuple[str, ...]:
         """Borders every site is measured against: the MDL, the DMZ edges, and its countries' land borders."""
-        site_countries = frozenset(self.sites["country"].dropna())
+        site_countries = frozenset(self.sites["country"].dropna().unique())
         if site_countries not in self._border_ids_by_countries:  # shared by every snapshot of this file
             self._border_ids_by_countries[site_countries] = tuple(
                 border_id for border_id, kind, countries in zip(self.borders.index, self.borders["kind"],
@@ -330,23 +409,6 @@ class Catalogue:
 
     # --- border distances ---------------------------------------------------------------------
 
-    def _measure_site_borders(self, border_ids, sites: gpd.GeoDataFrame | None = None) -> pd.DataFrame:
-        """Every located site's (or the given sites') distance to each border, with the nearest point on it."""
-        sites = located(self.sites) if sites is None else sites
-        lons, lats = sites.geometry.x.to_numpy(), sites.geometry.y.to_numpy()
-        tables = []
-        for order, border_id in enumerate(border_ids):
-            distance_m, nearest_lon, nearest_lat = distances_to_line(lons, lats, self.borders.loc[border_id].geometry)
-            tables.append(pd.DataFrame({
-                "site_id": sites.index, "border_id": border_id, "distance_km": distance_m / 1000,
-                "nearest_lon": nearest_lon, "nearest_lat": nearest_lat, "_site": np.arange(len(sites)), "_border": order,
-            }))
-        columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat"]
-        if not tables:
-            return pd.DataFrame(columns=columns)
-        table = pd.concat(tables, ignore_index=True).sort_values(["_site", "_border"], kind="stable")
-        return table[columns].reset_index(drop=True)
-
     def _border_distance(self, point, border_id: str) -> dict:
         """Distance from a point to one border, in km, with the nearest point on it."""
         distance_m, (lon, lat) = geodesy.nearest_on_line(point.x, point.y, self.borders.loc[border_id].geometry)
@@ -366,21 +428,21 @@ class Catalogue:
     def site_border_distances(self, site_ids) -> dict[str, dict[str, float]]:
         """Each site's distances in km keyed by border id, for the given sites."""
         site_ids = list(site_ids)
-        border_ids = self.measured_border_ids
-        matrix = self.site_borders["distance_km"].to_numpy().reshape(len(self._located_ids), len(border_ids))
-        positions = pd.Index(self._located_ids).get_indexer(site_ids)  # site_borders is in located-site order
-        return {site_id: ({} if at < 0 else dict(zip(border_ids, matrix[at].tolist())))
+        matrix = self.border_matrix
+        positions = self._located_position.get_indexer(site_ids)
+        return {site_id: ({} if at < 0 else dict(zip(matrix.line_ids, (matrix.distance_m[at] / 1000).tolist())))
                 for site_id, at in zip(site_ids, positions)}
 
     def _distance_to_border_km(self, border_id: str) -> pd.Series:
         """Every located site's distance in km to one border (measured now if not precomputed)."""
-        known = self.site_borders[self.site_borders["border_id"] == border_id]
-        if known.empty:
-            if border_id not in self._other_border_km:
-                measured = self._measure_site_borders([border_id]).set_index("site_id")["distance_km"]
-                self._other_border_km.setdefault(border_id, measured)
-            return self._other_border_km[border_id]
-        return known.set_index("site_id")["distance_km"]
+        matrix = self.border_matrix
+        if border_id in matrix.line_ids:
+            return pd.Series(matrix.distance_m[:, matrix.line_ids.index(border_id)] / 1000, index=self._located_ids)
+        if border_id not in self._other_border_km:
+            other = BorderMatrix.measure(matrix.ids, matrix.lons, matrix.lats,
+                                         {border_id: self.borders.loc[border_id].geometry})
+            self._other_border_km.setdefault(border_id, pd.Series(other.distance_m[:, 0] / 1000, index=matrix.ids))
+        return self._other_border_km[border_id]
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -509,9 +571,13 @@ class Catalogue:
 
     def site_border_table(self, site_id: str) -> pd.DataFrame:
         """A site's border distances with the nearest border points, nearest first."""
-        table = self.site_borders[self.site_borders["site_id"] == site_id].copy()
-        table["name"] = [self.borders.loc[b, "name"] for b in table["border_id"]]
-        return table.sort_values("distance_km")
+        matrix, at = self.border_matrix, self._located_position.get_indexer([site_id])[0]
+        rows = [] if at < 0 else [
+            {"site_id": site_id, "border_id": border_id, "distance_km": matrix.distance_m[at, n] / 1000,
+             "nearest_lon": matrix.nearest_lon[at, n], "nearest_lat": matrix.nearest_lat[at, n],
+             "name": self.borders.loc[border_id, "name"]} for n, border_id in enumerate(matrix.line_ids)]
+        columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat", "name"]
+        return pd.DataFrame(rows, columns=columns).sort_values("distance_km", kind="stable")
 
     # --- rings and reach ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from app.formats import sites_csv, sites_geojson
 from app.live import live_path
 from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
 from app.settings import GEODATA_DIR, Settings
+from app.store import LiveFileProblem, check_live
 
 cli = typer.Typer(help="A sourced catalogue of missile sites with geodesic proximity queries.", no_args_is_help=True)
 console = Console()
@@ -38,7 +39,7 @@ class OutputFormat(str, Enum):
 
 def _fail(message: str, code: int = 2) -> None:
     """Print an error naming the problem and exit."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -51,12 +52,21 @@ def _params(kind, **values):
         _fail(f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}")
 
 
+def _live(settings: Settings) -> Path:
+    """The settings' live GeoPackage (seeded if it never existed), or a one-line error naming the problem."""
+    try:
+        return live_path(settings)
+    except LiveFileProblem as exc:
+        _fail(str(exc))
+
+
 def _open(gpkg: Path | None) -> Catalogue:
     """The catalogue at the given path or the settings' one."""
+    path = gpkg or _live(Settings())
     try:
-        path = gpkg or live_path(Settings())
+        check_live(path)
         return Catalogue(path)
-    except FileNotFoundError as exc:
+    except LiveFileProblem as exc:
         _fail(str(exc))
 
 
@@ -64,12 +74,14 @@ def _open(gpkg: Path | None) -> Catalogue:
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to bind (default: settings).")] = None,
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default: settings).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes sharing the live file.")] = 1,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
     settings = Settings()
-    uvicorn.run("app.main:app", host=host or settings.host, port=port or settings.port)
+    _live(settings)  # a missing, corrupt or unreadable live file stops here with one line
+    uvicorn.run("app.main:app", host=host or settings.host, port=port or settings.port, workers=workers)
 
 
 @cli.command()
@@ -158,7 +170,7 @@ def validate(
     """Check the GeoPackage with GDAL's validate_gpkg and compare computed with reported distances."""
     from osgeo_utils.samples import validate_gpkg
 
-    path = gpkg or live_path(Settings())
+    path = gpkg or _live(Settings())
     problems = validate_gpkg.check(str(path), abort_at_first_error=False, extra_checks=True,
                                    warning_as_error=True, myprint=lambda msg: None)
     for problem in problems:
@@ -298,7 +310,7 @@ def import_command(
     if not who:
         _fail("--actor: give a name")
     try:
-        target = gpkg or live_path(Settings())
+        target = gpkg or _live(Settings())
     except FileNotFoundError as exc:
         _fail(str(exc))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -373,7 +385,7 @@ def backup_command(
     from app.importer import backup
 
     try:
-        source = gpkg or live_path(Settings())
+        source = gpkg or _live(Settings())
         result = backup(source, path, force=force)
     except (FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
@@ -429,3 +441,7 @@ def token_hash(token: Annotated[str, typer.Argument(help="The token to hash.")])
 def main() -> None:
     """Console-script entry point."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

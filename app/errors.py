@@ -92,6 +92,29 @@ class Gone(CatalogueError):
     code = "gone"
 
 
+class ServiceBusy(CatalogueError):
+    """Another writer held the catalogue longer than a write may wait; try again after `retry_after` seconds."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 2):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class StorageUnavailable(CatalogueError):
+    """The live catalogue cannot be written (read-only, deleted or replaced, full disk); an operator must act."""
+
+    status_code = 503
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 30):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 def error_body(status: int, code: str, message: str, parameter: str | None = None) -> dict:
     """The single JSON error shape every error path returns."""
     return {"error": {"status": status, "code": code, "message": message, "parameter": parameter}}
@@ -122,10 +145,12 @@ _ERROR_DESCRIPTIONS = {
     413: "The request body is too large",
     422: "A parameter or body field is invalid",
     429: "Over the token's write rate",
+    503: "The catalogue is busy or cannot be written now; retry after the Retry-After seconds",
 }
 _ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"description": "The bearer challenge.", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds until the next write is allowed.", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}},
 }
 
 
@@ -147,7 +172,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
 
 READ_ERRORS = error_responses(400, 401, 404, 410, 413, 422)
 """What a read may answer besides success (401 only when the operator closes reads)."""
-WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429)
+WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429, 503)
 """What a write may answer besides success."""
 
 

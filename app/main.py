@@ -1,5 +1,6 @@
 """The ASGI app: `create_app(settings)` builds it; `app` is the default one for uvicorn."""
 
+import sys
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -9,6 +10,17 @@ from app.errors import READ_ERRORS, WRITE_ERRORS, install_error_handlers
 from app.live import LiveCatalogue, live_path
 from app.routers import changes, edits, maps, ogc, reach, reference, sites
 from app.settings import Settings
+from app.store import LiveFileProblem
+
+
+def open_live(settings: Settings) -> LiveCatalogue:
+    """The live catalogue the settings name; a missing, corrupt or unreadable file stops the service with one line
+    naming the file and what to do."""
+    try:
+        return LiveCatalogue(live_path(settings), write_wait_s=settings.write_wait_s)
+    except LiveFileProblem as exc:
+        print(f"missile-sites: {exc}", file=sys.stderr, flush=True)
+        raise
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -17,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.live = LiveCatalogue(live_path(settings))
+        app.state.live = open_live(settings)
         yield
         app.state.live.close()
 

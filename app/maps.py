@@ -107,7 +107,7 @@ FOCUS_MAX_SPAN_DEG = (50.0, 35.0)
 DETAIL = {"tolerance_deg": 0.001, "decimals": 4}
 COARSE = {"tolerance_deg": 0.1, "decimals": 2, "min_area_deg2": 0.05}
 MAX_ZOOM = 19  # the online tile layers' (app/maps.js); Leaflet.markercluster needs the map to have one
-VERSION_NOTE = "SHA-256 of the GeoPackage as loaded, then +N for the last change applied, @day for as_of"
+VERSION_NOTE = "the build id stored in the GeoPackage, then +N for the last change applied, @day for as_of"
 MAP_JS = Path(__file__).resolve().parent / "maps.js"
 DATA_SCRIPT = re.compile(r'<script type="application/json" id="(missile-sites-data-[0-9a-f]+)">(.*?)</script>', re.DOTALL)
 # JSON inside a <script> element: no "<" (so no "</script" or "<!--"), no ">" or "&", and no line separators.

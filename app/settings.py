@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     )
     write_rate_per_minute: float = Field(120, gt=0, description="Writes each token may make per minute, sustained.")
     write_burst: int = Field(20, ge=1, description="Writes a token may make at once before the rate applies.")
+    write_wait_s: float = Field(
+        20.0, gt=0, le=300,
+        description="Longest a write waits for another writer (an import, another worker) before answering 503.",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; larger answers 413.")
 
     @model_validator(mode="after")

@@ -10,12 +10,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import geopandas as gpd
 import pandas as pd
 import shapely
 
 BUSY_TIMEOUT_MS = 30_000
+REQUIRED_TABLES = ("sites", "observations", "sources", "missiles", "places", "borders", "countries")
 SRS_ID = 4326
 GPKG_MAGIC = b"GP"
 TEXT_DTYPE = pd.StringDtype(storage="python", na_value=float("nan"))  # as pyogrio reads TEXT
@@ -102,11 +104,21 @@ def register_gpkg_functions(connection: sqlite3.Connection) -> None:
 # --- connections and transactions ----------------------------------------------------------------
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A writer's connection: WAL, a busy timeout, synchronous=FULL, and the R-tree trigger functions."""
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+class LiveFileProblem(RuntimeError):
+    """The live GeoPackage is missing, unreadable or not a catalogue; the message names the file and what to do."""
+
+
+def _uri(path: Path, mode: str) -> str:
+    """An SQLite URI for an existing file (SQLite never creates a missing one in mode=rw)."""
+    return f"file:{quote(str(Path(path).resolve()))}?mode={mode}"
+
+
+def connect(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    """A writer's connection to an existing file: WAL, a busy timeout, synchronous=FULL, the R-tree trigger functions."""
+    connection = sqlite3.connect(_uri(path, "rw"), uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None,
+                                 check_same_thread=False)
     register_gpkg_functions(connection)
-    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    connection.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
@@ -115,8 +127,8 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
     """A reader's connection that refuses writes (opened read-write so it can share a WAL file's index)."""
-    connection = sqlite3.connect(f"file:{Path(path).resolve()}?mode=rw", uri=True, isolation_level=None,
-                                 check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    connection = sqlite3.connect(_uri(path, "rw"), uri=True, isolation_level=None, check_same_thread=False,
+                                 timeout=BUSY_TIMEOUT_MS / 1000)
     connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     connection.execute("PRAGMA query_only=ON")
     return connection
@@ -146,6 +158,15 @@ def has_table(connection: sqlite3.Connection, name: str) -> bool:
     """Whether the file has a table of that name."""
     return connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
         is not None
+
+
+def build_id(connection: sqlite3.Connection) -> str:
+    """The id of the build the catalogue started from, as stored in the file (never a hash of the file's bytes)."""
+    if has_table(connection, "catalogue_meta"):
+        row = connection.execute("SELECT value FROM catalogue_meta WHERE key = 'build_id'").fetchone()
+        if row:
+            return row[0]
+    return "unversioned"
 
 
 def has_edit_schema(connection: sqlite3.Connection) -> bool:
@@ -202,12 +223,40 @@ def copy_consistent(source: Path, destination: Path) -> Path:
 
 
 def ensure_live(path: Path, seed: Path) -> Path:
-    """The live GeoPackage at `path`, first copied from the bundled `seed` (with the edit schema) if missing."""
+    """The live GeoPackage at `path`, checked; created from the bundled `seed` only where no catalogue ever was.
+
+    The new file is written aside and linked into place only if the path is still free, so any number of
+    processes starting at once share one file. A path whose file is gone but whose `-wal` or seed marker is
+    still there had a catalogue (maybe with edits): that is refused, never seeded over.
+    """
     path = Path(path)
-    if path.exists():
-        return path
-    if not Path(seed).is_file():
-        raise FileNotFoundError(f"GeoPackage not found: {path} (and no bundled copy at {seed} to start from)")
+    if not path.exists():
+        _refuse_reseeding(path)
+        _seed(path, Path(seed))
+    check_live(path)
+    return path
+
+
+def seed_marker(path: Path) -> Path:
+    """The file that records that a live catalogue was created at `path`."""
+    return path.with_name(path.name + ".seeded")
+
+
+def _refuse_reseeding(path: Path) -> None:
+    """Refuse to seed a path that held a catalogue: its -wal or seed marker is still there."""
+    for leftover in (path.with_name(path.name + "-wal"), seed_marker(path)):
+        if leftover.exists():
+            raise LiveFileProblem(
+                f"{path}: the live GeoPackage is missing but {leftover} is there, so it held a catalogue (maybe with"
+                f" edits); restore it from a backup (missile-sites backup), or remove {leftover} to start afresh"
+                " from the bundled catalogue")
+
+
+def _seed(path: Path, seed: Path) -> None:
+    """Copy the seed aside with the edit schema, then link it into place unless another process was first."""
+    if not seed.is_file():
+        raise LiveFileProblem(f"{path}: the live GeoPackage is missing and there is no bundled copy at {seed} to"
+                              " start from")
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".seed.tmp", dir=_parent(path))
     os.close(handle)
     try:
@@ -215,11 +264,30 @@ def ensure_live(path: Path, seed: Path) -> Path:
         with closing(connect(Path(temp_name))) as connection:
             ensure_edit_schema(connection)
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        os.replace(temp_name, path)
+        try:
+            os.link(temp_name, path)  # atomic, and fails if the path exists: the first process wins
+        except FileExistsError:
+            return
+        seed_marker(path).write_text(f"seeded from {seed} at {utc_now()}\n", encoding="utf-8")
     finally:
         for leftover in (temp_name, temp_name + "-wal", temp_name + "-shm"):
             Path(leftover).unlink(missing_ok=True)
-    return path
+
+
+def check_live(path: Path) -> None:
+    """A readable SQLite file with the catalogue's tables, or LiveFileProblem naming the file and what to do."""
+    if not path.is_file():
+        raise LiveFileProblem(f"{path}: not a file; point MISSILE_SITES_GPKG at the live GeoPackage")
+    try:
+        with closing(connect_readonly(path)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise LiveFileProblem(f"{path}: cannot be read as a GeoPackage ({exc}); restore it from a backup"
+                              " (missile-sites backup) or move it away to start from the bundled catalogue") from exc
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        raise LiveFileProblem(f"{path}: not a missile-sites GeoPackage (no {', '.join(missing)} table); restore it"
+                              " from a backup or move it away to start from the bundled catalogue")
 
 
 def _parent(path: Path) -> Path:
@@ -237,16 +305,31 @@ def geometry_column(connection: sqlite3.Connection, table: str) -> str | None:
     return row[0] if row else None
 
 
-def read_layer(connection: sqlite3.Connection, table: str) -> pd.DataFrame:
-    """One GeoPackage layer, in fid order, as GDAL would give it: a GeoDataFrame in EPSG:4326 when it has geometry.
+ID_BATCH = 10_000  # ids per `IN (...)` query, well under SQLite's limit on parameters
+
+
+def read_layer(connection: sqlite3.Connection, table: str, *, ids: list[str] | None = None) -> pd.DataFrame:
+    """One GeoPackage layer (or only its rows with the given ids), in fid order, as GDAL would give it: a
+    GeoDataFrame in EPSG:4326 when it has geometry.
 
     Read with this process's SQLite so that a GDAL copy of SQLite never shares the live file (two SQLite
     libraries in one process release each other's POSIX locks).
     """
-    cursor = connection.execute(f'SELECT * FROM "{table}" ORDER BY fid' if _has_fid(connection, table)
-                                else f'SELECT * FROM "{table}"')
+    order = " ORDER BY fid" if _has_fid(connection, table) else ""
+    if ids is None:
+        cursor = connection.execute(f'SELECT * FROM "{table}"{order}')
+        rows = cursor.fetchall()
+    else:
+        rows, cursor = [], connection.execute(f'SELECT * FROM "{table}" LIMIT 0')
+        for start in range(0, len(ids), ID_BATCH):
+            batch = ids[start:start + ID_BATCH]
+            rows += connection.execute(f'SELECT * FROM "{table}" WHERE id IN ({", ".join("?" * len(batch))})'
+                                       f'{order}', batch).fetchall()
     columns = [d[0] for d in cursor.description]
-    frame = pd.DataFrame.from_records(cursor.fetchall(), columns=columns, coerce_float=False)
+    if ids is not None and order and len(ids) > ID_BATCH:
+        fid = columns.index("fid")
+        rows.sort(key=lambda row: row[fid])
+    frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
     frame = frame.drop(columns=[c for c in ("fid",) if c in frame.columns])
     reals, geometry = _real_columns(connection, table), geometry_column(connection, table)
     for column in frame.columns:

@@ -31,8 +31,9 @@ def catalogue(gpkg_path) -> Catalogue:
 
 
 @pytest.fixture(scope="session")
-def client(gpkg_path):
-    """An in-process client of an app built on the bundled GeoPackage, ignoring any local .env."""
-    app = create_app(Settings(gpkg=gpkg_path, _env_file=None))
+def client(gpkg_path, tmp_path_factory):
+    """An in-process client of an app on a live copy of the bundled GeoPackage, ignoring any local .env."""
+    live = tmp_path_factory.mktemp("live") / "catalogue.gpkg"
+    app = create_app(Settings(gpkg=live, seed_gpkg=gpkg_path, _env_file=None))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

@@ -51,59 +51,53 @@ def get_live(request: Request) -> LiveCatalogue:
 Live = Annotated[LiveCatalogue, Depends(get_live)]
 
 
-def _site_answer(connection, site_id: str, change: dict | None) -> dict:
-    """A site write's answer: the site as stored and the change."""
-    return {"record": edits.site_record(connection, site_id), "change": change}
+def _written(live: LiveCatalogue, change_of, record_of, *args) -> dict:
+    """Run one write on the writer thread: `change_of(connection, *args)` then the stored record `record_of` names;
+    answered once this worker's snapshot includes the change."""
+    def work(connection):
+        change = change_of(connection, *args)
+        record_id = change["entity_id"] if change else args[0]
+        return {"record": record_of(connection, record_id), "change": change}
+
+    return live.write(work, change_id=lambda answer: answer["change"] and answer["change"]["id"])
 
 
 @router.post("/sites", status_code=201, response_model=SiteWritten, summary="Add a site")
 def create_site(body: SiteCreate, live: Live, editor: Editor, response: Response):
     """Add a site (its id is made from its name); every fact needs a source id from /sources."""
-    with live.writing() as connection:
-        change = edits.create_site(connection, body, editor.name)
-        answer = _site_answer(connection, change["entity_id"], change)
-    response.headers["Location"] = f"/sites/{change['entity_id']}"
+    answer = _written(live, edits.create_site, edits.site_record, body, editor.name)
+    response.headers["Location"] = f"/sites/{answer['change']['entity_id']}"
     return answer
 
 
 @router.patch("/sites/{site_id}", response_model=SiteWritten, summary="Change a site")
 def update_site(site_id: SiteId, body: SiteUpdate, live: Live, editor: Editor):
     """Change the given fields (null clears one); a new lon/lat moves the site and re-measures its border distances."""
-    with live.writing() as connection:
-        change = edits.update_site(connection, site_id, body, editor.name)
-        return _site_answer(connection, site_id, change)
+    return _written(live, edits.update_site, edits.site_record, site_id, body, editor.name)
 
 
 @router.delete("/sites/{site_id}", response_model=SiteWritten, summary="Retire a site")
 def retire_site(site_id: SiteId, live: Live, editor: Editor):
     """Retire a site: it leaves current answers (410 afterwards) and stays in the history and in `as_of` answers."""
-    with live.writing() as connection:
-        change = edits.retire_site(connection, site_id, editor.name)
-        return _site_answer(connection, site_id, change)
+    return _written(live, edits.retire_site, edits.site_record, site_id, editor.name)
 
 
 @router.post("/sites/{site_id}/observations", status_code=201, response_model=ObservationWritten,
              summary="Add an observation")
 def add_observation(site_id: SiteId, body: ObservationCreate, live: Live, editor: Editor):
     """Add a dated observation; the site's current status follows its latest observation."""
-    with live.writing() as connection:
-        change = edits.add_observation(connection, site_id, body, editor.name)
-        return {"record": edits.observation_record(connection, change["entity_id"]), "change": change}
+    return _written(live, edits.add_observation, edits.observation_record, site_id, body, editor.name)
 
 
 @router.post("/sources", status_code=201, response_model=SourceWritten, summary="Add a source")
 def create_source(body: SourceCreate, live: Live, editor: Editor, response: Response):
     """Add a source (its id is made from its publisher and title)."""
-    with live.writing() as connection:
-        change = edits.create_source(connection, body, editor.name)
-        record = edits.source_record(connection, change["entity_id"])
-    response.headers["Location"] = f"/sources/{change['entity_id']}"
-    return {"record": record, "change": change}
+    answer = _written(live, edits.create_source, edits.source_record, body, editor.name)
+    response.headers["Location"] = f"/sources/{answer['change']['entity_id']}"
+    return answer
 
 
 @router.patch("/sources/{source_id}", response_model=SourceWritten, summary="Change a source")
 def update_source(source_id: SourceId, body: SourceUpdate, live: Live, editor: Editor):
     """Change the given fields of a source (null clears an optional one)."""
-    with live.writing() as connection:
-        change = edits.update_source(connection, source_id, body, editor.name)
-        return {"record": edits.source_record(connection, source_id), "change": change}
+    return _written(live, edits.update_source, edits.source_record, source_id, body, editor.name)

@@ -2,9 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+import os
+
+from fastapi import APIRouter, Depends, Query, Request
 
 from app.catalogue import record, split_list
+from app.errors import StorageUnavailable
 from app.formats import feature, feature_collection, rounded_km
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIST_ITEMS, CentreParams
@@ -66,6 +69,10 @@ def border_distance(
 
 
 @router.get("/health", tags=["service"], summary="Liveness and data version")
-def health(catalogue: CatalogueDep):
-    """OK with the number of sites and the data version."""
-    return {"status": "ok", "sites": len(catalogue.sites), "data_version": catalogue.version}
+def health(request: Request, catalogue: CatalogueDep):
+    """OK with the number of sites, the data version and the answering worker's process id; 503 when the live file
+    was deleted or replaced under the service."""
+    problem = request.app.state.live.problem
+    if problem is not None:
+        raise StorageUnavailable(problem)
+    return {"status": "ok", "sites": len(catalogue.sites), "data_version": catalogue.version, "worker": os.getpid()}
