@@ -15,6 +15,8 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
+from app import migrations
+
 BUSY_TIMEOUT_MS = 30_000
 SRS_ID = 4326
 GPKG_MAGIC = b"GP"
@@ -155,6 +157,7 @@ def has_edit_schema(connection: sqlite3.Connection) -> bool:
 
 def ensure_edit_schema(connection: sqlite3.Connection) -> None:
     """Add the changes table and the edit columns if missing (idempotent, in one transaction)."""
+    migrations.migrate(connection)
     if has_edit_schema(connection):
         return
     with transaction(connection):

@@ -11,6 +11,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable
+from json.encoder import encode_basestring
 
 import pandas as pd
 
@@ -59,7 +60,11 @@ def encode_list(items: Iterable[str] | None) -> str | None:
     True
     """
     items = list(items or ())
-    return json.dumps(items, ensure_ascii=False, separators=(",", ":")) if items else None
+    if not items:
+        return None
+    if all(type(item) is str for item in items):  # the common case, ~5x faster than json.dumps; the same text
+        return "[" + ",".join(map(encode_basestring, items)) + "]"
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
 
 
 def decode_list(cell) -> list[str]:

@@ -45,7 +45,7 @@ def test_create_stores_the_site_with_server_owned_fields_and_a_change(service, l
     assert response.status_code == 201, response.text
     body = response.json()
     assert response.headers["Location"] == "/sites/test-base" and body["record"]["id"] == "test-base"
-    assert body["record"]["created_by"] == "alice" and body["record"]["missile_classes"] == "IRBM"
+    assert body["record"]["created_by"] == "alice" and body["record"]["missile_classes"] == ["IRBM"]
     assert body["change"]["diff"]["lon"] == [None, 126.5] and body["change"]["actor"] == "alice"
     assert _rows(live, "SELECT actor, action, entity_id FROM changes") == [("alice", "create", "test-base")]
     site = service.get("/sites/test-base").json()

@@ -100,9 +100,10 @@ def test_csv_lists_and_multiline_cells(live):
     result = run("import", DATA / "sites.csv", "--gpkg", live)
     assert result.exit_code == 0, result.output
     site = sites(live).loc["import-test-base"]
-    assert site["aliases"] == "Test-ri; Test Base"
-    assert site["source_ids"] == f"{SOURCE}; aljazeera-2022-02-08"
-    assert site["missile_types"] == "hwasong-10; hwasong-11a"
+    assert json.loads(site["aliases"]) == ["Test-ri", "Test Base"]
+    assert json.loads(site["source_ids"]) == [SOURCE, "aljazeera-2022-02-08"]
+    assert json.loads(site["missile_types"]) == ["hwasong-10", "hwasong-11a"]
+    assert json.loads(site["missile_classes"]) == ["IRBM", "SRBM"]
     assert site["notes"] == "A note, with a comma\nand a second line"
     assert site["coord_precision_m"] == 500
 
