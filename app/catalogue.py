@@ -21,7 +21,7 @@ from app.border_distances import distances_to_line
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
 from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, has_table, read_layer
-from app.vocab import DECLARED, STATUSES, decode_list
+from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list
 
 SORTS = ("distance", "name")
 BORDER_KINDS_ALWAYS_MEASURED = ("mdl", "dmz_edge")
@@ -51,8 +51,8 @@ def _clean(value):
 
 
 def record(row: pd.Series, columns) -> dict:
-    """The given columns of a row as a plain dict of JSON-ready values."""
-    return {column: _clean(row[column]) for column in columns}
+    """The given columns of a row as a plain dict of JSON-ready values (list columns as lists)."""
+    return {column: decode_list(row[column]) if column in LIST_COLUMN_NAMES else _clean(row[column]) for column in columns}
 
 
 @dataclass(frozen=True)

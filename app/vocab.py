@@ -46,6 +46,7 @@ LIST_COLUMNS = {
     "borders": ("countries",),
 }
 SITE_LIST_COLUMNS = frozenset(LIST_COLUMNS["sites"])
+LIST_COLUMN_NAMES = frozenset(c for columns in LIST_COLUMNS.values() for c in columns)  # a list in every table
 
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 MAX_ID_LENGTH = 60
