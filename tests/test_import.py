@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -395,3 +396,90 @@ def test_backup_while_another_process_writes_is_consistent(live, tmp_path):
         seen.append(site_rows - base_sites)
     assert seen == sorted(seen) and 1 <= seen[0] and seen[-1] <= 150
     assert counts(live) == (base_sites + 150, base_changes + 150)
+
+
+# --- checked first, written in bulk ---------------------------------------------------------------
+
+
+def many_rows(path: Path, count: int, bad_lines: tuple[int, ...] = ()) -> Path:
+    """A CSV of `count` located sites; the rows on `bad_lines` (file line numbers) cite an unknown source."""
+    lines = ["name,aliases,country,lon,lat,coord_confidence,coord_source_id,facility_type,missile_types,source_ids"]
+    for number in range(count):
+        source = "no-such-source" if number + 2 in bad_lines else SOURCE
+        lines.append(f"Bulk {number % 7},A {number}; B,PRK,{125 + number % 50 / 10},{38 + number % 40 / 10},"
+                     f"approximate,{SOURCE},missile_base,hwasong-10,{source}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_bad_row_is_found_without_taking_the_write_lock_and_nothing_is_written(live, tmp_path):
+    path = many_rows(tmp_path / "late_bad.csv", 300, bad_lines=(301,))
+    before = counts(live)
+    with closing(store.connect(live)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for the whole check
+        started = time.perf_counter()
+        result = run("import", path, "--gpkg", live)
+        elapsed = time.perf_counter() - started
+        holder.execute("ROLLBACK")
+    assert result.exit_code == 1, result.output
+    assert elapsed < store.BUSY_TIMEOUT_MS / 1000 / 2, "the check must not wait for the write lock"
+    assert bad_row(result.stderr, 301, "source_ids: unknown source id 'no-such-source'")
+    assert counts(live) == before and "nothing written" in result.stdout
+
+
+def test_every_bad_row_is_reported_even_when_there_are_many(live, tmp_path):
+    bad = tuple(range(2, 302, 3))  # 100 bad rows
+    result = run("import", many_rows(tmp_path / "many_bad.csv", 300, bad_lines=bad), "--gpkg", live)
+    assert result.exit_code == 1
+    reported = re.findall(r"^line (\d+): Bulk \d: source_ids: unknown source id 'no-such-source'$", result.stderr, re.M)
+    assert [int(n) for n in reported] == list(bad)
+
+
+def test_a_large_import_prints_a_summary_not_every_row(live, tmp_path):
+    result = run("import", many_rows(tmp_path / "many.csv", 500), "--gpkg", live, "--actor", "bulk")
+    assert result.exit_code == 0, result.output
+    assert "Added (500 sites; the first 10)" in result.stdout and "and 490 more" in result.stdout
+    assert "added 500 site(s)" in result.stdout and "written in" in result.stdout
+    assert result.stdout.count("Bulk ") == 10
+    table = sites(live)
+    ids = [i for i in table.index if i.startswith("bulk-")]
+    assert len(ids) == 500 and len(set(ids)) == 500
+    assert sorted(i for i in ids if i.startswith("bulk-0"))[:3] == ["bulk-0", "bulk-0-10", "bulk-0-11"]
+    assert json.loads(table.loc["bulk-3", "aliases"]) == ["A 3", "B"]
+    log = [c for c in changes(live) if c["actor"] == "bulk"]
+    assert len(log) == 500 and {c["entity_id"] for c in log} == set(ids)
+    assert json.loads(log[0]["after"])["id"] == log[0]["entity_id"] and log[0]["before"] is None
+
+
+def test_a_bulk_import_indexes_points_as_the_per_row_triggers_do(live, tmp_path):
+    """The bulk insert fills the R-tree and the feature count itself; the result equals create_site's, row by row."""
+    from app import edits
+    from app.importer import read_rows as read
+    from app.models import SiteCreate
+
+    path = many_rows(tmp_path / "rtree.csv", 200)
+    assert run("import", path, "--gpkg", live).exit_code == 0
+    other = store.ensure_live(tmp_path / "one-by-one.gpkg", GEODATA_DIR / "catalogue.gpkg")
+    with closing(store.connect(other)) as connection, store.transaction(connection):
+        for row in read(path)[1]:
+            edits.create_site(connection, SiteCreate.model_validate(row.fields), "cli")
+    query = ("SELECT s.id, r.minx, r.maxx, r.miny, r.maxy FROM sites s JOIN rtree_sites_geom r ON r.id = s.fid"
+             " ORDER BY s.id")
+    triggers = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'sites' ORDER BY name"
+    count = "SELECT feature_count, (SELECT count(*) FROM sites) FROM gpkg_ogr_contents WHERE table_name = 'sites'"
+    with closing(store.connect_readonly(live)) as bulk, closing(store.connect_readonly(other)) as single:
+        for sql in (query, triggers, count):
+            assert bulk.execute(sql).fetchall() == single.execute(sql).fetchall()
+        assert bulk.execute(count).fetchone()[0] == bulk.execute(count).fetchone()[1]
+        assert bulk.execute("SELECT count(*) FROM rtree_sites_geom").fetchone()[0] == \
+            bulk.execute("SELECT count(*) FROM sites WHERE geom NOTNULL").fetchone()[0]
+
+
+def test_csv_list_cells_may_be_json_arrays(live, tmp_path):
+    path = tmp_path / "json_lists.csv"
+    path.write_text('name,aliases,country,facility_type,source_ids\n'
+                    f'"Listed","[""Foo; Bar"",""Baz""]",PRK,launch_area,"[""{SOURCE}""]"\n', encoding="utf-8")
+    result = run("import", path, "--gpkg", live)
+    assert result.exit_code == 0, result.output
+    site = sites(live).loc["listed"]
+    assert json.loads(site["aliases"]) == ["Foo; Bar", "Baz"] and json.loads(site["source_ids"]) == [SOURCE]
