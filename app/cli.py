@@ -299,6 +299,7 @@ def import_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from app.importer import MalformedFile, import_file
+    from app.migrations import MigrationError
 
     who = (actor if actor is not None else _default_actor()).strip()
     if not who:
@@ -321,8 +322,10 @@ def import_command(
         _fail(str(exc))
     except FileNotFoundError as exc:
         _fail(str(exc))
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, MigrationError) as exc:
         _fail(f"{target}: {exc}")
+    except CatalogueError as exc:  # a cited source or missile changed between the check and the write
+        _fail(f"{target}: {exc.message}; nothing written")
     _print_bad_rows(result)
     if result.good:
         console.print(_imported_table(result), highlight=False)

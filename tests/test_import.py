@@ -483,3 +483,56 @@ def test_csv_list_cells_may_be_json_arrays(live, tmp_path):
     assert result.exit_code == 0, result.output
     site = sites(live).loc["listed"]
     assert json.loads(site["aliases"]) == ["Foo; Bar", "Baz"] and json.loads(site["source_ids"]) == [SOURCE]
+
+
+def _create(path: Path, name: str) -> str:
+    """Create a site through another connection, as another writer would; its id."""
+    from app import edits
+    from app.models import SiteCreate
+
+    with closing(store.connect(path)) as connection, store.transaction(connection):
+        body = {"name": name, "country": "PRK", "facility_type": "launch_area", "source_ids": [SOURCE]}
+        return edits.create_site(connection, SiteCreate(**body), "other")["entity_id"]
+
+
+def test_an_id_taken_between_the_check_and_the_write_is_made_free_again(live, tmp_path, monkeypatch):
+    from app import importer
+
+    prepare = importer._prepare
+
+    def prepare_then_another_writer(connection, sites, actor):
+        batch = prepare(connection, sites, actor)
+        assert batch.ids[:2] == ["bulk-0", "bulk-1"]
+        assert _create(live, "Bulk 0") == "bulk-0"  # commits after the ids were chosen, before the write lock
+        return batch
+
+    monkeypatch.setattr(importer, "_prepare", prepare_then_another_writer)
+    path = many_rows(tmp_path / "race.csv", 20)
+    result = importer.import_file(path, live, actor="bulk")
+    assert result.written and len(result.good) == 20
+    ids = [o.site_id for o in result.good]
+    assert ids[0] == "bulk-0-2" and len(set(ids)) == 20
+    log = {c["entity_id"]: json.loads(c["after"]) for c in changes(live) if c["actor"] == "bulk"}
+    assert set(log) == set(ids) and all(record["id"] == site_id for site_id, record in log.items())
+    stored = sites(live)
+    assert stored.loc["bulk-0", "created_by"] == "other" and stored.loc["bulk-0-2", "created_by"] == "bulk"
+
+
+def test_a_missile_changed_during_the_check_stops_the_write(live, tmp_path):
+    from app import importer
+    from app.errors import CatalogueError
+
+    path = many_rows(tmp_path / "changed.csv", 5)
+    before = counts(live)
+    unit, rows = importer.read_rows(path)
+    checked = []
+
+    def advance():
+        checked.append(1)
+        if len(checked) == len(rows):  # the whole file is checked; another process now changes a missile
+            with closing(store.connect(live)) as other, store.transaction(other):
+                other.execute("UPDATE missiles SET class = 'SRBM' WHERE id = 'hwasong-10'")
+
+    with closing(store.connect(live)) as connection, pytest.raises(CatalogueError, match="hwasong-10"):
+        importer.import_rows(connection, rows, actor="bulk", unit=unit, path=path, advance=advance)
+    assert counts(live) == before
