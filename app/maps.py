@@ -34,7 +34,7 @@ from folium.template import Template
 from shapely.geometry import mapping
 
 from app import geodesy
-from app.catalogue import has_point, split_list
+from app.catalogue import has_point
 from app.vocab import decode_list
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
