@@ -10,11 +10,12 @@ import json
 import math
 import os
 import re
+import sqlite3
 import tempfile
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -25,12 +26,15 @@ import pycountry
 import pyogrio
 import shapely
 
+from app import migrations, vocab
+from app.vocab import MISSILE_CLASSES, SLUG, VOCAB, encode_list  # noqa: F401  (importable here as before)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES_DIR = REPO_ROOT / "geodata" / "sources"
 CATALOGUE_PATH = REPO_ROOT / "geodata" / "catalogue.gpkg"
 
 CRS = "EPSG:4326"
-SEP = "; "
+SEP = "; "  # the list separator of the CSV sources (the GeoPackage stores JSON arrays)
 # gpkg_contents.last_change is pinned so that two builds give the same bytes; it is not a data date.
 BUILD_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 GDAL_OPTIONS = {"OGR_CURRENT_DATE": BUILD_TIMESTAMP}
@@ -46,30 +50,8 @@ LSIB_LINES = {  # LSIB feature name -> (border id, kind)
     "DMZ northern boundary": ("dmz-north", "dmz_edge"),
     "DMZ southern boundary": ("dmz-south", "dmz_edge"),
 }
-KOREAS = "KOR; PRK"
+KOREAS = ["KOR", "PRK"]
 
-MISSILE_CLASSES = ("SRBM", "MRBM", "IRBM", "ICBM", "SLBM")
-VOCAB = {
-    "coord_confidence": ("exact", "approximate", "unknown"),
-    "facility_type": (
-        "missile_operating_base", "missile_base", "launch_site", "launch_area", "test_site", "space_launch_site",
-        "submarine_base", "nuclear_test_site", "nuclear_complex", "support_facility", "airfield",
-    ),
-    "declared_status": ("undeclared", "declared", "acknowledged", "unknown"),
-    "unit_size": (
-        "battalion", "battalion-or-regiment", "regiment", "regiment-or-brigade", "brigade", "reinforced-brigade",
-        "brigade-or-larger",
-    ),
-    "belt": ("first", "second", "strategic"),
-    "kind": ("imagery", "report", "event"),
-    "status_seen": ("active", "inactive", "under_construction", "unknown"),
-    "range_kind": ("maximum", "observed_flight", "claimed", "estimate"),
-    "confidence": ("normal", "low"),
-    "place_kind": ("capital", "territorial_capital", "city", "military_base", "air_base", "airfield", "reference_point"),
-    "target_kind": ("place", "border"),
-}
-
-SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
 LAYER_DESCRIPTIONS = {
@@ -371,9 +353,11 @@ def validate_rows(table: Table, ctx: dict) -> None:
 
 
 def frame(table: Table, drop: tuple[str, ...] = (), numeric: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A table as a DataFrame: blanks as NULL, numeric columns as floats, in file order."""
+    """A table as a DataFrame: blanks as NULL, list cells as JSON arrays, numeric columns as floats, in file order."""
     columns = [c for c in SCHEMAS[table.name] if c not in drop]
-    data = {c: pd.Series([row[c] or None for _, row in table.rows], dtype=object) for c in columns}
+    lists = vocab.LIST_COLUMNS.get(table.name.removesuffix(".csv"), ())
+    data = {c: pd.Series([(encode_list(split_cell(row[c])) if c in lists else row[c] or None) for _, row in table.rows],
+                         dtype=object) for c in columns}
     for column in numeric:
         data[column] = pd.to_numeric(data[column]).astype(float)
     return pd.DataFrame(data, columns=columns)
@@ -397,9 +381,9 @@ def latest_status(observations: Table) -> dict[str, tuple[str, str]]:
 
 
 def site_classes(row: dict, classes: dict[str, str]) -> str | None:
-    """The sorted classes of a site's missile types united with the classes reported without a type."""
-    found = {classes[m] for m in split_cell(row["missile_types"])} | set(split_cell(row["missile_classes_reported"]))
-    return SEP.join(sorted(found)) or None
+    """A sites.csv row's missile_classes cell: its missile types' classes and the classes reported without a type."""
+    return encode_list(vocab.site_classes(split_cell(row["missile_types"]), split_cell(row["missile_classes_reported"]),
+                                          classes))
 
 
 def sites_layer(tables: dict[str, Table]) -> gpd.GeoDataFrame:
@@ -442,7 +426,7 @@ def lsib_borders(path: Path) -> list[dict]:
         if name not in LSIB_LINES:
             raise ValueError(f"{path.name}: unexpected feature {name!r}")
         border_id, kind = LSIB_LINES[name]
-        rows.append({"id": border_id, "name": name, "kind": kind, "countries": KOREAS, "source_id": LSIB_SOURCE_ID,
+        rows.append({"id": border_id, "name": name, "kind": kind, "countries": encode_list(KOREAS), "source_id": LSIB_SOURCE_ID,
                      "source_version": version, "geometry": as_multilinestring(shapely.geometry.shape(feature["geometry"]))})
     if sorted(r["id"] for r in rows) != sorted(i for i, _ in LSIB_LINES.values()):
         raise ValueError(f"{path.name}: expected exactly the features {sorted(LSIB_LINES)}")
@@ -546,7 +530,7 @@ def land_border_rows(countries: list[dict], arcs: list) -> list[dict]:
     names = {c["id"]: c["name"] for c in countries}
     version = countries[0]["_version"]
     return [{"id": f"{a.lower()}-{b.lower()}", "name": f"{names[a]} – {names[b]}", "kind": "land_border",
-             "countries": SEP.join(sorted((a, b))), "source_id": NE_SOURCE_ID, "source_version": version,
+             "countries": encode_list(sorted((a, b))), "source_id": NE_SOURCE_ID, "source_version": version,
              "geometry": as_multilinestring(shapely.line_merge(shapely.MultiLineString([arcs[i] for i in indexes])))}
             for (a, b), indexes in pairs.items()]
 
@@ -577,15 +561,29 @@ def gdal_config(options: dict[str, str]) -> Iterator[None]:
         pyogrio.set_gdal_config_options(previous)
 
 
-def write_layers(path: Path, layers: list[tuple[str, pd.DataFrame, str | None]]) -> None:
-    """Write the layers, in order, into a new GeoPackage."""
+def write_layers(path: Path, layers: list[tuple[str, pd.DataFrame, str | None]], build_id: str) -> None:
+    """Write the layers, in order, into a new GeoPackage, then the schema-2 parts (see app.migrations)."""
     with gdal_config(GDAL_OPTIONS):
         for name, data, geometry_type in layers:
             pyogrio.write_dataframe(data, path, layer=name, driver="GPKG", geometry_type=geometry_type,
                                     layer_options={"DESCRIPTION": LAYER_DESCRIPTIONS[name]})
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:  # GDAL has closed the file
+        connection.execute("BEGIN IMMEDIATE")
+        migrations.finish_schema(connection, build_id=build_id, at=BUILD_TIMESTAMP)
+        connection.execute("COMMIT")
 
 
-def write_atomically(out_path: Path, layers: list[tuple[str, pd.DataFrame, str | None]]) -> None:
+def inputs_sha256(sources_dir: Path) -> str:
+    """The build id: SHA-256 over every input file in name order, each as its name, its size and its bytes."""
+    digest = hashlib.sha256()
+    for name in sorted([*SCHEMAS, LSIB_FILE, NE_FILE]):
+        data = (Path(sources_dir) / name).read_bytes()
+        digest.update(f"{name}\x00{len(data)}\x00".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def write_atomically(out_path: Path, layers: list[tuple[str, pd.DataFrame, str | None]], build_id: str) -> None:
     """Write to a temporary file beside out_path, then move it into place (never a half-written file)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp.gpkg", dir=out_path.parent)
@@ -593,7 +591,7 @@ def write_atomically(out_path: Path, layers: list[tuple[str, pd.DataFrame, str |
     temp = Path(temp_name)
     temp.unlink()
     try:
-        write_layers(temp, layers)
+        write_layers(temp, layers, build_id)
         os.replace(temp, out_path)
     finally:
         for leftover in (temp, temp.with_name(temp.name + "-journal")):
@@ -615,7 +613,7 @@ def build(sources_dir: Path, out_path: Path) -> Path:
         ("borders", borders, "MultiLineString"),
         ("countries", countries, "MultiPolygon"),
     ]
-    write_atomically(out_path, layers)
+    write_atomically(out_path, layers, inputs_sha256(sources_dir))
     return out_path
 
 

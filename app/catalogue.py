@@ -17,24 +17,18 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from app import geodesy, history, store
+from app import geodesy, history, migrations
 from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound
 from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, has_table, read_layer
+from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list
 
-STATUSES = ("active", "inactive", "under_construction", "unknown")
-DECLARED = ("undeclared", "declared", "acknowledged", "unknown")
 SORTS = ("distance", "name")
-LIST_SEPARATOR = ";"
 BORDER_KINDS_ALWAYS_MEASURED = ("mdl", "dmz_edge")
 
 
-def split_list(value) -> list[str]:
-    """A `;`-separated text cell as a list of its non-empty items."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    return [item.strip() for item in str(value).split(LIST_SEPARATOR) if item.strip()]
+split_list = decode_list  # a stored list cell (a JSON array) as its items; the name others import
 
 
 def has_point(geometry) -> bool:
@@ -58,8 +52,8 @@ def _clean(value):
 
 
 def record(row: pd.Series, columns) -> dict:
-    """The given columns of a row as a plain dict of JSON-ready values."""
-    return {column: _clean(row[column]) for column in columns}
+    """The given columns of a row as a plain dict of JSON-ready values (list columns as lists)."""
+    return {column: decode_list(row[column]) if column in LIST_COLUMN_NAMES else _clean(row[column]) for column in columns}
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,7 @@ class Catalogue:
         if not self.path.is_file():
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
         with reading(self.path) as connection:
-            self.build_id = store.build_id(connection)
+            self.build_id = migrations.build_id(connection)
             self.missiles = read_layer(connection, "missiles").set_index("id", drop=False)
             self.places = read_layer(connection, "places").set_index("id", drop=False)
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
@@ -631,19 +625,34 @@ class Catalogue:
     # --- data quality -------------------------------------------------------------------------
 
     def check_reported(self, tolerance_km: float = 5.0) -> pd.DataFrame:
-        """Computed distances beside those the sources report, and whether each agrees or is explained."""
+        """Computed distances beside those the sources report, and whether each agrees or is explained.
+
+        A reported distance of a retired site, or of a site without a coordinate, cannot be checked: its row has
+        no computed distance, `ok` False and `unchecked` saying why (None on every checked row).
+        """
         rows = []
         for item in self.reported.itertuples():
-            site = self.site_row(item.site_id)
-            computed = self._computed_to(site, item.target_kind, item.target_id)
+            unchecked = self._unchecked_because(item.site_id)
+            computed = math.nan if unchecked else self._computed_to(self.sites.loc[item.site_id], item.target_kind,
+                                                                    item.target_id)
             difference = computed - float(item.reported_km)
             explanation = _clean(getattr(item, "explanation", None))
             rows.append({
                 "site_id": item.site_id, "target_id": item.target_id, "reported_km": float(item.reported_km),
                 "computed_km": computed, "difference_km": difference,
-                "ok": abs(difference) <= tolerance_km or bool(explanation), "explanation": explanation,
+                "ok": not unchecked and (abs(difference) <= tolerance_km or bool(explanation)),
+                "explanation": explanation, "unchecked": unchecked,
             })
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=["site_id", "target_id", "reported_km", "computed_km", "difference_km", "ok",
+                                           "explanation", "unchecked"])
+
+    def _unchecked_because(self, site_id: str) -> str | None:
+        """Why a site's reported distances cannot be checked (retired, unknown, no coordinate), or None."""
+        if site_id in self.retired_sites.index:
+            return "site retired"
+        if site_id not in self.sites.index:
+            return "no such site"
+        return None if has_point(self.sites.loc[site_id].geometry) else "site has no coordinate"
 
     def _computed_to(self, site: pd.Series, target_kind: str, target_id: str) -> float:
         """A site's computed distance in km to a place or a border."""

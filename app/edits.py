@@ -4,58 +4,60 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import sqlite3
-import unicodedata
 
 import shapely
 
-from app import store
-from app.build_data import SEP, site_classes
+from app import store, vocab
 from app.errors import Gone, InvalidParameter, NotFound
 from app.history import period_start
 from app.models import LIST_FIELDS, ObservationCreate, SiteCreate, SiteUpdate, SourceCreate, SourceUpdate
+from app.vocab import MAX_ID_LENGTH, SITE_LIST_COLUMNS, decode_list, encode_list, slugify  # noqa: F401
 
 SITE_FIELDS = tuple(SiteCreate.model_fields)
 SOURCE_FIELDS = tuple(SourceCreate.model_fields)
 DERIVED_SITE_FIELDS = ("missile_classes", "current_status", "status_observed_on")
 SITE_STORED = tuple(f for f in SITE_FIELDS if f not in ("lon", "lat")) + DERIVED_SITE_FIELDS + store.EDIT_COLUMNS["sites"]
-MAX_ID_LENGTH = 60
-
-
-def slugify(text: str, fallback: str) -> str:
-    """A lowercase ASCII slug of a text (the fallback when nothing ASCII remains)."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:MAX_ID_LENGTH].strip("-")
-    return slug or fallback
 
 
 def _free_id(connection: sqlite3.Connection, table: str, base: str) -> str:
-    """The base id, or base-2, base-3 ... whichever is not yet taken in the table."""
-    taken = {row[0] for row in connection.execute(f'SELECT id FROM "{table}" WHERE id = ? OR id LIKE ?',
-                                                  (base, f"{base}-%"))}
-    candidate, number = base, 1
-    while candidate in taken:
-        number += 1
-        candidate = f"{base}-{number}"
-    return candidate
+    """The base id, or base-2, base-3 ... whichever is not yet taken in the table (probes on its unique index)."""
+    return free_ids(connection, table, [base])[0]
+
+
+def free_ids(connection: sqlite3.Connection, table: str, bases: list[str]) -> list[str]:
+    """A free id for each base, in order: the base, else base-2, base-3 ...; distinct from each other too.
+
+    Each probe is one lookup on the table's unique id index, so the cost grows with the ids handed out, not
+    with the table; repeated bases continue where the previous one stopped.
+    """
+    chosen: set[str] = set()
+    next_number: dict[str, int] = {}
+    ids = []
+    for base in bases:
+        number = next_number.get(base, 1)
+        candidate = base if number == 1 else f"{base}-{number}"
+        while candidate in chosen or connection.execute(
+                f'SELECT 1 FROM "{table}" WHERE id = ?', (candidate,)).fetchone() is not None:
+            number += 1
+            candidate = f"{base}-{number}"
+        next_number[base] = number + 1
+        chosen.add(candidate)
+        ids.append(candidate)
+    return ids
 
 
 # --- reading stored rows as records ----------------------------------------------------------------
 
 
 def _cell(field: str, value):
-    """A stored cell as a record value: `; `-lists become lists."""
-    if field in LIST_FIELDS:
-        return [item for item in (value or "").split(SEP) if item]
-    return value
+    """A stored cell as a record value: JSON-array list cells become lists."""
+    return decode_list(value) if field in SITE_LIST_COLUMNS else value
 
 
 def _stored(field: str, value):
-    """A record value as a stored cell: lists become `; `-lists, empty ones NULL."""
-    if field in LIST_FIELDS:
-        return SEP.join(value) if value else None
-    return value
+    """A record value as a stored cell: lists become JSON arrays, empty ones NULL."""
+    return encode_list(value) if field in SITE_LIST_COLUMNS else value
 
 
 def site_record(connection: sqlite3.Connection, site_id: str) -> dict | None:
@@ -119,6 +121,19 @@ def _check_site(connection: sqlite3.Connection, site: dict) -> None:
     """A whole site record agrees with itself and cites only known sources and missiles."""
     _check_refs(connection, "source_ids", "sources", site["source_ids"])
     _check_refs(connection, "missile_types", "missiles", site["missile_types"])
+    check_site_fields(site)
+
+
+def check_refs_known(site: dict, sources, missiles) -> None:
+    """The site cites only the given known source and missile ids (InvalidParameter naming the field otherwise)."""
+    for field, table, known in (("source_ids", "source", sources), ("missile_types", "missile", missiles)):
+        missing = [i for i in site[field] if i not in known]
+        if missing:
+            raise InvalidParameter(f"{field}: unknown {table} id {missing[0]!r}", parameter=field)
+
+
+def check_site_fields(site: dict) -> None:
+    """A site record's coordinate fields agree with each other and with its sources."""
     located = site["lon"] is not None
     if located == (site["coord_confidence"] == "unknown"):
         raise InvalidParameter("coord_confidence must be 'unknown' exactly when lon/lat are null",
@@ -134,15 +149,26 @@ def _check_site(connection: sqlite3.Connection, site: dict) -> None:
 
 def _derive(connection: sqlite3.Connection, site: dict) -> dict:
     """The site with its derived fields: its missiles' classes and the status of its latest observation."""
-    classes = dict(connection.execute("SELECT id, class FROM missiles"))
-    cells = {f: _stored(f, site[f]) or "" for f in ("missile_types", "missile_classes_reported")}
-    classes_cell = site_classes(cells, classes)
+    classes = _missile_classes(connection, site["missile_types"])
     latest = connection.execute(
         "SELECT status_seen, observed_on FROM observations WHERE site_id = ? AND status_seen != 'unknown'"
         " ORDER BY observed_on DESC, id DESC LIMIT 1", (site["id"],)).fetchone()
-    status, observed_on = latest or ("unknown", None)
-    return {**site, "missile_classes": _cell("missile_classes", classes_cell), "current_status": status,
-            "status_observed_on": observed_on}
+    return with_derived(site, classes, latest or ("unknown", None))
+
+
+def with_derived(site: dict, classes: dict[str, str], status: tuple[str, str | None] = ("unknown", None)) -> dict:
+    """The site with its derived fields, given its missiles' classes and (status, date) of its latest observation."""
+    missile_classes = vocab.site_classes(site["missile_types"], site["missile_classes_reported"], classes)
+    return {**site, "missile_classes": missile_classes, "current_status": status[0], "status_observed_on": status[1]}
+
+
+def _missile_classes(connection: sqlite3.Connection, missile_ids) -> dict[str, str]:
+    """The class of each of the given missiles (one indexed lookup each)."""
+    ids = list(dict.fromkeys(missile_ids))
+    if not ids:
+        return {}
+    marks = ", ".join("?" * len(ids))
+    return dict(connection.execute(f"SELECT id, class FROM missiles WHERE id IN ({marks})", ids))
 
 
 # --- writing and recording ------------------------------------------------------------------------
@@ -150,19 +176,30 @@ def _derive(connection: sqlite3.Connection, site: dict) -> dict:
 
 def _diff(before: dict | None, after: dict | None) -> dict:
     """Each field whose value differs, as [from, to]."""
+    if not before:  # a new record (the bulk import's case): every field that is set
+        return {k: [None, v] for k, v in (after or {}).items() if v is not None}
     before, after = before or {}, after or {}
     return {k: [before.get(k), after.get(k)] for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)}
+
+
+CHANGE_INSERT = ("INSERT INTO changes (at, actor, action, entity, entity_id, site_id, diff, before, after)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def change_row(*, at: str, actor: str, action: str, entity: str, entity_id: str, site_id: str | None,
+               before: dict | None, after: dict | None) -> tuple:
+    """One change as the values of a change-log row (CHANGE_INSERT's order)."""
+    return (at, actor, action, entity, entity_id, site_id, json.dumps(_diff(before, after)),
+            None if before is None else json.dumps(before), None if after is None else json.dumps(after))
 
 
 def record_change(connection, *, at: str, actor: str, action: str, entity: str, entity_id: str,
                   site_id: str | None, before: dict | None, after: dict | None) -> dict:
     """Append one change to the log and return it as stored."""
     diff = _diff(before, after)
-    cursor = connection.execute(
-        "INSERT INTO changes (at, actor, action, entity, entity_id, site_id, diff, before, after)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (at, actor, action, entity, entity_id, site_id, json.dumps(diff),
-         None if before is None else json.dumps(before), None if after is None else json.dumps(after)))
+    cursor = connection.execute(CHANGE_INSERT, change_row(at=at, actor=actor, action=action, entity=entity,
+                                                          entity_id=entity_id, site_id=site_id, before=before,
+                                                          after=after))
     return {"id": cursor.lastrowid, "at": at, "actor": actor, "action": action, "entity": entity,
             "entity_id": entity_id, "site_id": site_id, "diff": diff}
 
@@ -173,26 +210,45 @@ def _insert(connection: sqlite3.Connection, table: str, row: dict) -> None:
     connection.execute(f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
 
 
-def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> None:
-    """Insert or update a site's row, its point blob (the R-tree triggers follow) and gpkg_contents."""
+def site_row(site: dict) -> dict:
+    """A site record as its stored row, column -> cell: the point blob, lists as JSON arrays, and its id last."""
     located = site["lon"] is not None
     row = {"geom": store.point_blob(site["lon"], site["lat"]) if located else None}
     row.update({f: _stored(f, site[f]) for f in SITE_STORED})
+    return {**row, "id": site["id"]}
+
+
+def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> None:
+    """Insert or update a site's row, its point blob (the R-tree triggers follow) and gpkg_contents."""
+    located = site["lon"] is not None
+    row = site_row(site)
     if insert:
-        _insert(connection, "sites", {**row, "id": site["id"]})
+        _insert(connection, "sites", row)
     else:
+        row.pop("id")
         assignments = ", ".join(f'"{c}" = ?' for c in row)
         connection.execute(f"UPDATE sites SET {assignments} WHERE id = ?", [*row.values(), site["id"]])
     store.touch_contents(connection, "sites", shapely.Point(site["lon"], site["lat"]) if located else None)
 
 
+def new_site(data: SiteCreate, *, site_id: str | None, at: str, actor: str) -> dict:
+    """A new site's record before its derived fields: the client's fields, lists never None, the server's."""
+    site = {field: getattr(data, field) for field in SITE_FIELDS}
+    site = {**site, **{f: site[f] or [] for f in LIST_FIELDS}}
+    site["id"] = site_id
+    site.update(created_at=at, created_by=actor, updated_at=at, updated_by=actor, retired_at=None, retired_by=None)
+    return site
+
+
+def site_id_base(data: SiteCreate) -> str:
+    """The id a new site is named by (before a -2, -3 ... that makes it free)."""
+    return slugify(data.name, "site")
+
+
 def create_site(connection: sqlite3.Connection, data: SiteCreate, actor: str) -> dict:
     """Add a site; its id comes from its name. Returns the change."""
     at = store.utc_now()
-    site = {field: getattr(data, field) for field in SITE_FIELDS}
-    site = {**site, **{f: site[f] or [] for f in LIST_FIELDS}}
-    site["id"] = _free_id(connection, "sites", slugify(data.name, "site"))
-    site.update(created_at=at, created_by=actor, updated_at=at, updated_by=actor, retired_at=None, retired_by=None)
+    site = new_site(data, site_id=_free_id(connection, "sites", site_id_base(data)), at=at, actor=actor)
     _check_site(connection, site)
     site = _derive(connection, site)
     _write_site(connection, site, insert=True)

@@ -11,9 +11,8 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
-from app.build_data import SEP
-from app.models import LIST_FIELDS
 from app.store import connect_readonly, has_table
+from app.vocab import SITE_LIST_COLUMNS, decode_list, encode_list
 
 CHANGE_COLUMNS = ("id", "at", "actor", "action", "entity", "entity_id", "site_id", "diff")
 
@@ -87,17 +86,18 @@ def site_records(sites: gpd.GeoDataFrame) -> dict[str, dict]:
         point = row.geometry
         located = isinstance(point, shapely.Point) and not point.is_empty
         record.update(lon=point.x if located else None, lat=point.y if located else None)
-        for field in LIST_FIELDS:
-            record[field] = [i for i in (record.get(field) or "").split(SEP) if i]
+        for field in SITE_LIST_COLUMNS:
+            record[field] = decode_list(record.get(field))
         records[site_id] = record
     return records
 
 
 def sites_frame(records: list[dict], like: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Site records as a sites layer with the columns and types of `like`."""
+    """Site records as a sites layer with the columns and types of `like` (lists as JSON arrays; a list logged as
+    `; `-joined text by an older version, such as missile_classes, is read as schema 1 wrote it)."""
     rows = []
     for record in records:
-        row = {k: (SEP.join(v) or None if k in LIST_FIELDS else v) for k, v in record.items()}
+        row = {k: (encode_list(decode_list(v)) if k in SITE_LIST_COLUMNS else v) for k, v in record.items()}
         located = record.get("lon") is not None
         row["geometry"] = shapely.Point(record["lon"], record["lat"]) if located else None
         rows.append(row)

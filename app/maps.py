@@ -39,7 +39,8 @@ from folium.plugins import Fullscreen, MeasureControl
 from shapely.geometry import mapping
 
 from app import geodesy
-from app.catalogue import has_point, split_list
+from app.catalogue import has_point
+from app.vocab import decode_list
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 # folium's resource names -> the vendored file inlined in their place (see app/vendor/README.md).
@@ -222,10 +223,8 @@ def http_url(url) -> str | None:
 
 
 def _items(value) -> list[str]:
-    """A list cell as stored (`app.catalogue.split_list`), or a list, as its non-empty items."""
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value if not blank(v)]
-    return [] if blank(value) else split_list(value)
+    """A stored list cell (a JSON array) or a list as its non-empty items."""
+    return [item for item in decode_list(value) if not blank(item)]
 
 
 def _km(value) -> str:

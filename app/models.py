@@ -10,12 +10,12 @@ from pydantic import (
     model_validator,
 )
 
-from app.build_data import MISSILE_CLASSES, VOCAB, alpha3, date, url
+from app.build_data import alpha3, date, url
+from app.vocab import LIST_FIELDS, MISSILE_CLASSES, VOCAB  # noqa: F401  (LIST_FIELDS importable here as before)
 
 MAX_TEXT = 4000
 MAX_NAME = 200
 MAX_ITEMS = 50
-LIST_FIELDS = {"aliases", "missile_types", "missile_classes_reported", "source_ids"}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ufffe\uffff]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
@@ -224,7 +224,7 @@ class SiteRead(BaseModel):
     belt_notes: str | None
     notes: str | None
     source_ids: list[str]
-    missile_classes: str | None = Field(description="Classes of its missiles and reported classes, `; `-separated.")
+    missile_classes: list[str] = Field(description="Classes of its missiles and the classes reported without a type.")
     current_status: str = Field(description="The status seen by its latest observation that saw one.")
     status_observed_on: str | None
     created_at: str | None = Field(description="UTC; null for sites from the bundled build.")

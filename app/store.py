@@ -16,6 +16,8 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
+from app import migrations
+
 BUSY_TIMEOUT_MS = 30_000
 REQUIRED_TABLES = ("sites", "observations", "sources", "missiles", "places", "borders", "countries")
 SRS_ID = 4326
@@ -56,9 +58,12 @@ def utc_now() -> str:
 # --- GeoPackage geometry blobs -------------------------------------------------------------------
 
 
+_POINT_BLOB = struct.Struct("<2sBBiBIdd")  # GP, version 0, flags 1 (little-endian, no envelope), srs; WKB Point
+
+
 def point_blob(lon: float, lat: float) -> bytes:
-    """A GeoPackage geometry blob for a WGS84 point: little-endian header, no envelope, then WKB."""
-    return GPKG_MAGIC + bytes((0, 1)) + struct.pack("<i", SRS_ID) + shapely.to_wkb(shapely.Point(lon, lat), byte_order=1)
+    """A GeoPackage geometry blob for a WGS84 point: little-endian header, no envelope, then little-endian WKB."""
+    return _POINT_BLOB.pack(GPKG_MAGIC, 0, 1, SRS_ID, 1, 1, lon, lat)
 
 
 def blob_geometry(blob: bytes | None) -> shapely.Geometry | None:
@@ -160,15 +165,6 @@ def has_table(connection: sqlite3.Connection, name: str) -> bool:
         is not None
 
 
-def build_id(connection: sqlite3.Connection) -> str:
-    """The id of the build the catalogue started from, as stored in the file (never a hash of the file's bytes)."""
-    if has_table(connection, "catalogue_meta"):
-        row = connection.execute("SELECT value FROM catalogue_meta WHERE key = 'build_id'").fetchone()
-        if row:
-            return row[0]
-    return "unversioned"
-
-
 def has_edit_schema(connection: sqlite3.Connection) -> bool:
     """Whether the file already has the changes table and the edit columns."""
     return has_table(connection, "changes") and all(set(cols) <= _columns(connection, t) for t, cols in EDIT_COLUMNS.items())
@@ -176,6 +172,7 @@ def has_edit_schema(connection: sqlite3.Connection) -> bool:
 
 def ensure_edit_schema(connection: sqlite3.Connection) -> None:
     """Add the changes table and the edit columns if missing (idempotent, in one transaction)."""
+    migrations.migrate(connection)
     if has_edit_schema(connection):
         return
     with transaction(connection):
@@ -234,6 +231,7 @@ def ensure_live(path: Path, seed: Path) -> Path:
         _refuse_reseeding(path)
         _seed(path, Path(seed))
     check_live(path)
+    _migrate(path)
     return path
 
 
@@ -272,6 +270,21 @@ def _seed(path: Path, seed: Path) -> None:
     finally:
         for leftover in (temp_name, temp_name + "-wal", temp_name + "-shm"):
             Path(leftover).unlink(missing_ok=True)
+
+
+def _migrate(path: Path) -> None:
+    """Bring an older live file to the current schema (a read-only one is served as it is)."""
+    with closing(connect_readonly(path)) as connection:
+        if migrations.schema_version(connection) == migrations.SCHEMA_VERSION:
+            return
+    try:
+        with closing(connect(path)) as connection:
+            migrations.migrate(connection)
+    except migrations.MigrationError as exc:
+        raise LiveFileProblem(f"{path}: {exc}") from exc
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc):
+            raise LiveFileProblem(f"{path}: cannot be brought to the current schema ({exc})") from exc
 
 
 def check_live(path: Path) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +14,7 @@ import pyogrio
 import pytest
 from osgeo_utils.samples import validate_gpkg
 
+from app import store
 from app.build_data import build
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,16 +161,16 @@ def test_site_geometry(layers, site_id, lon_lat):
     [
         ("sites", "sakkanmol", "coord_confidence", "exact"),
         ("sites", "sakkanmol", "declared_status", "undeclared"),
-        ("sites", "sakkanmol", "missile_types", "hwasong-5; hwasong-6"),
+        ("sites", "sakkanmol", "missile_types", ["hwasong-5", "hwasong-6"]),
         ("sites", "sakkanmol", "belt", "first"),
         ("sites", "sakkanmol", "current_status", "active"),
         ("sites", "sakkanmol", "status_observed_on", "2018-11-12"),
         ("sites", "kumchon-ni", "coord_precision_m", 31.0),
         ("sites", "kal-gol", "coord_confidence", "approximate"),
         ("sites", "hoejung-ni", "missile_types", None),
-        ("sites", "hoejung-ni", "missile_classes", "ICBM; IRBM"),
-        ("sites", "yusang-ni", "missile_classes", "ICBM"),
-        ("sites", "sinpo-shipyard", "missile_classes", "SLBM"),
+        ("sites", "hoejung-ni", "missile_classes", ["ICBM", "IRBM"]),
+        ("sites", "yusang-ni", "missile_classes", ["ICBM"]),
+        ("sites", "sinpo-shipyard", "missile_classes", ["SLBM"]),
         ("sites", "sangnam-ni", "unit_size", "battalion-or-regiment"),
         ("sites", "yeongjeo-dong", "coord_confidence", "unknown"),
         ("sites", "yeongjeo-dong", "coord_precision_m", None),
@@ -202,13 +206,13 @@ def test_key_value(layers, layer, row_id, column, expected):
 @pytest.mark.parametrize(
     ("border_id", "kind", "countries", "box"),
     [
-        ("mdl", "mdl", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
-        ("dmz-north", "dmz_edge", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
-        ("dmz-south", "dmz_edge", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
-        ("kor-prk", "land_border", "KOR; PRK", (126.5, 37.7, 128.5, 38.7)),
-        ("chn-prk", "land_border", "CHN; PRK", (124.0, 39.5, 131.0, 43.1)),
-        ("prk-rus", "land_border", "PRK; RUS", (130.4, 42.2, 130.8, 42.6)),
-        ("can-usa", "land_border", "CAN; USA", (-141.1, 41.6, -66.8, 69.7)),
+        ("mdl", "mdl", ["KOR", "PRK"], (126.5, 37.7, 128.5, 38.7)),
+        ("dmz-north", "dmz_edge", ["KOR", "PRK"], (126.5, 37.7, 128.5, 38.7)),
+        ("dmz-south", "dmz_edge", ["KOR", "PRK"], (126.5, 37.7, 128.5, 38.7)),
+        ("kor-prk", "land_border", ["KOR", "PRK"], (126.5, 37.7, 128.5, 38.7)),
+        ("chn-prk", "land_border", ["CHN", "PRK"], (124.0, 39.5, 131.0, 43.1)),
+        ("prk-rus", "land_border", ["PRK", "RUS"], (130.4, 42.2, 130.8, 42.6)),
+        ("can-usa", "land_border", ["CAN", "USA"], (-141.1, 41.6, -66.8, 69.7)),
     ],
 )
 def test_border(layers, border_id, kind, countries, box):
@@ -223,13 +227,13 @@ def test_border_ids_are_sorted_pairs_of_lowercase_codes(layers):
     land = layers["borders"][layers["borders"]["kind"] == "land_border"]
     for border_id, countries in zip(land["id"], land["countries"]):
         first, second = border_id.split("-")
-        assert first < second and countries == "; ".join(sorted([first.upper(), second.upper()]))
+        assert first < second and countries == sorted([first.upper(), second.upper()])
 
 
 def test_every_cited_id_resolves(layers):
     sources = set(layers["sources"]["id"])
-    cited = {i for cell in layers["sites"]["source_ids"] for i in cell.split("; ")}
-    cited |= {i for cell in layers["missiles"]["source_ids"] for i in cell.split("; ")}
+    cited = {i for cell in layers["sites"]["source_ids"] for i in cell}
+    cited |= {i for cell in layers["missiles"]["source_ids"] for i in cell}
     cited |= set(layers["observations"]["source_id"]) | set(layers["borders"]["source_id"])
     assert cited <= sources
 
@@ -311,3 +315,52 @@ def test_layer_coordinates_are_finite_lon_lat(layers):
     for name in ("sites", "places"):
         for geometry in layers[name].geometry.dropna():
             assert -180 <= geometry.x <= 180 and -90 <= geometry.y <= 90 and math.isfinite(geometry.x)
+
+
+# --- schema 2: JSON lists, catalogue_meta, unique ids ------------------------------------------------
+
+
+@pytest.mark.parametrize(("layer", "columns"), [
+    ("sites", ["aliases", "missile_types", "missile_classes_reported", "source_ids", "missile_classes"]),
+    ("missiles", ["aliases", "source_ids"]),
+    ("borders", ["countries"]),
+])
+def test_list_columns_are_json_arrays_gdal_reads_as_json(built, layers, layer, columns):
+    info = pyogrio.read_info(built, layer=layer)
+    subtypes = dict(zip(info["fields"], info["ogr_subtypes"]))
+    assert {c: subtypes[c] for c in columns} == {c: "OFSTJSON" for c in columns}
+    assert [f for f, s in subtypes.items() if s == "OFSTJSON"] == columns
+    with closing(sqlite3.connect(f"file:{built}?mode=ro", uri=True)) as connection:
+        for column in columns:
+            cells = [cell for (cell,) in connection.execute(f'SELECT "{column}" FROM "{layer}" WHERE "{column}" NOTNULL')]
+            items = [json.loads(cell) for cell in cells]
+            assert all(isinstance(i, list) and i and all(isinstance(x, str) and x for x in i) for i in items)
+            assert cells == [json.dumps(i, ensure_ascii=False, separators=(",", ":")) for i in items]  # compact
+            assert list(layers[layer][column].dropna()) == items  # GDAL (pyogrio) reads them as lists
+
+
+def test_catalogue_meta_holds_the_schema_version_and_the_hash_of_the_inputs(built, sources_copy, tmp_path):
+    from app import migrations
+    from app.build_data import inputs_sha256
+
+    with closing(sqlite3.connect(f"file:{built}?mode=ro", uri=True)) as connection:
+        meta = dict(connection.execute("SELECT key, value FROM catalogue_meta"))
+        kind = connection.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'catalogue_meta'").fetchone()
+        assert migrations.build_id(connection) == meta["build_id"]
+    assert meta == {"schema_version": "2", "build_id": inputs_sha256(SOURCES)} and kind == ("attributes",)
+    assert len(meta["build_id"]) == 64 and meta["build_id"] != inputs_sha256(SOURCES) + "x"
+    notes = sources_copy / "sources.csv"
+    notes.write_bytes(notes.read_bytes().replace(b"Report", b"Rapport", 1))
+    assert inputs_sha256(sources_copy) != meta["build_id"]
+
+
+@pytest.mark.parametrize("table", ["sites", "observations", "sources", "missiles", "places", "borders", "countries"])
+def test_ids_are_unique_by_the_database(built, tmp_path, table):
+    copy = Path(shutil.copy(built, tmp_path / "copy.gpkg"))
+    with closing(sqlite3.connect(copy)) as connection:
+        store.register_gpkg_functions(connection)  # the R-tree triggers of the point layers call ST_IsEmpty
+        first = connection.execute(f'SELECT id FROM "{table}" ORDER BY fid LIMIT 1').fetchone()[0]
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed"):
+            connection.execute(f'INSERT INTO "{table}" (id) VALUES (?)', (first,))
+        plan = " ".join(r[-1] for r in connection.execute(f'EXPLAIN QUERY PLAN SELECT 1 FROM "{table}" WHERE id = ?', ("x",)))
+    assert f"{table}_id_unique" in plan

@@ -1,6 +1,11 @@
 """Analysts' writes through the API: what is stored, what is derived, what history and as_of show."""
 
 import datetime
+import json
+import os
+import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 
 import pytest
@@ -9,7 +14,7 @@ from fastapi.testclient import TestClient
 from app import geodesy, store
 from app.auth import hash_token
 from app.main import create_app
-from app.settings import GEODATA_DIR, Settings
+from app.settings import GEODATA_DIR, REPO_ROOT, Settings
 
 EDITOR = {"Authorization": "Bearer editor-token-for-tests"}
 SOURCE = "csis-bp-hoejung-ni-2022"
@@ -45,7 +50,7 @@ def test_create_stores_the_site_with_server_owned_fields_and_a_change(service, l
     assert response.status_code == 201, response.text
     body = response.json()
     assert response.headers["Location"] == "/sites/test-base" and body["record"]["id"] == "test-base"
-    assert body["record"]["created_by"] == "alice" and body["record"]["missile_classes"] == "IRBM"
+    assert body["record"]["created_by"] == "alice" and body["record"]["missile_classes"] == ["IRBM"]
     assert body["change"]["diff"]["lon"] == [None, 126.5] and body["change"]["actor"] == "alice"
     assert _rows(live, "SELECT actor, action, entity_id FROM changes") == [("alice", "create", "test-base")]
     site = service.get("/sites/test-base").json()
@@ -228,3 +233,79 @@ def test_a_refreshed_snapshot_equals_a_fresh_load(live):
     assert_frame_equal(refreshed.sites.drop(columns="geometry"), fresh.sites.drop(columns="geometry"))
     assert list(refreshed.site_index.within(126.0, 39.5, 1000)[0]) == list(fresh.site_index.within(126.0, 39.5, 1000)[0])
     assert "sino-ri" not in refreshed.sites.index and "test-base" in refreshed.sites.index
+
+
+# --- storage that keeps what it was given ----------------------------------------------------------
+
+
+def test_a_list_item_with_a_semicolon_round_trips(service, live):
+    aliases = ["Foo; Bar", "Baz;", "[x]", " ; "]
+    created = service.post("/sites", json={**NEW_SITE, "aliases": aliases}, headers=EDITOR)
+    assert created.status_code == 201, created.text
+    stripped = ["Foo; Bar", "Baz;", "[x]", ";"]  # the API strips each item's outer whitespace, nothing else
+    assert created.json()["record"]["aliases"] == stripped
+    assert service.get("/sites/test-base").json()["properties"]["aliases"] == stripped
+    assert json.loads(_rows(live, "SELECT after FROM changes")[0][0])["aliases"] == stripped
+    assert service.get("/changes").json()["changes"][0]["diff"]["aliases"] == [None, stripped]
+    renamed = ["A;B", "C; D"]
+    assert service.patch("/sites/test-base", json={"aliases": renamed}, headers=EDITOR).status_code == 200
+    assert service.get("/sites/test-base").json()["properties"]["aliases"] == renamed
+    assert service.get("/changes?site_id=test-base").json()["changes"][1]["diff"]["aliases"] == [stripped, renamed]
+    assert _rows(live, "SELECT aliases FROM sites WHERE id = 'test-base'") == [('["A;B","C; D"]',)]
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    as_of = {f["id"]: f for f in service.get(f"/sites?as_of={today}&limit=1000").json()["features"]}
+    assert as_of["test-base"]["properties"]["aliases"] == renamed
+    listed = service.get("/sites?lat=39&lon=126.5&within_km=1").json()["features"]
+    assert [f["properties"]["aliases"] for f in listed] == [renamed]
+
+
+def test_two_sites_cannot_share_an_id(live):
+    with closing(store.connect(live)) as connection:
+        columns = [row[1] for row in connection.execute('PRAGMA table_info("sites")') if row[1] != "fid"]
+        copy = f'INSERT INTO sites ({", ".join(columns)}) SELECT {", ".join(columns)} FROM sites WHERE id = ?'
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: sites.id"):
+            connection.execute(copy, ("sakkanmol",))
+        for table in ("observations", "sources", "missiles", "places", "borders"):
+            with pytest.raises(sqlite3.IntegrityError, match=f"UNIQUE constraint failed: {table}.id"):
+                connection.execute(f'INSERT INTO "{table}" (id) SELECT id FROM "{table}" LIMIT 1')
+    assert _rows(live, "SELECT count(*) FROM sites WHERE id = 'sakkanmol'") == [(1,)]
+
+
+@pytest.mark.parametrize(("taken", "expected"), [
+    ([], ["test-base", "test-base-2", "test-base-3"]),
+    (["test-base"], ["test-base-2", "test-base-3", "test-base-4"]),
+    (["test-base", "test-base-3", "test-base-x", "test-base-2-b"], ["test-base-2", "test-base-4", "test-base-5"]),
+    (["test-base-2"], ["test-base", "test-base-3", "test-base-4"]),
+])
+def test_free_ids_are_the_lowest_free_suffixes(live, taken, expected):
+    from app import edits
+    from app.models import SiteCreate
+
+    with closing(store.connect(live)) as connection, store.transaction(connection):
+        for name in taken:
+            edits.create_site(connection, SiteCreate(**{**NEW_SITE, "name": name}), "alice")
+        assert [r[0] for r in connection.execute("SELECT id FROM sites WHERE id LIKE 'test-base%' ORDER BY id")] == \
+            sorted(taken)
+        assert edits.free_ids(connection, "sites", ["test-base"] * 3) == expected
+        plan = " ".join(r[-1] for r in connection.execute("EXPLAIN QUERY PLAN SELECT 1 FROM sites WHERE id = ?", ("x",)))
+        assert "sites_id_unique" in plan
+
+
+def test_validate_works_on_an_edited_catalogue(live):
+    tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
+    unlocate = {"lon": None, "lat": None, "coord_confidence": "unknown", "coord_source_id": None,
+                "coord_precision_m": None}
+    with TestClient(create_app(Settings(gpkg=live, tokens=tokens, _env_file=None))) as client:
+        assert client.post("/sites", json=NEW_SITE, headers=EDITOR).status_code == 201
+        assert client.patch("/sites/test-base", json=unlocate, headers=EDITOR).status_code == 200
+        assert client.patch("/sites/sakkanmol", json=unlocate, headers=EDITOR).status_code == 200
+        assert client.delete("/sites/kal-gol", headers=EDITOR).status_code == 200
+    # A process of its own: GDAL's validate_gpkg reads the file, which no process holding SQLite connections may do.
+    result = subprocess.run([sys.executable, "-m", "app.cli", "validate", "--gpkg", str(live)], cwd=REPO_ROOT,
+                            env={**os.environ, "COLUMNS": "250"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "validate_gpkg: ok" in result.stdout
+    lines = result.stdout.splitlines()
+    assert sum("not checked: site retired" in line and "kal-gol" in line for line in lines) == 2
+    assert sum("not checked: site has no coordinate" in line and "sakkanmol" in line for line in lines) == 2
+    assert any("yusang-ni" in line and "yes" in line for line in lines)

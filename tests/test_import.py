@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -100,9 +101,10 @@ def test_csv_lists_and_multiline_cells(live):
     result = run("import", DATA / "sites.csv", "--gpkg", live)
     assert result.exit_code == 0, result.output
     site = sites(live).loc["import-test-base"]
-    assert site["aliases"] == "Test-ri; Test Base"
-    assert site["source_ids"] == f"{SOURCE}; aljazeera-2022-02-08"
-    assert site["missile_types"] == "hwasong-10; hwasong-11a"
+    assert json.loads(site["aliases"]) == ["Test-ri", "Test Base"]
+    assert json.loads(site["source_ids"]) == [SOURCE, "aljazeera-2022-02-08"]
+    assert json.loads(site["missile_types"]) == ["hwasong-10", "hwasong-11a"]
+    assert json.loads(site["missile_classes"]) == ["IRBM", "SRBM"]
     assert site["notes"] == "A note, with a comma\nand a second line"
     assert site["coord_precision_m"] == 500
 
@@ -394,3 +396,143 @@ def test_backup_while_another_process_writes_is_consistent(live, tmp_path):
         seen.append(site_rows - base_sites)
     assert seen == sorted(seen) and 1 <= seen[0] and seen[-1] <= 150
     assert counts(live) == (base_sites + 150, base_changes + 150)
+
+
+# --- checked first, written in bulk ---------------------------------------------------------------
+
+
+def many_rows(path: Path, count: int, bad_lines: tuple[int, ...] = ()) -> Path:
+    """A CSV of `count` located sites; the rows on `bad_lines` (file line numbers) cite an unknown source."""
+    lines = ["name,aliases,country,lon,lat,coord_confidence,coord_source_id,facility_type,missile_types,source_ids"]
+    for number in range(count):
+        source = "no-such-source" if number + 2 in bad_lines else SOURCE
+        lines.append(f"Bulk {number % 7},A {number}; B,PRK,{125 + number % 50 / 10},{38 + number % 40 / 10},"
+                     f"approximate,{SOURCE},missile_base,hwasong-10,{source}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_bad_row_is_found_without_taking_the_write_lock_and_nothing_is_written(live, tmp_path):
+    path = many_rows(tmp_path / "late_bad.csv", 300, bad_lines=(301,))
+    before = counts(live)
+    with closing(store.connect(live)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for the whole check
+        started = time.perf_counter()
+        result = run("import", path, "--gpkg", live)
+        elapsed = time.perf_counter() - started
+        holder.execute("ROLLBACK")
+    assert result.exit_code == 1, result.output
+    assert elapsed < store.BUSY_TIMEOUT_MS / 1000 / 2, "the check must not wait for the write lock"
+    assert bad_row(result.stderr, 301, "source_ids: unknown source id 'no-such-source'")
+    assert counts(live) == before and "nothing written" in result.stdout
+
+
+def test_every_bad_row_is_reported_even_when_there_are_many(live, tmp_path):
+    bad = tuple(range(2, 302, 3))  # 100 bad rows
+    result = run("import", many_rows(tmp_path / "many_bad.csv", 300, bad_lines=bad), "--gpkg", live)
+    assert result.exit_code == 1
+    reported = re.findall(r"^line (\d+): Bulk \d: source_ids: unknown source id 'no-such-source'$", result.stderr, re.M)
+    assert [int(n) for n in reported] == list(bad)
+
+
+def test_a_large_import_prints_a_summary_not_every_row(live, tmp_path):
+    result = run("import", many_rows(tmp_path / "many.csv", 500), "--gpkg", live, "--actor", "bulk")
+    assert result.exit_code == 0, result.output
+    assert "Added (500 sites; the first 10)" in result.stdout and "and 490 more" in result.stdout
+    assert "added 500 site(s)" in result.stdout and "written in" in result.stdout
+    assert result.stdout.count("Bulk ") == 10
+    table = sites(live)
+    ids = [i for i in table.index if i.startswith("bulk-")]
+    assert len(ids) == 500 and len(set(ids)) == 500
+    assert sorted(i for i in ids if i.startswith("bulk-0"))[:3] == ["bulk-0", "bulk-0-10", "bulk-0-11"]
+    assert json.loads(table.loc["bulk-3", "aliases"]) == ["A 3", "B"]
+    log = [c for c in changes(live) if c["actor"] == "bulk"]
+    assert len(log) == 500 and {c["entity_id"] for c in log} == set(ids)
+    assert json.loads(log[0]["after"])["id"] == log[0]["entity_id"] and log[0]["before"] is None
+
+
+def test_a_bulk_import_indexes_points_as_the_per_row_triggers_do(live, tmp_path):
+    """The bulk insert fills the R-tree and the feature count itself; the result equals create_site's, row by row."""
+    from app import edits
+    from app.importer import read_rows as read
+    from app.models import SiteCreate
+
+    path = many_rows(tmp_path / "rtree.csv", 200)
+    assert run("import", path, "--gpkg", live).exit_code == 0
+    other = store.ensure_live(tmp_path / "one-by-one.gpkg", GEODATA_DIR / "catalogue.gpkg")
+    with closing(store.connect(other)) as connection, store.transaction(connection):
+        for row in read(path)[1]:
+            edits.create_site(connection, SiteCreate.model_validate(row.fields), "cli")
+    query = ("SELECT s.id, r.minx, r.maxx, r.miny, r.maxy FROM sites s JOIN rtree_sites_geom r ON r.id = s.fid"
+             " ORDER BY s.id")
+    triggers = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'sites' ORDER BY name"
+    count = "SELECT feature_count, (SELECT count(*) FROM sites) FROM gpkg_ogr_contents WHERE table_name = 'sites'"
+    with closing(store.connect_readonly(live)) as bulk, closing(store.connect_readonly(other)) as single:
+        for sql in (query, triggers, count):
+            assert bulk.execute(sql).fetchall() == single.execute(sql).fetchall()
+        assert bulk.execute(count).fetchone()[0] == bulk.execute(count).fetchone()[1]
+        assert bulk.execute("SELECT count(*) FROM rtree_sites_geom").fetchone()[0] == \
+            bulk.execute("SELECT count(*) FROM sites WHERE geom NOTNULL").fetchone()[0]
+
+
+def test_csv_list_cells_may_be_json_arrays(live, tmp_path):
+    path = tmp_path / "json_lists.csv"
+    path.write_text('name,aliases,country,facility_type,source_ids\n'
+                    f'"Listed","[""Foo; Bar"",""Baz""]",PRK,launch_area,"[""{SOURCE}""]"\n', encoding="utf-8")
+    result = run("import", path, "--gpkg", live)
+    assert result.exit_code == 0, result.output
+    site = sites(live).loc["listed"]
+    assert json.loads(site["aliases"]) == ["Foo; Bar", "Baz"] and json.loads(site["source_ids"]) == [SOURCE]
+
+
+def _create(path: Path, name: str) -> str:
+    """Create a site through another connection, as another writer would; its id."""
+    from app import edits
+    from app.models import SiteCreate
+
+    with closing(store.connect(path)) as connection, store.transaction(connection):
+        body = {"name": name, "country": "PRK", "facility_type": "launch_area", "source_ids": [SOURCE]}
+        return edits.create_site(connection, SiteCreate(**body), "other")["entity_id"]
+
+
+def test_an_id_taken_between_the_check_and_the_write_is_made_free_again(live, tmp_path, monkeypatch):
+    from app import importer
+
+    prepare = importer._prepare
+
+    def prepare_then_another_writer(connection, sites, actor):
+        batch = prepare(connection, sites, actor)
+        assert batch.ids[:2] == ["bulk-0", "bulk-1"]
+        assert _create(live, "Bulk 0") == "bulk-0"  # commits after the ids were chosen, before the write lock
+        return batch
+
+    monkeypatch.setattr(importer, "_prepare", prepare_then_another_writer)
+    path = many_rows(tmp_path / "race.csv", 20)
+    result = importer.import_file(path, live, actor="bulk")
+    assert result.written and len(result.good) == 20
+    ids = [o.site_id for o in result.good]
+    assert ids[0] == "bulk-0-2" and len(set(ids)) == 20
+    log = {c["entity_id"]: json.loads(c["after"]) for c in changes(live) if c["actor"] == "bulk"}
+    assert set(log) == set(ids) and all(record["id"] == site_id for site_id, record in log.items())
+    stored = sites(live)
+    assert stored.loc["bulk-0", "created_by"] == "other" and stored.loc["bulk-0-2", "created_by"] == "bulk"
+
+
+def test_a_missile_changed_during_the_check_stops_the_write(live, tmp_path):
+    from app import importer
+    from app.errors import CatalogueError
+
+    path = many_rows(tmp_path / "changed.csv", 5)
+    before = counts(live)
+    unit, rows = importer.read_rows(path)
+    checked = []
+
+    def advance():
+        checked.append(1)
+        if len(checked) == len(rows):  # the whole file is checked; another process now changes a missile
+            with closing(store.connect(live)) as other, store.transaction(other):
+                other.execute("UPDATE missiles SET class = 'SRBM' WHERE id = 'hwasong-10'")
+
+    with closing(store.connect(live)) as connection, pytest.raises(CatalogueError, match="hwasong-10"):
+        importer.import_rows(connection, rows, actor="bulk", unit=unit, path=path, advance=advance)
+    assert counts(live) == before

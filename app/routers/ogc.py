@@ -21,6 +21,7 @@ from app.exports import EXPORT_MEDIA_TYPES, export_response
 from app.formats import GEOJSON_MEDIA_TYPE, feature, html_cell, site_features
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, as_of_fields, catalogue_as_of
+from app.vocab import LIST_COLUMNS
 
 router = APIRouter(tags=["ogc api features"])
 
@@ -294,10 +295,10 @@ def select_items(catalogue: Catalogue, collection: Collection, request: Request)
     if collection.temporal and "datetime" in request.query_params:
         start, end = parse_datetime(request.query_params["datetime"])
         rows = rows[[_overlaps(v, start, end) for v in rows[collection.temporal]]]
-    list_columns = {"aliases", "missile_types", "missile_classes", "missile_classes_reported", "source_ids"}
+    list_columns = LIST_COLUMNS.get(collection.layer, ())
     for name in properties:
         for wanted in request.query_params.getlist(name):
-            rows = rows[[_matches(v, wanted, collection.id == "sites" and name in list_columns) for v in rows[name]]]
+            rows = rows[[_matches(v, wanted, name in list_columns) for v in rows[name]]]
     return rows, limit, offset
 
 

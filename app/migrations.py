@@ -1,0 +1,235 @@
+"""The catalogue file's schema version and the migrations that bring an older live file up to it.
+
+Schema 1: the first format (list cells `; `-joined text, no metadata table, ids unique only by convention).
+Schema 2: list cells are JSON arrays registered in `gpkg_data_columns` as `application/json`; a
+`catalogue_meta` table holds `schema_version` and `build_id`; every table with an `id` column has a
+UNIQUE index on it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import sqlite3
+
+from app.vocab import LIST_COLUMNS, encode_list, split_legacy
+
+SCHEMA_VERSION = "2"
+META_TABLE = "catalogue_meta"
+META_DESCRIPTION = "The catalogue file's schema version and the id of the build it came from."
+META_DDL = (f'CREATE TABLE "{META_TABLE}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,'
+            ' "key" TEXT NOT NULL UNIQUE, "value" TEXT NOT NULL)')
+JSON_MIME_TYPE = "application/json"
+SCHEMA_EXTENSION = "http://www.geopackage.org/spec121/#extension_schema"
+SCHEMA_DDL = (
+    "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT, extension_name TEXT NOT NULL,"
+    " definition TEXT NOT NULL, scope TEXT NOT NULL, CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))",
+    "CREATE TABLE IF NOT EXISTS gpkg_data_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, name TEXT,"
+    " title TEXT, description TEXT, mime_type TEXT, constraint_name TEXT,"
+    " CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name), CONSTRAINT gdc_tn UNIQUE (table_name, name))",
+    "CREATE TABLE IF NOT EXISTS gpkg_data_column_constraints (constraint_name TEXT NOT NULL,"
+    " constraint_type TEXT NOT NULL, value TEXT, min NUMERIC, min_is_inclusive BOOLEAN, max NUMERIC,"
+    " max_is_inclusive BOOLEAN, description TEXT, CONSTRAINT gdcc_ntv UNIQUE (constraint_name, constraint_type, value))",
+)
+
+
+class MigrationError(Exception):
+    """The file cannot be brought to the current schema (duplicate ids, or a newer schema); nothing was changed."""
+
+
+def _now() -> str:
+    """The current UTC time as the GeoPackage writes it."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _has_table(connection: sqlite3.Connection, name: str) -> bool:
+    """Whether the file has a table of that name."""
+    return connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+        is not None
+
+
+def _columns(connection: sqlite3.Connection, table: str) -> list[tuple[str, int]]:
+    """A table's columns as (name, primary-key position)."""
+    return [(row[1], row[5]) for row in connection.execute(f'PRAGMA table_info("{table}")')]
+
+
+def _content_tables(connection: sqlite3.Connection) -> list[str]:
+    """The tables listed in gpkg_contents, sorted by name (views left out)."""
+    return [row[0] for row in connection.execute(
+        "SELECT c.table_name FROM gpkg_contents c JOIN sqlite_master m ON m.name = c.table_name AND m.type = 'table'"
+        " ORDER BY c.table_name")]
+
+
+# --- reading the version -----------------------------------------------------------------------------
+
+
+def schema_version(connection: sqlite3.Connection) -> str:
+    """The file's schema version: "1" for a file without catalogue_meta."""
+    if not _has_table(connection, META_TABLE):
+        return "1"
+    row = connection.execute(f'SELECT value FROM "{META_TABLE}" WHERE key = ?', ("schema_version",)).fetchone()
+    if row is None:
+        raise MigrationError(f"{META_TABLE} has no schema_version")
+    return row[0]
+
+
+def build_id(connection: sqlite3.Connection) -> str:
+    """The id of the data the file was built from (the build's input hash, or `legacy-…` for a schema-1 file)."""
+    if not _has_table(connection, META_TABLE):
+        return legacy_build_id(connection)
+    row = connection.execute(f'SELECT value FROM "{META_TABLE}" WHERE key = ?', ("build_id",)).fetchone()
+    if row is None:
+        raise MigrationError(f"{META_TABLE} has no build_id")
+    return row[0]
+
+
+def legacy_build_id(connection: sqlite3.Connection) -> str:
+    """`legacy-` and the SHA-256 of every row of the gpkg_contents tables but `changes`: tables by name, rows by
+    rowid, each row as the repr of its tuple of values."""
+    digest = hashlib.sha256()
+    for table in _content_tables(connection):
+        if table in ("changes", META_TABLE):
+            continue
+        digest.update(f"\x00table {table}\x00".encode())
+        for row in connection.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
+            digest.update(repr(row).encode())
+            digest.update(b"\n")
+    return "legacy-" + digest.hexdigest()
+
+
+# --- migrating -----------------------------------------------------------------------------------------
+
+
+def migrate(connection: sqlite3.Connection) -> bool:
+    """Bring the file to the current schema in ONE `BEGIN IMMEDIATE` transaction; True if it changed anything.
+
+    Idempotent: at the current version it costs two small queries and writes nothing. Raises MigrationError
+    (and changes nothing) when ids repeat or the file is newer than this program.
+    """
+    if schema_version(connection) == SCHEMA_VERSION:
+        return False
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(connection)  # another process may have migrated while we waited for the lock
+        if version == "1":
+            _upgrade_1_to_2(connection)
+        elif version != SCHEMA_VERSION:
+            raise MigrationError(f"schema_version {version!r} is not one this program knows (it writes"
+                                 f" {SCHEMA_VERSION!r}): the file comes from a newer missile-sites")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return version != SCHEMA_VERSION
+
+
+def _upgrade_1_to_2(connection: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: lists as JSON arrays, catalogue_meta with a legacy build id, unique ids."""
+    legacy_id = legacy_build_id(connection)
+    convert_lists(connection)
+    finish_schema(connection, build_id=legacy_id, at=_now())
+
+
+def convert_lists(connection: sqlite3.Connection) -> int:
+    """Rewrite every `; `-joined list cell as a JSON array; returns the cells changed.
+
+    A site's lists are taken from its latest change-log record when that record joins to exactly the stored
+    cell (so an item the old format split, such as "Foo; Bar", comes back whole); otherwise the cell is split
+    on `;` as schema 1 was read.
+    """
+    logged = _logged_site_lists(connection)
+    changed = 0
+    for table, columns in LIST_COLUMNS.items():
+        if not _has_table(connection, table):
+            continue
+        present = [c for c, _ in _columns(connection, table) if c in columns]
+        if not present:
+            continue
+        select = ", ".join(f'"{c}"' for c in present)
+        has_id = "id" in {c for c, _ in _columns(connection, table)}
+        rows = connection.execute(f'SELECT rowid, {"id" if has_id else "NULL"}, {select} FROM "{table}"').fetchall()
+        updates = []
+        for rowid, row_id, *cells in rows:
+            known = logged.get(row_id, {}) if table == "sites" else {}
+            new = [_converted(cell, known.get(column)) for column, cell in zip(present, cells)]
+            if new != cells:
+                updates.append((*new, rowid))
+        assignments = ", ".join(f'"{c}" = ?' for c in present)
+        connection.executemany(f'UPDATE "{table}" SET {assignments} WHERE rowid = ?', updates)
+        changed += len(updates)
+    return changed
+
+
+def _converted(cell, logged) -> str | None:
+    """One schema-1 list cell as a JSON array (the logged list when it joins to exactly this cell)."""
+    if cell is None:
+        return None
+    if isinstance(logged, list) and all(isinstance(i, str) for i in logged) and "; ".join(logged) == cell:
+        return encode_list(logged)
+    return encode_list(split_legacy(str(cell)))
+
+
+def _logged_site_lists(connection: sqlite3.Connection) -> dict[str, dict]:
+    """Each site's record in its latest change (its `after`), when the file has a change log."""
+    if not _has_table(connection, "changes"):
+        return {}
+    rows = connection.execute(
+        "SELECT entity_id, after FROM changes WHERE id IN"
+        " (SELECT max(id) FROM changes WHERE entity = 'site' AND after IS NOT NULL GROUP BY entity_id)")
+    return {entity_id: json.loads(after) for entity_id, after in rows}
+
+
+def finish_schema(connection: sqlite3.Connection, *, build_id: str, at: str) -> None:
+    """The schema-2 parts beside the layers: JSON list columns registered, unique ids, catalogue_meta.
+
+    Runs inside the caller's transaction; the build calls it on a fresh file, the migration on an old one.
+    """
+    register_json_columns(connection)
+    unique_ids(connection)
+    connection.execute(META_DDL)
+    connection.execute(
+        "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change)"
+        " VALUES (?, 'attributes', ?, ?, ?)", (META_TABLE, META_TABLE, META_DESCRIPTION, at))
+    connection.executemany(f'INSERT INTO "{META_TABLE}" (key, value) VALUES (?, ?)',
+                           [("schema_version", SCHEMA_VERSION), ("build_id", build_id)])
+
+
+def register_json_columns(connection: sqlite3.Connection) -> None:
+    """Declare every list column `application/json` in gpkg_data_columns (the GeoPackage schema extension), so
+    GDAL reads them as JSON strings."""
+    for statement in SCHEMA_DDL:
+        connection.execute(statement)
+    for table in ("gpkg_data_columns", "gpkg_data_column_constraints"):
+        connection.execute(
+            "INSERT INTO gpkg_extensions (table_name, column_name, extension_name, definition, scope)"
+            " SELECT ?, NULL, 'gpkg_schema', ?, 'read-write' WHERE NOT EXISTS"
+            " (SELECT 1 FROM gpkg_extensions WHERE table_name = ? AND extension_name = 'gpkg_schema')",
+            (table, SCHEMA_EXTENSION, table))
+    for table, columns in LIST_COLUMNS.items():
+        if not _has_table(connection, table):
+            continue
+        present = [c for c, _ in _columns(connection, table) if c in columns]
+        connection.executemany(
+            "INSERT INTO gpkg_data_columns (table_name, column_name, mime_type) VALUES (?, ?, ?)"
+            " ON CONFLICT (table_name, column_name) DO UPDATE SET mime_type = excluded.mime_type",
+            [(table, column, JSON_MIME_TYPE) for column in present])
+
+
+def unique_ids(connection: sqlite3.Connection) -> None:
+    """A UNIQUE index on the `id` column of every gpkg_contents table that has one (not its integer key).
+
+    Raises MigrationError naming the table and the first repeated id when ids repeat.
+    """
+    for table in _content_tables(connection):
+        if ("id", 0) not in _columns(connection, table):
+            continue
+        repeated = connection.execute(
+            f'SELECT id, count(*), group_concat(rowid, \', \') FROM "{table}" WHERE id IS NOT NULL'
+            " GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 1").fetchone()
+        if repeated is not None:
+            value, count, rowids = repeated
+            raise MigrationError(
+                f"table {table!r} has {count} rows with id {value!r} (rowids {rowids}); ids must be unique:"
+                f" give all but one of them a new id, then open the file again (nothing was changed)")
+        connection.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{table}_id_unique" ON "{table}" ("id")')
