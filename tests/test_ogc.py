@@ -298,3 +298,65 @@ def test_owslib_lists_collections_and_reads_items(server_url):
     items = api.collection_items("sites", limit=3)
     assert items["numberReturned"] == 3 and items["numberMatched"] == 23
     assert api.collection_item("sites", "kal-gol")["id"] == "kal-gol"
+
+
+# --- filters that leave nothing: 200 and an empty collection in every format ----------------------
+
+EMPTY_FORMATS = ("json", "geojson", "html", "csv", "kml")
+EMPTY_QUERIES = {  # collection -> queries whose filters leave no row (each also with a filter after the emptying one)
+    "sites": ["country=USA&current_status=active", "current_status=active&country=USA",
+              "missile_classes=ICBM&country=IRN", "bbox=170,-10,-170,10&current_status=active",
+              "lat=0&lon=0&within_km=1&bbox=0,0,1,1", "lat=0&lon=0&within_km=1&country=PRK",
+              "id=nope&name=Sakkanmol&aliases=Satkatmol"],
+    "places": ["country=USA&kind=city", "bbox=0,0,1,1&name=Seoul"],
+    "borders": ["kind=nope&id=mdl", "bbox=0,0,1,1&kind=mdl"],
+    "observations": ["datetime=1066&site_id=sakkanmol", "site_id=nope&kind=report", "status_seen=nope&datetime=2020"],
+}
+
+
+def _assert_empty(response, fmt: str) -> None:
+    """A 200 holding no feature, in the asked format."""
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    if fmt in ("json", "geojson"):
+        body = response.json()
+        assert (body["features"], body["numberMatched"], body["numberReturned"]) == ([], 0, 0)
+    elif fmt == "html":
+        assert response.headers["content-type"].startswith("text/html") and "<li>" not in response.text
+    elif fmt == "csv":
+        assert response.text.count("\n") == 1 and response.text.startswith("lon,lat,wkt")
+    else:
+        assert "<kml" in response.text and "Placemark" not in response.text
+
+
+@pytest.mark.parametrize("fmt", EMPTY_FORMATS)
+@pytest.mark.parametrize("collection, query", [(c, q) for c, queries in EMPTY_QUERIES.items() for q in queries])
+def test_filters_matching_nothing_answer_an_empty_collection(client, collection, query, fmt):
+    _assert_empty(client.get(f"/collections/{collection}/items?{query}&f={fmt}"), fmt)
+
+
+@pytest.mark.parametrize("collection", list(EMPTY_QUERIES))
+def test_every_property_filter_matching_nothing_then_another_is_empty(client, collection):
+    """Sweep: each property filtered to a value no row has, then by a value some row has, in every format."""
+    item = client.get(f"/collections/{collection}/items?limit=1").json()["features"][0]
+    names = [name for name in item["properties"] if name not in ("distance_km", "border_distances_km")]
+    for name in names:
+        then = next(other for other in ("id", "name", "site_id") if other != name and other in item["properties"])
+        for fmt in EMPTY_FORMATS:
+            query = {name: "no such value", then: item["properties"][then], "f": fmt}
+            _assert_empty(client.get(f"/collections/{collection}/items", params=query), fmt)
+
+
+def test_gpkg_of_an_empty_selection_is_the_file(client):
+    response = client.get("/collections/sites/items?country=USA&current_status=active&f=gpkg")
+    assert response.status_code == 200 and response.content.startswith(b"SQLite format 3\x00")
+
+
+def test_collection_with_no_located_row_has_no_spatial_extent(catalogue):
+    """A layer left empty (every site retired, say) describes itself without a bbox instead of failing."""
+    from types import SimpleNamespace
+
+    from app.routers.ogc import COLLECTIONS, _collection_body
+
+    empty = SimpleNamespace(sites=catalogue.sites.iloc[:0])
+    body = _collection_body(empty, COLLECTIONS["sites"], "http://x")
+    assert body["id"] == "sites" and "spatial" not in body["extent"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Callable
 from urllib.parse import urlencode
 
+import numpy as np
 import pandas as pd
 import shapely
 from fastapi import APIRouter, Path, Query, Request
@@ -139,6 +140,11 @@ def parse_bbox(text: str) -> list[tuple[float, float, float, float]]:
     if west > east:
         return [(west, south, 180.0, north), (-180.0, south, east, north)]
     return [(west, south, east, north)]
+
+
+def _keep(rows: pd.DataFrame, mask) -> pd.DataFrame:
+    """The rows where mask is true (a boolean array: an empty list would select columns, not rows)."""
+    return rows[np.fromiter(mask, dtype=bool, count=len(rows))]
 
 
 def _in_boxes(geometries, boxes) -> list[bool]:
@@ -290,14 +296,15 @@ def select_items(catalogue: Catalogue, collection: Collection, request: Request)
     if bbox is not None:
         if "geometry" not in rows.columns:
             raise UnsupportedParameter(f"collection {collection.id!r} has no geometry", parameter="bbox")
-        rows = rows[_in_boxes(rows.geometry, parse_bbox(bbox))]
+        rows = _keep(rows, _in_boxes(rows.geometry, parse_bbox(bbox)))
     if collection.temporal and "datetime" in request.query_params:
         start, end = parse_datetime(request.query_params["datetime"])
-        rows = rows[[_overlaps(v, start, end) for v in rows[collection.temporal]]]
+        rows = _keep(rows, (_overlaps(v, start, end) for v in rows[collection.temporal]))
     list_columns = {"aliases", "missile_types", "missile_classes", "missile_classes_reported", "source_ids"}
     for name in properties:
         for wanted in request.query_params.getlist(name):
-            rows = rows[[_matches(v, wanted, collection.id == "sites" and name in list_columns) for v in rows[name]]]
+            listed = collection.id == "sites" and name in list_columns
+            rows = _keep(rows, (_matches(v, wanted, listed) for v in rows[name]))
     return rows, limit, offset
 
 
@@ -402,8 +409,9 @@ def conformance(request: Request, f: Format = None):
 def _collection_body(catalogue: Catalogue, collection: Collection, base: str) -> dict:
     frame = _frame(catalogue, collection)
     extent: dict = {}
-    if "geometry" in frame.columns:
-        bounds = [round(float(v), 7) for v in frame[[has_point(g) for g in frame.geometry]].total_bounds]
+    located = _keep(frame, (has_point(g) for g in frame.geometry)) if "geometry" in frame.columns else frame[:0]
+    if len(located):
+        bounds = [round(float(v), 7) for v in located.total_bounds]
         extent["spatial"] = {"bbox": [bounds], "crs": CRS84}
     if collection.temporal:
         dates = sorted(str(v) for v in frame[collection.temporal].dropna())
