@@ -12,6 +12,8 @@ from app.routers import CatalogueDep
 from app.schemas import MAX_LIMIT
 
 router = APIRouter(tags=["edits"])
+AFTER_EVERY_CHANGE = "~"
+"""A `since` bound no stored instant reaches (`~` sorts after every digit)."""
 
 
 def since_instant(text: str | None) -> str | None:
@@ -27,7 +29,10 @@ def since_instant(text: str | None) -> str | None:
                                parameter="since") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
-    moment = moment.astimezone(datetime.timezone.utc)
+    try:
+        moment = moment.astimezone(datetime.timezone.utc)
+    except OverflowError:  # year 1 or 9999 pushed past the calendar by its offset: before or after every change
+        return None if moment.year == 1 else AFTER_EVERY_CHANGE
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
