@@ -496,7 +496,8 @@ def get_item(request: Request, catalogue: CatalogueDep, collectionId: Collection
     collection = _collection(collectionId)
     _check_parameters(request, ("f",))
     frame = _frame(catalogue, collection)
-    rows = frame[frame["id"].astype(str) == featureId]
+    # compared as Python strings: pandas compares through numpy, whose strings drop trailing NULs ("a\0" == "a")
+    rows = _keep(frame, (str(v) == featureId for v in frame["id"]))
     if rows.empty:
         raise NotFound(f"no feature {featureId!r} in collection {collection.id!r}", parameter="featureId")
     item = _features(catalogue, collection, rows)[0]
