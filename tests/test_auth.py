@@ -326,3 +326,26 @@ def test_every_write_route_is_closed(tmp_path):
             assert anonymous.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
             reader = service.request(method, url, json={}, headers=READER)
             assert reader.status_code == 403, (method, path, reader.text)
+
+
+def _get_paths(app: FastAPI) -> set[str]:
+    """Every path the app answers GET on, its own API routes and any plain route (docs) alike."""
+    paths = {path for path, route in _api_routes(app.routes) if "GET" in route.methods}
+    return paths | {route.path for route in app.routes if "GET" in (getattr(route, "methods", None) or ())}
+
+
+def test_closed_reads_close_every_get_route_the_docs_too(tmp_path):
+    """With read_access=token every GET but /health is 401 without a token, /openapi.json and the docs included."""
+    app = create_app(_settings(gpkg=GEODATA_DIR / "catalogue.gpkg", read_access="token"))
+    paths = _get_paths(app)
+    assert {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"} <= paths
+    with TestClient(app, raise_server_exceptions=False) as service:
+        for path in sorted(paths):
+            url = re.sub(r"\{[^}]+\}", "dummy", path)
+            if path == "/health":
+                assert service.get(url).status_code == 200
+                continue
+            _is_error(service.get(url), 401, "unauthorized")
+            assert service.get(url, headers=READER).status_code != 401, path
+        for path in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"):
+            assert service.get(path, headers=READER).status_code == 200, path
