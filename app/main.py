@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from app.auth import READ_ACCESS, install_access
 from app.errors import READ_ERRORS, WRITE_ERRORS, install_error_handlers
+from app.http_methods import install_http_methods
 from app.live import LiveCatalogue, live_path
 from app.routers import changes, docs, edits, maps, ogc, reach, reference, sites
 from app.settings import Settings
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_access(app, settings)
+    install_http_methods(app)
     app.include_router(edits.router, responses=WRITE_ERRORS)
     for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router,
                    docs.router):

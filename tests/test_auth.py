@@ -362,6 +362,7 @@ NOSNIFF_REQUESTS = [
     ("GET", "/openapi.json", {}, None, 200),
     ("GET", "/docs", {}, None, 200),
     ("GET", "/redoc", {}, None, 200),
+    ("HEAD", "/openapi.json", {}, None, 200),
     ("GET", "/sites?lat=100&lon=0", {}, None, 422),
     ("GET", "/collections/sites/items?foo=1", {}, None, 400),
     ("GET", "/sites/no-such-site", {}, None, 404),

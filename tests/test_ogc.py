@@ -360,3 +360,21 @@ def test_collection_with_no_located_row_has_no_spatial_extent(catalogue):
     empty = SimpleNamespace(sites=catalogue.sites.iloc[:0])
     body = _collection_body(empty, COLLECTIONS["sites"], "http://x")
     assert body["id"] == "sites" and "spatial" not in body["extent"]
+
+
+def test_head_over_a_real_socket_sends_no_body(server_url):
+    """uvicorn answers HEAD with the GET's headers and no body, so the next request on the connection reads right."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    connection = http.client.HTTPConnection(urlsplit(server_url).netloc, timeout=10)
+    try:
+        for path in ("/collections/sites/items", "/sites"):
+            connection.request("HEAD", path)
+            head = connection.getresponse()
+            assert head.status == 200 and head.read() == b"" and int(head.getheader("Content-Length")) > 0
+            assert head.getheader("X-Content-Type-Options") == "nosniff"
+        connection.request("GET", "/health")
+        assert json.loads(connection.getresponse().read())["status"] == "ok"
+    finally:
+        connection.close()
