@@ -8,6 +8,7 @@ from app.auth import READ_ACCESS, install_access
 from app.errors import READ_ERRORS, WRITE_ERRORS, install_error_handlers
 from app.http_methods import install_http_methods
 from app.live import LiveCatalogue, live_path
+from app.openapi import QUERY_PARAMETERS
 from app.routers import changes, docs, edits, maps, ogc, reach, reference, sites
 from app.settings import Settings
 
@@ -33,10 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_access(app, settings)
     install_http_methods(app)
-    app.include_router(edits.router, responses=WRITE_ERRORS)
-    for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router,
-                   docs.router):
-        app.include_router(router, dependencies=[READ_ACCESS], responses=READ_ERRORS)
+    app.include_router(edits.router, dependencies=[QUERY_PARAMETERS], responses=WRITE_ERRORS)
+    for router in (sites.router, reach.router, reference.router, maps.router, changes.router, docs.router):
+        app.include_router(router, dependencies=[READ_ACCESS, QUERY_PARAMETERS], responses=READ_ERRORS)
+    app.include_router(ogc.router, dependencies=[READ_ACCESS], responses=READ_ERRORS)  # checks its own parameters
     return app
 
 

@@ -98,11 +98,13 @@ def _wants_html(request: Request, f: str | None, allowed=("json", "html")) -> bo
     return "text/html" in accept and "json" not in accept
 
 
-def _check_parameters(request: Request, allowed) -> None:
-    """400 for a query parameter the resource does not define (OGC API - Features asks this)."""
+def _check_parameters(request: Request, allowed, repeatable=()) -> None:
+    """400 for a query parameter the resource does not define (OGC API - Features asks this), or one given twice."""
     for name in request.query_params:
         if name not in allowed:
             raise UnsupportedParameter(f"unknown parameter {name!r}; allowed: {', '.join(allowed)}", parameter=name)
+        if name not in repeatable and len(request.query_params.getlist(name)) > 1:
+            raise UnsupportedParameter(f"{name} was given more than once; it takes one value", parameter=name)
 
 
 def _page_html(title: str, body: str) -> HTMLResponse:
@@ -288,7 +290,7 @@ def select_items(catalogue: Catalogue, collection: Collection, request: Request)
     properties = _properties(frame)
     allowed = [*STANDARD_PARAMETERS, *(["datetime"] if collection.temporal else []),
                *(RADIUS_PARAMETERS if collection.id == "sites" else []), *properties]
-    _check_parameters(request, allowed)
+    _check_parameters(request, allowed, repeatable=properties)
     limit = _int_parameter(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_parameter(request, "offset", 0, 0, 10_000_000)
     rows = _site_rows(catalogue, request) if collection.id == "sites" else frame
