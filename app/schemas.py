@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -114,18 +115,35 @@ class PageParams:
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
 
 
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+"""A calendar day, YYYY-MM-DD, and nothing else (no week dates, no timestamps, no `0`)."""
+
+
+def parse_day(text: str | None, parameter: str) -> datetime.date | None:
+    """A YYYY-MM-DD text as a date; InvalidParameter naming the parameter for anything else."""
+    if text is None:
+        return None
+    try:
+        if re.fullmatch(DAY_PATTERN, text):
+            return datetime.date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise InvalidParameter(f"{parameter} must be a calendar day YYYY-MM-DD, got {text!r}", parameter=parameter)
+
+
 @dataclass
 class AsOfParams:
     """A past day: answer from the catalogue as it was known at the end of that UTC day."""
 
-    as_of: Annotated[datetime.date | None, Query(
+    as_of: Annotated[str | None, Query(
+        pattern=DAY_PATTERN, json_schema_extra={"format": "date"},
         description="YYYY-MM-DD: the catalogue as known at the end of that day (UTC), from the change log; bundled "
                     "sites count from their first dated report, and those with none are listed in `not_dated`.",
     )] = None
 
     def apply(self, catalogue: Catalogue) -> Catalogue:
         """The catalogue as of the day (itself when none is given); InvalidParameter for a day after today."""
-        return catalogue_as_of(catalogue, self.as_of)
+        return catalogue_as_of(catalogue, parse_day(self.as_of, "as_of"))
 
 
 def catalogue_as_of(catalogue: Catalogue, day: datetime.date | None, parameter: str = "as_of") -> Catalogue:

@@ -378,3 +378,19 @@ def test_head_over_a_real_socket_sends_no_body(server_url):
         assert json.loads(connection.getresponse().read())["status"] == "ok"
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("text", ["2020-1", "20201", "2020-12-31T25:00:00Z", " 2020", "2020-01-01T00:00:00+00:00:30",
+                                  "2020-01-01 00:00:00", "2020-W01", "2020-01-01T00:00Z", "2020/2020-1"])
+def test_datetime_takes_only_the_documented_forms(client, text):
+    response = client.get("/collections/observations/items", params={"datetime": text})
+    assert response.status_code == 400 and response.json()["error"]["parameter"] == "datetime", response.text
+
+
+def test_datetime_instants_count_in_utc(client):
+    def ids(value):
+        return [f["id"] for f in client.get("/collections/observations/items",
+                                            params={"datetime": value, "limit": 1000}).json()["features"]]
+
+    assert ids("2003-03-31T23:00:00-05:00") == ids("2003-04-01") == ids("2003-04-01T04:00:00Z")
+    assert ids("2003-04-01T08:59:59+09:00") == ids("2003-03-31") != ids("2003-04-01")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import html
 import math
@@ -155,21 +156,40 @@ def _in_boxes(geometries, boxes) -> list[bool]:
     return [has_point(g) and any(g.intersects(s) for s in shapes) for g in geometries]
 
 
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_PERIOD = re.compile(r"^([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?$")
+_INSTANT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})?$")
+
+
+def _utc_day(text: str, parameter: str) -> dt.date:
+    """The UTC day of an RFC 3339 date-time (no offset: UTC); an offset past year 1 or 9999 clamps to it."""
+    try:
+        moment = dt.datetime.fromisoformat(text.upper())
+    except ValueError:
+        raise UnsupportedParameter(f"not a valid date-time: {text!r}", parameter=parameter) from None
+    if moment.tzinfo is None:
+        return moment.date()
+    try:
+        return moment.astimezone(dt.timezone.utc).date()
+    except OverflowError:
+        return dt.date.min if moment.year == 1 else dt.date.max
 
 
 def _period(text: str, parameter: str = "datetime") -> tuple[dt.date, dt.date]:
-    """A date, a month, a year or an RFC 3339 date-time as the days it covers."""
-    match = _DATE.match(text.strip())
+    """A year (YYYY), a month (YYYY-MM), a day (YYYY-MM-DD) or an RFC 3339 date-time as the UTC days it covers."""
+    if _INSTANT.match(text):
+        day = _utc_day(text, parameter)
+        return day, day
+    match = _PERIOD.match(text)
     if not match:
-        raise UnsupportedParameter(f"not a date or RFC 3339 date-time: {text!r}", parameter=parameter)
+        raise UnsupportedParameter(f"not YYYY, YYYY-MM, YYYY-MM-DD or an RFC 3339 date-time: {text!r}",
+                                   parameter=parameter)
     year, month, day = match.group(1), match.group(2), match.group(3)
     try:
         if day:
             start = end = dt.date(int(year), int(month), int(day))
         elif month:
             start = dt.date(int(year), int(month), 1)
-            end = (dt.date(int(year) + int(month) // 12, int(month) % 12 + 1, 1) - dt.timedelta(days=1))
+            end = start.replace(day=calendar.monthrange(start.year, start.month)[1])
         else:
             start, end = dt.date(int(year), 1, 1), dt.date(int(year), 12, 31)
     except ValueError:
