@@ -6,8 +6,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.http_methods import allowed_methods
-
 
 class CatalogueError(Exception):
     """Base of every error the service reports to a client."""
@@ -175,13 +173,9 @@ async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONR
     return JSONResponse(error_body(422, "invalid_parameter", message, parameter), 422)
 
 
-async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = "not_found" if exc.status_code == 404 else "http_error"
-    headers = exc.headers
-    if exc.status_code == 405:  # the router names one route's methods; the path may have several routes
-        headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.scope))}
-        code = "method_not_allowed"
-    return JSONResponse(error_body(exc.status_code, code, str(exc.detail)), exc.status_code, headers=headers)
+    return JSONResponse(error_body(exc.status_code, code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
 
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,9 +1,16 @@
-"""HTTP methods: HEAD answered on every GET route, and a 405's `Allow` listing every method the path takes."""
+"""HTTP requests around routing: HEAD answered on every GET route, a 405's `Allow` listing every method the path
+takes, and a path ending in a newline refused (404) before a route's `$` can match across it."""
 
 from __future__ import annotations
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import SECURITY_HEADERS, error_body
+
 
 PROBED = ("GET", "POST", "PUT", "PATCH", "DELETE")
 """The methods a route may define (HEAD follows GET; OPTIONS is not served)."""
@@ -40,6 +47,29 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, send_headers_only)
 
 
+async def _on_method_not_allowed(request: Request, exc: HTTPException) -> JSONResponse:
+    """405 in the house shape, its Allow naming every method of the path (the router names one route's)."""
+    headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.scope))}
+    return JSONResponse(error_body(405, "method_not_allowed", str(exc.detail)), 405, headers=headers)
+
+
+class FinalNewline:
+    """ASGI middleware answering 404 for a path ending in a newline: Starlette's route patterns end in `$`, which
+    matches before a final newline, so `/health%0A` was answered as /health (ids with one are 404 already)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("\n"):
+            response = JSONResponse(error_body(404, "not_found", "no resource has a path ending in a newline"),
+                                    404, headers=SECURITY_HEADERS)
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def install_http_methods(app) -> None:
-    """HEAD on every GET route; call once in create_app."""
+    """HEAD on every GET route, the 405's Allow, no final newline in paths; call once in create_app."""
+    app.add_exception_handler(405, _on_method_not_allowed)
     app.add_middleware(HeadAsGet, router_app=app)
+    app.add_middleware(FinalNewline)
