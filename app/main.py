@@ -35,9 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_access(app, settings)
     install_http_methods(app)
     app.include_router(edits.router, dependencies=[QUERY_PARAMETERS], responses=WRITE_ERRORS)
-    for router in (sites.router, reach.router, reference.router, maps.router, changes.router, docs.router):
+    for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router,
+                   docs.router):
         app.include_router(router, dependencies=[READ_ACCESS, QUERY_PARAMETERS], responses=READ_ERRORS)
-    app.include_router(ogc.router, dependencies=[READ_ACCESS], responses=READ_ERRORS)  # checks its own parameters
     return app
 
 

@@ -18,6 +18,7 @@ MAX_RADIUS_KM = EARTH_HALF_CIRCUMFERENCE_M / 1000
 MIN_RADIUS_KM = 0.001
 """The smallest radius (a metre): a ring much smaller collapses below float resolution and cannot be drawn."""
 MAX_LIST_ITEMS = 50
+ALPHA3_PATTERN = r"^[A-Z]{3}$"
 Status = Literal["active", "inactive", "under_construction", "unknown"]
 Declared = Literal["undeclared", "declared", "acknowledged", "unknown"]
 Latitude = Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude, WGS84 degrees.")]
@@ -65,7 +66,8 @@ class FilterParams:
     missile_class: Annotated[list[str] | None, _values("Missile class, e.g. SRBM, MRBM, IRBM, ICBM.")] = None
     missile_type: Annotated[list[str] | None, _values("Missile id, e.g. hwasong-5 (see /missiles).")] = None
     facility_type: Annotated[list[str] | None, _values("Facility type, e.g. missile_operating_base.")] = None
-    country: Annotated[list[str] | None, _values("ISO 3166 alpha-3 country code, e.g. PRK.")] = None
+    country: Annotated[list[Annotated[str, Query(pattern=ALPHA3_PATTERN)]] | None,
+                       _values("ISO 3166 alpha-3 country code, e.g. PRK.")] = None
 
     def to_filter(self) -> SiteFilter:
         """The catalogue filter these parameters describe."""

@@ -242,10 +242,12 @@ def test_reference_endpoints(client):
 
 def test_every_numeric_parameter_declares_its_bounds(client):
     spec = client.get("/openapi.json").json()
+    shared = spec["components"]["parameters"]
     numeric = 0
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
+                parameter = shared[parameter["$ref"].rsplit("/", 1)[1]] if "$ref" in parameter else parameter
                 schemas = [parameter["schema"], *parameter["schema"].get("anyOf", [])]
                 schemas += [s["items"] for s in schemas if s.get("type") == "array"]
                 for schema in schemas:

@@ -6,14 +6,16 @@ import pytest
 
 from app.http_methods import PROBED
 
-REAL_IDS = {"site_id": "kal-gol", "collectionId": "sites", "featureId": "kal-gol", "source_id": "38-north-iha-ri"}
+REAL_IDS = {"site_id": "kal-gol", "collectionId": "sites", "source_id": "38-north-iha-ri"}
+FEATURE_IDS = {"sites": "kal-gol", "places": "seoul", "borders": "mdl", "observations": "chiha-ri-1998-report"}
 EXTRA_GET_PATHS = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"]
 REQUIRED_QUERY = {"/reach": "?near=seoul", "/borders/distance": "?near=seoul"}
 
 
 def _url(path: str) -> str:
     """A path template with real ids in it."""
-    return re.sub(r"\{([^}]+)\}", lambda m: REAL_IDS[m.group(1)], path) + REQUIRED_QUERY.get(path, "")
+    ids = {**REAL_IDS, "featureId": FEATURE_IDS.get(path.split("/")[2] if path.startswith("/collections/") else "")}
+    return re.sub(r"\{([^}]+)\}", lambda m: ids[m.group(1)], path) + REQUIRED_QUERY.get(path, "")
 
 
 @pytest.fixture(scope="module")
