@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized, error_body
+from app.errors import SECURITY_HEADERS, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized, error_body
 from app.settings import Settings, TokenEntry
 
 DRAIN_BYTES = 4 << 20
@@ -205,12 +205,35 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
+class _SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every HTTP response that does not set them itself."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        self.headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", ())}
+                message["headers"] = [*message.get("headers", ()),
+                                      *(header for header in self.headers if header[0] not in present)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def install_body_limit(app: FastAPI, max_bytes: int) -> None:
     """Cap every request body at max_bytes (413 by Content-Length or while streaming, never 500)."""
     app.add_middleware(_BodyLimit, max_bytes=max_bytes)
 
 
 def install_access(app: FastAPI, settings: Settings) -> None:
-    """Tokens, the write rate limit and the body cap, from the settings; call once in create_app."""
+    """Tokens, the write rate limit, the body cap and the security headers, from the settings; call once in create_app."""
     app.state.access = Access.from_settings(settings)
     install_body_limit(app, settings.max_body_bytes)
+    app.add_middleware(_SecurityHeaders)  # outermost: the body cap's 413 gets the headers too

@@ -115,6 +115,10 @@ class StorageUnavailable(CatalogueError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff"}
+"""Headers on every response (the 500 too, sent outside the middleware that adds them to the rest)."""
+
+
 def error_body(status: int, code: str, message: str, parameter: str | None = None) -> dict:
     """The single JSON error shape every error path returns."""
     return {"error": {"status": status, "code": code, "message": message, "parameter": parameter}}
@@ -200,7 +204,7 @@ async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONRespons
 
 
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(error_body(500, "internal_error", "internal error"), 500)
+    return JSONResponse(error_body(500, "internal_error", "internal error"), 500, headers=SECURITY_HEADERS)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -11,11 +11,12 @@ import pandas as pd
 import shapely
 from shapely.geometry import mapping
 
+from app import vocab
 from app.catalogue import Catalogue, SitePage, _clean, has_point, record, split_list
 
 GEOJSON_MEDIA_TYPE = "application/geo+json"
 COORDINATE_DECIMALS = 7
-LIST_COLUMNS = ("aliases", "missile_types", "missile_classes", "missile_classes_reported", "source_ids")
+LIST_COLUMNS = vocab.LIST_COLUMNS["sites"]  # the site columns that hold lists
 SITE_COLUMNS = (
     "id", "name", "aliases", "country", "province", "facility_type", "declared_status", "current_status",
     "status_observed_on", "missile_types", "missile_classes", "unit_size", "belt", "belt_notes",

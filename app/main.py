@@ -7,8 +7,10 @@ from fastapi import FastAPI
 
 from app.auth import READ_ACCESS, install_access
 from app.errors import READ_ERRORS, WRITE_ERRORS, install_error_handlers
+from app.http_methods import install_http_methods
 from app.live import LiveCatalogue, live_path
-from app.routers import changes, edits, maps, ogc, reach, reference, sites
+from app.openapi import QUERY_PARAMETERS
+from app.routers import changes, docs, edits, maps, ogc, reach, reference, sites
 from app.settings import Settings
 from app.store import LiveFileProblem
 
@@ -38,13 +40,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="A sourced catalogue of missile sites with geodesic (WGS84) proximity queries.",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url=None, docs_url=None, redoc_url=None,  # served by routers.docs, closed as every read is
     )
     app.state.settings = settings
     install_error_handlers(app)
     install_access(app, settings)
-    app.include_router(edits.router, responses=WRITE_ERRORS)
-    for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router):
-        app.include_router(router, dependencies=[READ_ACCESS], responses=READ_ERRORS)
+    install_http_methods(app)
+    app.include_router(edits.router, dependencies=[QUERY_PARAMETERS], responses=WRITE_ERRORS)
+    for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router,
+                   docs.router):
+        app.include_router(router, dependencies=[READ_ACCESS, QUERY_PARAMETERS], responses=READ_ERRORS)
     return app
 
 

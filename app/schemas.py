@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -17,6 +18,7 @@ MAX_RADIUS_KM = EARTH_HALF_CIRCUMFERENCE_M / 1000
 MIN_RADIUS_KM = 0.001
 """The smallest radius (a metre): a ring much smaller collapses below float resolution and cannot be drawn."""
 MAX_LIST_ITEMS = 50
+ALPHA3_PATTERN = r"^[A-Z]{3}$"
 Status = Literal["active", "inactive", "under_construction", "unknown"]
 Declared = Literal["undeclared", "declared", "acknowledged", "unknown"]
 Latitude = Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude, WGS84 degrees.")]
@@ -64,7 +66,8 @@ class FilterParams:
     missile_class: Annotated[list[str] | None, _values("Missile class, e.g. SRBM, MRBM, IRBM, ICBM.")] = None
     missile_type: Annotated[list[str] | None, _values("Missile id, e.g. hwasong-5 (see /missiles).")] = None
     facility_type: Annotated[list[str] | None, _values("Facility type, e.g. missile_operating_base.")] = None
-    country: Annotated[list[str] | None, _values("ISO 3166 alpha-3 country code, e.g. PRK.")] = None
+    country: Annotated[list[Annotated[str, Query(pattern=ALPHA3_PATTERN)]] | None,
+                       _values("ISO 3166 alpha-3 country code, e.g. PRK.")] = None
 
     def to_filter(self) -> SiteFilter:
         """The catalogue filter these parameters describe."""
@@ -114,18 +117,35 @@ class PageParams:
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
 
 
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+"""A calendar day, YYYY-MM-DD, and nothing else (no week dates, no timestamps, no `0`)."""
+
+
+def parse_day(text: str | None, parameter: str) -> datetime.date | None:
+    """A YYYY-MM-DD text as a date; InvalidParameter naming the parameter for anything else."""
+    if text is None:
+        return None
+    try:
+        if re.fullmatch(DAY_PATTERN, text):
+            return datetime.date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise InvalidParameter(f"{parameter} must be a calendar day YYYY-MM-DD, got {text!r}", parameter=parameter)
+
+
 @dataclass
 class AsOfParams:
     """A past day: answer from the catalogue as it was known at the end of that UTC day."""
 
-    as_of: Annotated[datetime.date | None, Query(
+    as_of: Annotated[str | None, Query(
+        pattern=DAY_PATTERN, json_schema_extra={"format": "date"},
         description="YYYY-MM-DD: the catalogue as known at the end of that day (UTC), from the change log; bundled "
                     "sites count from their first dated report, and those with none are listed in `not_dated`.",
     )] = None
 
     def apply(self, catalogue: Catalogue) -> Catalogue:
         """The catalogue as of the day (itself when none is given); InvalidParameter for a day after today."""
-        return catalogue_as_of(catalogue, self.as_of)
+        return catalogue_as_of(catalogue, parse_day(self.as_of, "as_of"))
 
 
 def catalogue_as_of(catalogue: Catalogue, day: datetime.date | None, parameter: str = "as_of") -> Catalogue:

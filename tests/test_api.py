@@ -242,10 +242,12 @@ def test_reference_endpoints(client):
 
 def test_every_numeric_parameter_declares_its_bounds(client):
     spec = client.get("/openapi.json").json()
+    shared = spec["components"]["parameters"]
     numeric = 0
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
+                parameter = shared[parameter["$ref"].rsplit("/", 1)[1]] if "$ref" in parameter else parameter
                 schemas = [parameter["schema"], *parameter["schema"].get("anyOf", [])]
                 schemas += [s["items"] for s in schemas if s.get("type") == "array"]
                 for schema in schemas:
@@ -255,3 +257,17 @@ def test_every_numeric_parameter_declares_its_bounds(client):
                         has_high = "maximum" in schema or "exclusiveMaximum" in schema
                         assert has_low and has_high, (path, parameter["name"])
     assert numeric >= 8
+
+
+@pytest.mark.parametrize("day", ["0", "1e3", "2020-1-1", "20200101", "2020-01-01T00:00:00", "2020-02-30", "2020-W01",
+                                 " 2020-01-01", "2020-01-01Z"])
+@pytest.mark.parametrize("path", ["/sites", "/map", "/collections/sites/items"])
+def test_as_of_takes_only_a_calendar_day(client, path, day):
+    """`as_of=0` was read as 1970-01-01 (a Unix time); only YYYY-MM-DD is a day (4xx naming as_of otherwise)."""
+    response = client.get(path, params={"as_of": day})
+    assert response.status_code in (400, 422), (response.status_code, response.text[:200])
+    assert response.json()["error"]["parameter"] == "as_of"
+
+
+def test_as_of_a_calendar_day_is_answered(client):
+    assert client.get("/sites", params={"as_of": "2020-01-01"}).json()["as_of"] == "2020-01-01"

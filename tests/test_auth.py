@@ -326,3 +326,70 @@ def test_every_write_route_is_closed(tmp_path):
             assert anonymous.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
             reader = service.request(method, url, json={}, headers=READER)
             assert reader.status_code == 403, (method, path, reader.text)
+
+
+def _get_paths(app: FastAPI) -> set[str]:
+    """Every path the app answers GET on, its own API routes and any plain route (docs) alike."""
+    paths = {path for path, route in _api_routes(app.routes) if "GET" in route.methods}
+    return paths | {route.path for route in app.routes if "GET" in (getattr(route, "methods", None) or ())}
+
+
+def test_closed_reads_close_every_get_route_the_docs_too(tmp_path):
+    """With read_access=token every GET but /health is 401 without a token, /openapi.json and the docs included."""
+    app = create_app(_settings(gpkg=GEODATA_DIR / "catalogue.gpkg", read_access="token"))
+    paths = _get_paths(app)
+    assert {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"} <= paths
+    with TestClient(app, raise_server_exceptions=False) as service:
+        for path in sorted(paths):
+            url = re.sub(r"\{[^}]+\}", "dummy", path)
+            if path == "/health":
+                assert service.get(url).status_code == 200
+                continue
+            _is_error(service.get(url), 401, "unauthorized")
+            assert service.get(url, headers=READER).status_code != 401, path
+        for path in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"):
+            assert service.get(path, headers=READER).status_code == 200, path
+
+
+NOSNIFF_REQUESTS = [
+    # (method, url, headers, body, the status expected)
+    ("GET", "/sites", {}, None, 200),
+    ("GET", "/sites?f=csv", {}, None, 200),
+    ("GET", "/sites?f=kml", {}, None, 200),
+    ("GET", "/sites?f=gpkg", {}, None, 200),
+    ("GET", "/collections/sites/items?f=html", {}, None, 200),
+    ("GET", "/map", {}, None, 200),
+    ("GET", "/openapi.json", {}, None, 200),
+    ("GET", "/docs", {}, None, 200),
+    ("GET", "/redoc", {}, None, 200),
+    ("HEAD", "/openapi.json", {}, None, 200),
+    ("GET", "/sites?lat=100&lon=0", {}, None, 422),
+    ("GET", "/collections/sites/items?foo=1", {}, None, 400),
+    ("GET", "/sites/no-such-site", {}, None, 404),
+    ("GET", "/no/such/route", {}, None, 404),
+    ("DELETE", "/sites", {}, None, 405),
+    ("POST", "/sites", {}, "{}", 401),
+    ("POST", "/sites", READER, "{}", 403),
+    ("POST", "/sites", {**EDITOR, "Content-Type": "application/json"}, "x" * 70_000, 413),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "headers", "body", "status"), NOSNIFF_REQUESTS,
+                         ids=[f"{m} {u} {s}" for m, u, _, _, s in NOSNIFF_REQUESTS])
+def test_every_response_says_nosniff(method, url, headers, body, status):
+    app = create_app(_settings(gpkg=GEODATA_DIR / "catalogue.gpkg", max_body_bytes=64 * 1024))
+    with TestClient(app, raise_server_exceptions=False) as service:
+        response = service.request(method, url, headers=headers, content=body)
+    assert response.status_code == status, response.text[:200]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_500_and_a_429_say_nosniff_too():
+    app = _app(write_burst=1, write_rate_per_minute=1)
+    app.get("/broken")(lambda: 1 / 0)
+    with TestClient(app, raise_server_exceptions=False) as service:
+        broken = service.get("/broken")
+        assert broken.status_code == 500 and broken.headers["X-Content-Type-Options"] == "nosniff"
+        service.delete("/things/x", headers=EDITOR)
+        limited = service.delete("/things/x", headers=EDITOR)
+        assert limited.status_code == 429 and limited.headers["X-Content-Type-Options"] == "nosniff"

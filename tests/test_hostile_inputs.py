@@ -145,6 +145,43 @@ def test_minus_zero_and_the_edges_of_the_ranges_are_answered(service, url):
     assert client.get(url).status_code == 200, client.get(url).text
 
 
+# --- path parameters -------------------------------------------------------------------------------
+
+PATH_IDS = ["%00", "%00x", "x%00", "%01", "%0A", "%20", "%C2%A0", "%EF%BF%BF", "..", "%2E%2E"]
+"""Appended to a real id: a NUL, control characters, a space, a no-break space, U+FFFF, dot segments."""
+PATH_CASES = [
+    # (path with {id} standing for the real id spoiled, the real id, the parameter at fault)
+    ("/sites/{id}", SITE, "site_id"),
+    ("/sites/{id}/rings", SITE, "site_id"),
+    ("/collections/{id}", "sites", "collectionId"),
+    ("/collections/{id}/items", "sites", "collectionId"),
+    ("/collections/sites/items/{id}", SITE, "featureId"),
+    ("/collections/places/items/{id}", "seoul", "featureId"),
+    ("/collections/borders/items/{id}", "mdl", "featureId"),
+    ("/collections/observations/items/{id}", "chiha-ri-1998-report", "featureId"),
+]
+
+
+@pytest.mark.parametrize("suffix", PATH_IDS)
+@pytest.mark.parametrize(("path", "real", "parameter"), PATH_CASES)
+def test_a_spoiled_id_in_the_path_is_404(service, path, real, parameter, suffix):
+    """A real id with a NUL (or a control character, a space...) added names nothing: 404, as on /sites/{id}."""
+    client, _ = service
+    assert client.get(path.format(id=real)).status_code == 200, path
+    response = client.get(path.format(id=real + suffix))
+    final_newline = path.endswith("{id}") and suffix == "%0A"  # refused before routing
+    assert_house_error(response, None if final_newline else parameter, 404)
+
+
+@pytest.mark.parametrize("path", ["/health", "/sites", "/collections", "/collections/sites/items", "/api",
+                                  "/openapi.json", "/conformance"])
+def test_a_fixed_path_with_a_final_newline_is_404(service, path):
+    """Route patterns end in `$`, which matched before a final newline: `/health%0A` answered as /health."""
+    client, _ = service
+    assert client.get(path).status_code == 200
+    assert_house_error(client.get(path + "%0A"), None, 404)
+
+
 # --- write bodies ----------------------------------------------------------------------------------
 
 def site_body(**fields) -> dict:

@@ -88,7 +88,7 @@ def _ground(case) -> None:
         parameters["site_id"] = _pick(sites, key >> 1)
     if "source_id" in parameters:
         parameters["source_id"] = _pick(ids["sources"], key >> 1)
-    if "featureId" in parameters and parameters.get("collectionId") == "sites":
+    if "featureId" in parameters and case.path.startswith("/collections/sites/"):
         parameters["featureId"] = _pick(ids["sites"], key >> 1)
     body = case.body
     if not isinstance(body, dict):

@@ -1,7 +1,9 @@
-"""OGC API - Features Part 1 (core, GeoJSON, HTML, OAS 3.0) over the catalogue's layers."""
+"""OGC API - Features: Part 1 (core, GeoJSON, HTML, OAS 3.0), Part 3 queryables and Part 5 schemas over the
+catalogue's layers, each collection with its own paths so the API definition types every parameter."""
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import html
 import math
@@ -10,18 +12,24 @@ from dataclasses import dataclass
 from typing import Annotated, Callable
 from urllib.parse import urlencode
 
+import numpy as np
 import pandas as pd
 import shapely
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.catalogue import Catalogue, Centre, SitePage, has_point, record, split_list
-from app.errors import InvalidParameter, NotFound, UnsupportedParameter
+from app.errors import NotFound, UnsupportedParameter
 from app.exports import EXPORT_MEDIA_TYPES, export_response
 from app.formats import GEOJSON_MEDIA_TYPE, feature, html_cell, site_features
+from app.ogc_schemas import (
+    COLLECTION_RESPONSE, COLLECTIONS_RESPONSE, CONFORMANCE_RESPONSE, DEFAULT_LIMIT, ITEM_FORMATS, ITEM_RESPONSE,
+    JSON_SCHEMA_MEDIA_TYPE, LANDING_RESPONSE, MAX_OFFSET, PROPERTIES, SCHEMA_RESPONSE, f_parameter,
+    feature_schema,
+    geojson_feature_schema, items_parameters, items_response, queryable_properties, queryables,
+)
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, as_of_fields, catalogue_as_of
-from app.vocab import LIST_COLUMNS
 
 router = APIRouter(tags=["ogc api features"])
 
@@ -30,22 +38,21 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
 ]
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+GREGORIAN = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
 OPENAPI_MEDIA_TYPE = "application/vnd.oai.openapi+json;version=3.0"
-DEFAULT_LIMIT = 100
-STANDARD_PARAMETERS = ("f", "bbox", "limit", "offset", "as_of")
-RADIUS_PARAMETERS = ("lat", "lon", "within_km")
-# formats answered by /collections/{id}/items, then the downloads of app.exports
-ITEM_FORMATS: dict[str, str] = {"json": GEOJSON_MEDIA_TYPE, "geojson": GEOJSON_MEDIA_TYPE, "html": "text/html"}
+SCHEMA_REL = "http://www.opengis.net/def/rel/ogc/1.0/schema"
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+PAGE_FORMATS = ("json", "html")
 ITEM_EXPORTERS: dict[str, tuple[str, Callable]] = {  # f -> (media type, encoder)
     name: (media_type, lambda catalogue, collection_id, features, name=name:
            export_response(catalogue, name, features, collection_id))
     for name, media_type in EXPORT_MEDIA_TYPES.items()
 }
-CollectionId = Annotated[str, Path(min_length=1, max_length=100, description="Collection id, e.g. sites.")]
 FeatureId = Annotated[str, Path(min_length=1, max_length=200, description="Feature id (the site, place or border id).")]
-Format = Annotated[str | None, Query(description="Output format: json (GeoJSON) or html; items also csv, kml, gpkg.")]
 
 
 @dataclass(frozen=True)
@@ -56,19 +63,20 @@ class Collection:
     title: str
     description: str
     layer: str
-    temporal: str | None = None  # the column `datetime` filters on
 
 
 COLLECTIONS = {
     c.id: c for c in (
         Collection("sites", "Missile sites", "Missile sites with their status, missiles and sources "
-                   "(the same features as /sites). Extension: `lat`, `lon` and `within_km` keep the sites within "
-                   "that geodesic (WGS84) distance, in km, of the point.", "sites"),
-        Collection("places", "Reference places", "The reference places `near=` accepts.", "places"),
-        Collection("borders", "Borders", "The Military Demarcation Line, the DMZ edges and the land borders.",
-                   "borders"),
+                   "(the same features as /sites). `datetime` keeps the sites with an observation dated then. "
+                   "Extension: `lat`, `lon` and `within_km` keep the sites within that geodesic (WGS84) distance, "
+                   "in km, of the point.", "sites"),
+        Collection("places", "Reference places", "The reference places `near=` accepts (no dates: `datetime` "
+                   "keeps them all).", "places"),
+        Collection("borders", "Borders", "The Military Demarcation Line, the DMZ edges and the land borders (no "
+                   "dates: `datetime` keeps them all).", "borders"),
         Collection("observations", "Observations", "Dated observations of sites (no geometry; `datetime` filters "
-                   "on observed_on).", "observations", temporal="observed_on"),
+                   "on observed_on).", "observations"),
     )
 }
 
@@ -88,21 +96,15 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict:
     return link
 
 
-def _wants_html(request: Request, f: str | None, allowed=("json", "html")) -> bool:
+def _wants_html(request: Request, allowed=PAGE_FORMATS) -> bool:
     """Whether to answer HTML: by `f`, else by an Accept header preferring text/html."""
+    f = request.query_params.get("f")
     if f is not None:
         if f not in allowed:
             raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(allowed)}", parameter="f")
         return f == "html"
     accept = request.headers.get("accept", "")
     return "text/html" in accept and "json" not in accept
-
-
-def _check_parameters(request: Request, allowed) -> None:
-    """400 for a query parameter the resource does not define (OGC API - Features asks this)."""
-    for name in request.query_params:
-        if name not in allowed:
-            raise UnsupportedParameter(f"unknown parameter {name!r}; allowed: {', '.join(allowed)}", parameter=name)
 
 
 def _page_html(title: str, body: str) -> HTMLResponse:
@@ -119,10 +121,6 @@ def _collection(collection_id: str) -> Collection:
 
 def _frame(catalogue: Catalogue, collection: Collection) -> pd.DataFrame:
     return getattr(catalogue, collection.layer)
-
-
-def _properties(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c != "geometry"]
 
 
 def parse_bbox(text: str) -> list[tuple[float, float, float, float]]:
@@ -142,27 +140,51 @@ def parse_bbox(text: str) -> list[tuple[float, float, float, float]]:
     return [(west, south, east, north)]
 
 
+def _keep(rows: pd.DataFrame, mask) -> pd.DataFrame:
+    """The rows where mask is true (a boolean array: an empty list would select columns, not rows)."""
+    return rows[np.fromiter(mask, dtype=bool, count=len(rows))]
+
+
 def _in_boxes(geometries, boxes) -> list[bool]:
     """Whether each geometry intersects any of the boxes (unknown geometries never do)."""
     shapes = [shapely.box(*b) for b in boxes]
     return [has_point(g) and any(g.intersects(s) for s in shapes) for g in geometries]
 
 
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_PERIOD = re.compile(r"^([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?$")
+_INSTANT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})?$")
+
+
+def _utc_day(text: str, parameter: str) -> dt.date:
+    """The UTC day of an RFC 3339 date-time (no offset: UTC); an offset past year 1 or 9999 clamps to it."""
+    try:
+        moment = dt.datetime.fromisoformat(text.upper())
+    except ValueError:
+        raise UnsupportedParameter(f"not a valid date-time: {text!r}", parameter=parameter) from None
+    if moment.tzinfo is None:
+        return moment.date()
+    try:
+        return moment.astimezone(dt.timezone.utc).date()
+    except OverflowError:
+        return dt.date.min if moment.year == 1 else dt.date.max
 
 
 def _period(text: str, parameter: str = "datetime") -> tuple[dt.date, dt.date]:
-    """A date, a month, a year or an RFC 3339 date-time as the days it covers."""
-    match = _DATE.match(text.strip())
+    """A year (YYYY), a month (YYYY-MM), a day (YYYY-MM-DD) or an RFC 3339 date-time as the UTC days it covers."""
+    if _INSTANT.match(text):
+        day = _utc_day(text, parameter)
+        return day, day
+    match = _PERIOD.match(text)
     if not match:
-        raise UnsupportedParameter(f"not a date or RFC 3339 date-time: {text!r}", parameter=parameter)
+        raise UnsupportedParameter(f"not YYYY, YYYY-MM, YYYY-MM-DD or an RFC 3339 date-time: {text!r}",
+                                   parameter=parameter)
     year, month, day = match.group(1), match.group(2), match.group(3)
     try:
         if day:
             start = end = dt.date(int(year), int(month), int(day))
         elif month:
             start = dt.date(int(year), int(month), 1)
-            end = (dt.date(int(year) + int(month) // 12, int(month) % 12 + 1, 1) - dt.timedelta(days=1))
+            end = start.replace(day=calendar.monthrange(start.year, start.month)[1])
         else:
             start, end = dt.date(int(year), 1, 1), dt.date(int(year), 12, 31)
     except ValueError:
@@ -212,15 +234,15 @@ def _matches(value, wanted: str, list_valued: bool) -> bool:
     return str(value) == wanted
 
 
-def _int_parameter(request: Request, name: str, default: int, low: int, high: int) -> int:
+def _int_parameter(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    """An integer parameter in [low, high] (no high: any size); 400 otherwise, as OGC asks."""
     text = request.query_params.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise UnsupportedParameter(f"{name} must be an integer", parameter=name) from None
-    if not low <= value <= high:
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text):
+        raise UnsupportedParameter(f"{name} must be an integer, got {text[:40]!r}", parameter=name)
+    value = int(text)
+    if value < low or (high is not None and value > high):
         raise UnsupportedParameter(f"{name} must be between {low} and {high}", parameter=name)
     return value
 
@@ -230,7 +252,7 @@ def _float_parameter(request: Request, name: str, low: float, high: float) -> fl
     if text is None:
         return None
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else math.nan
     except ValueError:
         raise UnsupportedParameter(f"{name} must be a number", parameter=name) from None
     if not (math.isfinite(value) and low <= value <= high):
@@ -272,37 +294,51 @@ def _features(catalogue: Catalogue, collection: Collection, rows: pd.DataFrame) 
     """Rows as GeoJSON features: sites exactly as /sites gives them, other layers column by column."""
     if collection.id == "sites":
         return site_features(SitePage(rows, len(rows), None, catalogue.site_border_distances(rows.index)))
-    columns = _properties(rows)
+    columns = [p.name for p in PROPERTIES[collection.id] if p.name in rows.columns]
     geometries = rows.geometry if "geometry" in rows.columns else [None] * len(rows)
     return [feature(g, record(row, columns), str(row["id"])) for g, (_, row) in zip(geometries, rows.iterrows())]
 
 
+def _observed_site_ids(catalogue: Catalogue, start: dt.date, end: dt.date) -> set[str]:
+    """The sites with an observation dated within [start, end]."""
+    observations = catalogue.observations
+    return {site_id for site_id, day in zip(observations["site_id"], observations["observed_on"])
+            if _overlaps(day, start, end)}
+
+
+def _in_time(catalogue: Catalogue, collection: Collection, rows: pd.DataFrame, start: dt.date,
+             end: dt.date) -> pd.DataFrame:
+    """The rows dated within [start, end]: observations by observed_on, sites by their observations; places and
+    borders carry no dates and are all kept."""
+    if collection.id == "observations":
+        return _keep(rows, (_overlaps(v, start, end) for v in rows["observed_on"]))
+    if collection.id == "sites":
+        observed = _observed_site_ids(catalogue, start, end)
+        return _keep(rows, (site_id in observed for site_id in rows.index))
+    return rows
+
+
 def select_items(catalogue: Catalogue, collection: Collection, request: Request) -> tuple[pd.DataFrame, int, int]:
-    """The rows an items request selects (all pages), with its limit and offset; 400 on a bad parameter."""
-    frame = _frame(catalogue, collection)
-    properties = _properties(frame)
-    allowed = [*STANDARD_PARAMETERS, *(["datetime"] if collection.temporal else []),
-               *(RADIUS_PARAMETERS if collection.id == "sites" else []), *properties]
-    _check_parameters(request, allowed)
-    limit = _int_parameter(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _int_parameter(request, "offset", 0, 0, 10_000_000)
-    rows = _site_rows(catalogue, request) if collection.id == "sites" else frame
+    """The rows an items request selects (all pages), with its limit (a larger one served at the maximum) and
+    offset; 400 on a bad parameter."""
+    limit = min(_int_parameter(request, "limit", DEFAULT_LIMIT, 1, None), MAX_LIMIT)
+    offset = _int_parameter(request, "offset", 0, 0, MAX_OFFSET)
+    rows = _site_rows(catalogue, request) if collection.id == "sites" else _frame(catalogue, collection)
     bbox = request.query_params.get("bbox")
     if bbox is not None:
-        if "geometry" not in rows.columns:
-            raise UnsupportedParameter(f"collection {collection.id!r} has no geometry", parameter="bbox")
-        rows = rows[_in_boxes(rows.geometry, parse_bbox(bbox))]
-    if collection.temporal and "datetime" in request.query_params:
-        start, end = parse_datetime(request.query_params["datetime"])
-        rows = rows[[_overlaps(v, start, end) for v in rows[collection.temporal]]]
-    list_columns = LIST_COLUMNS.get(collection.layer, ())
-    for name in properties:
-        for wanted in request.query_params.getlist(name):
-            rows = rows[[_matches(v, wanted, name in list_columns) for v in rows[name]]]
+        boxes = parse_bbox(bbox)
+        rows = _keep(rows, _in_boxes(rows.geometry, boxes)) if "geometry" in rows.columns else rows[:0]
+    if "datetime" in request.query_params:
+        rows = _in_time(catalogue, collection, rows, *parse_datetime(request.query_params["datetime"]))
+    for prop in queryable_properties(collection.id):
+        wanted = request.query_params.get(prop.name)
+        if wanted is not None:
+            rows = _keep(rows, (_matches(v, wanted, prop.listed) for v in rows[prop.name]))
     return rows, limit, offset
 
 
 def _items_url(request: Request, **changes) -> str:
+    """This request's URL with some parameters changed."""
     params = dict(request.query_params)
     params.update({k: str(v) for k, v in changes.items()})
     return f"{_base(request)}{request.url.path}?{urlencode(params)}"
@@ -315,6 +351,8 @@ def items_collection(catalogue: Catalogue, collection: Collection, request: Requ
     links = [
         _link(_items_url(request), "self", GEOJSON_MEDIA_TYPE, "this page"),
         _link(_items_url(request, f="html"), "alternate", "text/html", "this page as HTML"),
+        *(_link(_items_url(request, f=name), "alternate", media_type, f"this page as {name.upper()}")
+          for name, (media_type, _) in ITEM_EXPORTERS.items() if name != "gpkg"),
         _link(f"{_base(request)}/collections/{collection.id}", "collection", "application/json", collection.title),
     ]
     if offset + limit < len(rows):
@@ -348,12 +386,12 @@ def _items_html(collection: Collection, body: dict, request: Request) -> HTMLRes
                       f"<p><a href='/map'>All sites on the map</a></p><ul>{''.join(rows)}</ul><p>{nav}</p>")
 
 
-def _item_format(request: Request, f: str | None) -> str:
+def _item_format(request: Request) -> str:
     """The items format asked by `f`, else by the Accept header; 400 for an unknown `f`."""
-    formats = [*ITEM_FORMATS, *ITEM_EXPORTERS]
+    f = request.query_params.get("f")
     if f is not None:
-        if f not in formats:
-            raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(formats)}", parameter="f")
+        if f not in ITEM_FORMATS:
+            raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(ITEM_FORMATS)}", parameter="f")
         return f
     accept = request.headers.get("accept", "")
     for name, (media_type, _) in ITEM_EXPORTERS.items():
@@ -366,11 +404,13 @@ def _item_format(request: Request, f: str | None) -> str:
 
 # --- routes -----------------------------------------------------------------------------------
 
+PAGE_F = {"parameters": [f_parameter(*PAGE_FORMATS)]}
+JSON_F = {"parameters": [f_parameter("json")]}
 
-@router.get("/", summary="OGC API landing page")
-def landing(request: Request, f: Format = None):
+
+@router.get("/", summary="OGC API landing page", responses=LANDING_RESPONSE, openapi_extra=PAGE_F)
+def landing(request: Request):
     """Links to this document, the API definition, the conformance classes and the collections."""
-    _check_parameters(request, ("f",))
     base = _base(request)
     body = {
         "title": "missile-sites",
@@ -378,99 +418,109 @@ def landing(request: Request, f: Format = None):
         "links": [
             _link(f"{base}/", "self", "application/json", "this document"),
             _link(f"{base}/?f=html", "alternate", "text/html", "this document as HTML"),
-            _link(f"{base}/openapi.json", "service-desc", OPENAPI_MEDIA_TYPE, "the API definition"),
+            _link(f"{base}/api", "service-desc", OPENAPI_MEDIA_TYPE, "the API definition (OpenAPI 3.0)"),
             _link(f"{base}/docs", "service-doc", "text/html", "the API documentation"),
             _link(f"{base}/conformance", "conformance", "application/json", "conformance classes"),
             _link(f"{base}/collections", "data", "application/json", "the collections"),
         ],
     }
-    if _wants_html(request, f):
+    if _wants_html(request):
         items = "".join(f"<li><a href='{html.escape(link['href'])}'>{html.escape(link['title'])}</a></li>"
                         for link in body["links"])
         return _page_html(body["title"], f"<p>{html.escape(body['description'])}</p><ul>{items}</ul>")
     return body
 
 
-@router.get("/conformance", summary="OGC API conformance classes")
-def conformance(request: Request, f: Format = None):
-    """The OGC API - Features Part 1 classes this service implements."""
-    _check_parameters(request, ("f",))
-    if _wants_html(request, f):
+@router.get("/conformance", summary="OGC API conformance classes", responses=CONFORMANCE_RESPONSE,
+            openapi_extra=PAGE_F)
+def conformance(request: Request):
+    """The OGC API - Features classes this service implements."""
+    if _wants_html(request):
         return _page_html("Conformance", "<ul>" + "".join(f"<li>{c}</li>" for c in CONFORMANCE) + "</ul>")
     return {"conformsTo": CONFORMANCE}
 
 
+def _instant(day: dt.date, end: bool) -> str:
+    """A UTC day's first or last second in RFC 3339."""
+    return f"{day.isoformat()}T{'23:59:59' if end else '00:00:00'}Z"
+
+
+def _temporal_extent(catalogue: Catalogue, collection: Collection) -> dict | None:
+    """The interval the collection's dates span, in RFC 3339 (sites: their observations'); None without dates."""
+    if collection.id not in ("sites", "observations"):
+        return None
+    observations = catalogue.observations
+    if collection.id == "sites":
+        observations = observations[observations["site_id"].isin(catalogue.sites.index)]
+    periods = [_period(str(v)) for v in observations["observed_on"].dropna() if _PERIOD.match(str(v))]
+    interval = [_instant(min(p[0] for p in periods), False), _instant(max(p[1] for p in periods), True)] \
+        if periods else [None, None]
+    return {"interval": [interval], "trs": GREGORIAN}
+
+
+def _collection_links(collection: Collection, base: str) -> list[dict]:
+    """A collection's links: itself, its alternates, its items in each format, its schemas and queryables."""
+    url = f"{base}/collections/{collection.id}"
+    return [
+        _link(url, "self", "application/json", collection.title),
+        _link(f"{url}?f=html", "alternate", "text/html", f"{collection.title} as HTML"),
+        _link(f"{url}/items", "items", GEOJSON_MEDIA_TYPE, "items as GeoJSON"),
+        _link(f"{url}/items?f=html", "items", "text/html", "items as HTML"),
+        *(_link(f"{url}/items?f={name}", "items", media_type, f"items as {name.upper()}")
+          for name, (media_type, _) in ITEM_EXPORTERS.items() if name != "gpkg"),
+        _link(f"{url}/schema", SCHEMA_REL, JSON_SCHEMA_MEDIA_TYPE, "the features' schema (Part 5)"),
+        _link(f"{url}/queryables", QUERYABLES_REL, JSON_SCHEMA_MEDIA_TYPE, "the properties items filter on"),
+        # relation types compare case-insensitively (RFC 8288); GDAL 3.6 matches only this spelling
+        _link(f"{url}/feature-schema", "describedBy", JSON_SCHEMA_MEDIA_TYPE, "a GeoJSON feature's JSON Schema"),
+    ]
+
+
 def _collection_body(catalogue: Catalogue, collection: Collection, base: str) -> dict:
+    """A collection's description, extents (RFC 3339 times) and links."""
     frame = _frame(catalogue, collection)
     extent: dict = {}
-    if "geometry" in frame.columns:
-        bounds = [round(float(v), 7) for v in frame[[has_point(g) for g in frame.geometry]].total_bounds]
+    located = _keep(frame, (has_point(g) for g in frame.geometry)) if "geometry" in frame.columns else frame[:0]
+    if len(located):
+        bounds = [round(float(v), 7) for v in located.total_bounds]
         extent["spatial"] = {"bbox": [bounds], "crs": CRS84}
-    if collection.temporal:
-        dates = sorted(str(v) for v in frame[collection.temporal].dropna())
-        extent["temporal"] = {"interval": [[dates[0], dates[-1]]] if dates else [[None, None]],
-                              "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
-    items = f"{base}/collections/{collection.id}/items"
+    temporal = _temporal_extent(catalogue, collection)
+    if temporal:
+        extent["temporal"] = temporal
     return {
         "id": collection.id, "title": collection.title, "description": collection.description,
-        "itemType": "feature", "crs": [CRS84], "extent": extent,
-        "links": [
-            _link(f"{base}/collections/{collection.id}", "self", "application/json", collection.title),
-            _link(items, "items", GEOJSON_MEDIA_TYPE, "items as GeoJSON"),
-            _link(f"{items}?f=html", "items", "text/html", "items as HTML"),
-        ],
+        "itemType": "feature", "crs": [CRS84], "extent": extent, "links": _collection_links(collection, base),
     }
 
 
-@router.get("/collections", summary="OGC API collections")
-def list_collections(request: Request, catalogue: CatalogueDep, f: Format = None):
+@router.get("/collections", summary="OGC API collections", responses=COLLECTIONS_RESPONSE, openapi_extra=PAGE_F)
+def list_collections(request: Request, catalogue: CatalogueDep):
     """The feature collections: sites, places, borders, observations."""
-    _check_parameters(request, ("f",))
     base = _base(request)
     body = {
-        "links": [_link(f"{base}/collections", "self", "application/json", "the collections")],
+        "links": [_link(f"{base}/collections", "self", "application/json", "the collections"),
+                  _link(f"{base}/collections?f=html", "alternate", "text/html", "the collections as HTML")],
         "collections": [_collection_body(catalogue, c, base) for c in COLLECTIONS.values()],
     }
-    if _wants_html(request, f):
+    if _wants_html(request):
         items = "".join(f"<li><a href='/collections/{c['id']}/items?f=html'>{html.escape(c['title'])}</a>: "
                         f"{html.escape(c['description'])}</li>" for c in body["collections"])
         return _page_html("Collections", f"<ul>{items}</ul>")
     return body
 
 
-@router.get("/collections/{collectionId}", summary="One OGC API collection")
-def get_collection(request: Request, catalogue: CatalogueDep, collectionId: CollectionId, f: Format = None):
-    """A collection's description, extent and links."""
-    collection = _collection(collectionId)
-    _check_parameters(request, ("f",))
+def describe_collection(request: Request, catalogue: Catalogue, collection: Collection):
+    """A collection's description, extent and links, as JSON or HTML."""
     body = _collection_body(catalogue, collection, _base(request))
-    if _wants_html(request, f):
+    if _wants_html(request):
         return _page_html(collection.title, f"<p>{html.escape(collection.description)}</p>"
                           f"<p><a href='/collections/{collection.id}/items?f=html'>items</a></p>")
     return body
 
 
-@router.get("/collections/{collectionId}/items", response_class=GeoJSONResponse, summary="OGC API items")
-def get_items(
-    request: Request,
-    catalogue: CatalogueDep,
-    collectionId: CollectionId,
-    f: Format = None,
-    bbox: Annotated[str | None, Query(description="west,south,east,north in CRS84; west > east crosses ±180°.")] = None,
-    limit: Annotated[str | None, Query(description=f"Page size, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT}).")] = None,
-    offset: Annotated[str | None, Query(description="Items to skip.")] = None,
-    datetime: Annotated[str | None, Query(description="observations only: an instant or a/b, ../b, a/.. "
-                                                      "on observed_on.")] = None,
-    lat: Annotated[str | None, Query(description="sites only (extension): latitude of the radius centre.")] = None,
-    lon: Annotated[str | None, Query(description="sites only (extension): longitude of the radius centre.")] = None,
-    within_km: Annotated[str | None, Query(description="sites only (extension): geodesic radius in km.")] = None,
-    as_of: Annotated[str | None, Query(description="YYYY-MM-DD (extension): the catalogue as known at the end of "
-                                                   "that UTC day.")] = None,
-):
-    """A page of features; any property name filters by equality, e.g. `current_status=active`."""
-    collection = _collection(collectionId)
-    catalogue = catalogue_as_of(catalogue, _day_parameter(as_of, "as_of"))
-    fmt = _item_format(request, f)
+def collection_items(request: Request, catalogue: Catalogue, collection: Collection):
+    """A page of features in the asked format."""
+    catalogue = catalogue_as_of(catalogue, _day_parameter(request.query_params.get("as_of"), "as_of"))
+    fmt = _item_format(request)
     if fmt in ITEM_EXPORTERS:
         rows, limit, offset = select_items(catalogue, collection, request)
         rows = rows.iloc[offset: offset + limit]
@@ -481,26 +531,81 @@ def get_items(
     return GeoJSONResponse(body)
 
 
-@router.get("/collections/{collectionId}/items/{featureId}", response_class=GeoJSONResponse,
-            summary="One OGC API item")
-def get_item(request: Request, catalogue: CatalogueDep, collectionId: CollectionId, featureId: FeatureId,
-             f: Format = None):
-    """One feature by its id."""
-    collection = _collection(collectionId)
-    _check_parameters(request, ("f",))
+def collection_item(request: Request, catalogue: Catalogue, collection: Collection, feature_id: str):
+    """One feature by its id, as GeoJSON or HTML."""
     frame = _frame(catalogue, collection)
-    rows = frame[frame["id"].astype(str) == featureId]
+    # compared as Python strings: pandas compares through numpy, whose strings drop trailing NULs ("a\0" == "a")
+    rows = _keep(frame, (str(v) == feature_id for v in frame["id"]))
     if rows.empty:
-        raise NotFound(f"no feature {featureId!r} in collection {collection.id!r}", parameter="featureId")
+        raise NotFound(f"no feature {feature_id!r} in collection {collection.id!r}", parameter="featureId")
     item = _features(catalogue, collection, rows)[0]
-    base = _base(request)
+    url = f"{_base(request)}/collections/{collection.id}/items/{feature_id}"
     item["links"] = [
-        _link(f"{base}/collections/{collection.id}/items/{featureId}", "self", GEOJSON_MEDIA_TYPE, "this feature"),
-        _link(f"{base}/collections/{collection.id}", "collection", "application/json", collection.title),
+        _link(url, "self", GEOJSON_MEDIA_TYPE, "this feature"),
+        _link(f"{url}?f=html", "alternate", "text/html", "this feature as HTML"),
+        _link(f"{_base(request)}/collections/{collection.id}", "collection", "application/json", collection.title),
     ]
-    if _wants_html(request, f):
+    if _wants_html(request):
         props = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html_cell(v)}</td></tr>"
                         for k, v in item["properties"].items())
-        return _page_html(str(item["properties"].get("name") or featureId),
+        return _page_html(str(item["properties"].get("name") or feature_id),
                           f"<table>{props}</table><p><a href='/map'>map</a></p>")
     return GeoJSONResponse(item)
+
+
+def _schema_response(body: dict) -> JSONResponse:
+    return JSONResponse(body, media_type=JSON_SCHEMA_MEDIA_TYPE)
+
+
+def _add_collection_routes(collection: Collection) -> None:
+    """The paths of one collection, each with the parameters it takes (so GDAL and QGIS read them typed)."""
+    url = f"/collections/{collection.id}"
+    name = collection.id
+
+    @router.get(url, summary=f"The {name} collection", responses=COLLECTION_RESPONSE, openapi_extra=PAGE_F,
+                operation_id=f"describe_{name}")
+    def describe(request: Request, catalogue: CatalogueDep):
+        return describe_collection(request, catalogue, collection)
+
+    @router.get(f"{url}/items", response_class=GeoJSONResponse, summary=f"The {name} features",
+                responses=items_response(EXPORT_MEDIA_TYPES), openapi_extra={"parameters": items_parameters(name)},
+                operation_id=f"get_{name}_items", description=collection.description)
+    def items(request: Request, catalogue: CatalogueDep):
+        return collection_items(request, catalogue, collection)
+
+    @router.get(f"{url}/items/{{featureId}}", response_class=GeoJSONResponse, summary=f"One of the {name}",
+                responses=ITEM_RESPONSE, openapi_extra=PAGE_F, operation_id=f"get_{name}_item")
+    def item(request: Request, catalogue: CatalogueDep, featureId: FeatureId):
+        return collection_item(request, catalogue, collection, featureId)
+
+    @router.get(f"{url}/schema", summary=f"The {name} features' schema (OGC API - Features Part 5)",
+                responses=SCHEMA_RESPONSE, openapi_extra=JSON_F, operation_id=f"get_{name}_schema")
+    def schema(request: Request):
+        _wants_html(request, ("json",))
+        return _schema_response(feature_schema(name, collection.title, f"{_base(request)}{url}/schema"))
+
+    @router.get(f"{url}/queryables", summary=f"The properties {name} filter on (OGC API - Features Part 3)",
+                responses=SCHEMA_RESPONSE, openapi_extra=JSON_F, operation_id=f"get_{name}_queryables")
+    def queryables_of(request: Request):
+        _wants_html(request, ("json",))
+        return _schema_response(queryables(name, collection.title, f"{_base(request)}{url}/queryables"))
+
+    @router.get(f"{url}/feature-schema", summary=f"A {name} GeoJSON feature's JSON Schema (GDAL's describedby)",
+                responses=SCHEMA_RESPONSE, openapi_extra=JSON_F, operation_id=f"get_{name}_feature_schema")
+    def geojson_schema(request: Request):
+        _wants_html(request, ("json",))
+        return _schema_response(geojson_feature_schema(name, collection.title,
+                                                       f"{_base(request)}{url}/feature-schema"))
+
+
+for _collection_entry in COLLECTIONS.values():
+    _add_collection_routes(_collection_entry)
+
+
+@router.get("/collections/{collectionId}", include_in_schema=False)
+@router.get("/collections/{collectionId}/{resource}", include_in_schema=False)
+@router.get("/collections/{collectionId}/items/{featureId}", include_in_schema=False)
+def unknown_collection(collectionId: str):
+    """404 for a collection that does not exist (the known ones have their own paths above)."""
+    _collection(collectionId)
+    raise NotFound("no such resource")

@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.catalogue import record, split_list
-from app.exports import export_response, sites_format
-from app.formats import feature, feature_collection, rounded_km, site_properties, sites_geojson
+from app.exports import EXPORT_MEDIA_TYPES, export_response, sites_format
+from app.formats import GEOJSON_MEDIA_TYPE, feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import (
     MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, as_of_fields,
@@ -17,7 +17,14 @@ router = APIRouter(tags=["sites"])
 SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
 
 
-@router.get("/sites", response_class=GeoJSONResponse, summary="Find sites")
+SITES_FORMATS = ["geojson", "json", "csv", "kml", "gpkg"]
+SITES_RESPONSES = {200: {"description": "The sites, as asked by `f` or Accept", "content": {
+    GEOJSON_MEDIA_TYPE: {"schema": {"type": "object"}},
+    **{media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in EXPORT_MEDIA_TYPES.values()},
+}}}
+
+
+@router.get("/sites", response_class=GeoJSONResponse, summary="Find sites", responses=SITES_RESPONSES)
 def list_sites(
     catalogue: CatalogueDep,
     centre: Annotated[CentreParams, Depends()],
@@ -27,7 +34,8 @@ def list_sites(
     page: Annotated[PageParams, Depends()],
     as_of: Annotated[AsOfParams, Depends()],
     request: Request,
-    f: Annotated[str | None, Query(description="geojson (default), csv, kml or gpkg; or by Accept.")] = None,
+    f: Annotated[str | None, Query(description="geojson (default), csv, kml or gpkg; or by Accept.",
+                                   json_schema_extra={"enum": SITES_FORMATS})] = None,
 ):
     """Sites as GeoJSON (or CSV, KML, GeoPackage), filtered, optionally within a geodesic radius of a point or place."""
     catalogue = as_of.apply(catalogue)
