@@ -462,7 +462,7 @@ def ring(arcs: list, indexes: list[int]) -> list[tuple[float, float]]:
 
 
 def multipolygon(arcs: list, geometry: dict) -> shapely.MultiPolygon:
-    """A TopoJSON Polygon or MultiPolygon as a valid MultiPolygon cut at ±180°, without collapsed rings (< 4 points)."""
+    """A TopoJSON (Multi)Polygon as a valid MultiPolygon cut at ±180°, without collapsed rings (< 4 points)."""
     polygons = geometry["arcs"] if geometry["type"] == "MultiPolygon" else [geometry["arcs"]]
     parts = []
     for rings in polygons:
@@ -470,7 +470,9 @@ def multipolygon(arcs: list, geometry: dict) -> shapely.MultiPolygon:
         if len(coords[0]) >= 4:
             area = cut_at_antimeridian(coords[0])
             holes = [cut_at_antimeridian(hole) for hole in coords[1:] if len(hole) >= 4]
-            parts.extend(shapely.get_parts(polygonal(shapely.difference(area, shapely.union_all(holes))) if holes else area))
+            if holes:
+                area = polygonal(shapely.difference(area, shapely.union_all(holes)))
+            parts.extend(shapely.get_parts(area))
     collected = shapely.MultiPolygon(parts)
     return as_multipolygon(collected if collected.is_valid else shapely.union_all(parts))
 
