@@ -8,6 +8,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import shapely
 from fastkml import Document, Placemark, Style, kml
@@ -30,6 +31,7 @@ CLASS_ORDER = ("ICBM", "IRBM", "MRBM", "SRBM")
 CLASS_COLOURS = {"ICBM": "ff0000ff", "IRBM": "ff0080ff", "MRBM": "ff00ffff", "SRBM": "ff00ff00"}  # KML aabbggrr
 DEFAULT_COLOUR = "ffaaaaaa"
 ICON = "http://maps.google.com/mapfiles/kml/shapes/placemark_circle.png"
+KML_NAMESPACE = "http://www.opengis.net/kml/2.2"
 KML_DATA_FIELDS = ("id", "name", "country", "current_status", "declared_status", "facility_type", "missile_classes")
 
 
@@ -117,7 +119,18 @@ def features_kml(catalogue: Catalogue, features: list[dict], title: str) -> str:
             extended_data=ExtendedData(elements=data),
         ))
     document = Document(id="missile-sites", name=title, styles=styles, features=placemarks)
-    return kml.KML(features=[document]).to_string(prettyprint=True)
+    return kml_text(kml.KML(features=[document]))
+
+
+def kml_text(document: kml.KML) -> str:
+    """A KML document as text with KML the default namespace, whichever etree fastkml uses (without lxml it writes
+    `kml:` on every element, and togeojson, which most web maps read KML with, then finds no feature)."""
+    root = ElementTree.fromstring(document.to_string())  # our own XML: no entities, no DTD
+    for element in root.iter():  # ElementTree's default_namespace refuses unqualified attributes, so by hand
+        element.tag = element.tag.removeprefix(f"{{{KML_NAMESPACE}}}")
+    root.set("xmlns", KML_NAMESPACE)
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
 
 
 def gpkg_snapshot(source) -> str:
