@@ -18,7 +18,7 @@ from rich.table import Table
 from app.build_data import build
 from app.catalogue import Catalogue
 from app.errors import CatalogueError
-from app.formats import sites_csv, sites_geojson
+from app.formats import features_csv, sites_geojson
 from app.live import live_path
 from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
 from app.settings import GEODATA_DIR, Settings
@@ -139,7 +139,7 @@ def sites(
     if output is OutputFormat.geojson:
         sys.stdout.write(json.dumps(collection, ensure_ascii=False, indent=1) + "\n")
     elif output is OutputFormat.csv:
-        sys.stdout.write(sites_csv(collection["features"]))
+        sys.stdout.write(features_csv(collection["features"]))
     else:
         console.print(_sites_table(collection))
 

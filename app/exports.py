@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import os
 import tempfile
 from pathlib import Path
 from xml.etree import ElementTree
 
-import shapely
 from fastkml import Document, Placemark, Style, kml
 from fastkml.data import Data, ExtendedData
 from fastkml.styles import IconStyle, LineStyle, StyleUrl
@@ -20,7 +17,7 @@ from starlette.responses import FileResponse, Response
 
 from app.catalogue import Catalogue
 from app.errors import UnsupportedParameter
-from app.formats import csv_cell
+from app.formats import features_csv
 from app.store import copy_consistent
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -44,25 +41,6 @@ def _flat(value) -> str | None:
     if isinstance(value, dict):
         return "; ".join(f"{k}={v}" for k, v in value.items())
     return str(value) if not isinstance(value, str) else value
-
-
-def _wkt(geometry: dict | None) -> str:
-    """An RFC 7946 geometry object (already rounded) as WKT, or empty."""
-    return "" if geometry is None else shapely.to_wkt(shape(geometry), rounding_precision=-1)
-
-
-def features_csv(features: list[dict]) -> str:
-    """Features as CSV: lon, lat (points), wkt, then every property; formula-like cells neutralised."""
-    properties = list(dict.fromkeys(name for item in features for name in item["properties"]))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["lon", "lat", "wkt", *properties])
-    for item in features:
-        geometry = item["geometry"]
-        lon, lat = (geometry["coordinates"] if geometry and geometry["type"] == "Point" else (None, None))
-        writer.writerow([csv_cell(lon), csv_cell(lat), csv_cell(_wkt(geometry)),
-                         *(csv_cell(_flat(item["properties"].get(name))) for name in properties)])
-    return out.getvalue()
 
 
 def site_class(properties: dict) -> str:

@@ -72,26 +72,50 @@ def test_unknown_format_is_400(client, url):
 
 
 def test_csv_reads_back_in_gdal(client, site_features, tmp_path):
+    """Every property in its column: a list as a JSON array (GDAL's CSV convention), each border distance in its own
+    column `border_km_<border id>`."""
     path = tmp_path / "sites.csv"
     path.write_bytes(client.get(SITES_URL + "&f=csv").content)
     frame = pyogrio.read_dataframe(path, open_options=["GEOM_POSSIBLE_NAMES=wkt", "KEEP_GEOM_COLUMNS=NO"])
     assert list(frame["id"]) == [f["id"] for f in site_features]
+    borders = list(dict.fromkeys(b for item in site_features for b in item["properties"]["border_distances_km"]))
+    assert {"mdl", "kor-prk", "chn-prk"} <= set(borders)
+    assert [c for c in frame.columns if c.startswith("border_km_")] == [f"border_km_{b}" for b in borders]
+    assert "border_distances_km" not in frame.columns
     for (_, row), item in zip(frame.iterrows(), site_features):
         _assert_geometry(row.geometry, item["geometry"], item["id"])
         if item["geometry"] is not None:
             assert float(row["lon"]) == item["geometry"]["coordinates"][0]
         for name, value in item["properties"].items():
-            expected = _text(value)
-            if expected.startswith(("=", "+", "-", "@")):
-                expected = "'" + expected
-            assert (row[name] or "") == expected, (item["id"], name)
+            if isinstance(value, dict):
+                cells = {border_id: row[f"border_km_{border_id}"] or None for border_id in borders}
+                assert {b: float(km) for b, km in cells.items() if km} == value, (item["id"], name)
+            elif isinstance(value, list):
+                assert (json.loads(row[name]) if row[name] else []) == value, (item["id"], name)
+            else:
+                expected = _text(value)
+                if expected.startswith(("=", "+", "-", "@")):
+                    expected = "'" + expected
+                assert (row[name] or "") == expected, (item["id"], name)
+
+
+def test_csv_cli_and_api_are_one_encoder(client):
+    """`missile-sites sites --format csv` writes the bytes `/sites?f=csv` answers for the same query."""
+    query = {"near": "Seoul", "within_km": 150, "limit": 1000}
+    api = client.get("/sites", params={**query, "f": "csv"}).text
+    result = subprocess.run([sys.executable, "-m", "app.cli", "sites", "--near", "Seoul", "--within-km", "150",
+                             "--limit", "1000", "--format", "csv"], capture_output=True, text=True, timeout=120,
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == api and api.startswith("lon,lat,wkt,id,name,aliases,")
+    assert "border_km_mdl" in api.splitlines()[0] and api.count("\n") == 4  # Chiha-ri, Kal-gol, Sakkanmol
 
 
 def test_csv_neutralises_formulas():
     features = [{"type": "Feature", "id": "x", "geometry": {"type": "Point", "coordinates": [-1.5, 2.0]},
                  "properties": {"name": "=HYPERLINK(\"http://evil\")", "notes": "@SUM(A1)", "aliases": ["+1", "ok"]}}]
     text = features_csv(features)
-    assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and "'+1; ok" in text
+    assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and '"[""+1"", ""ok""]"' in text
     assert "\n-1.5,2.0,POINT (-1.5 2)," in text
 
 
