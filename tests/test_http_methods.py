@@ -8,7 +8,8 @@ from app.http_methods import PROBED
 
 REAL_IDS = {"site_id": "kal-gol", "collectionId": "sites", "source_id": "38-north-iha-ri"}
 FEATURE_IDS = {"sites": "kal-gol", "places": "seoul", "borders": "mdl", "observations": "chiha-ri-1998-report"}
-EXTRA_GET_PATHS = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"]
+EXTRA_GET_PATHS = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets/swagger-ui-bundle.js",
+                   "/docs/assets/redoc.standalone.js"]
 REQUIRED_QUERY = {"/reach": "?near=seoul", "/borders/distance": "?near=seoul"}
 
 
