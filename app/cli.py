@@ -29,6 +29,14 @@ errors = Console(stderr=True)
 GpkgOption = Annotated[Optional[Path], typer.Option(help="GeoPackage to read (default: the settings').")]
 
 
+class ImportKind(str, Enum):
+    """What `import` adds."""
+
+    sites = "sites"
+    missiles = "missiles"
+    places = "places"
+
+
 class OutputFormat(str, Enum):
     """How `sites` prints its answer."""
 
@@ -139,7 +147,7 @@ def _sites_table(collection: dict) -> Table:
         p = item["properties"]
         cells = [p["id"], p["name"], p["current_status"], p["declared_status"], ", ".join(p["missile_types"])]
         cells += [_km(p.get("distance_km"))] if has_distance else []
-        cells += [_km(p["border_distances_km"].get(b)) for b in border_ids]
+        cells += [_km(p["border_distances_km"][b]) if b in p["border_distances_km"] else "" for b in border_ids]
         table.add_row(*cells)
     return table
 
@@ -293,7 +301,9 @@ def _default_actor() -> str:
 
 @cli.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="A .csv, .geojson/.json or .kml file of new sites.")],
+    file: Annotated[Path, typer.Argument(help="A .csv, .geojson/.json or .kml file of new sites (or missiles, places).")],
+    kind: Annotated[ImportKind, typer.Option("--kind", help="What the file adds: sites, missiles or places.")] =
+    ImportKind.sites,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row against the catalogue, then write "
                                           "nothing; print what would be written.")] = False,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Write the good rows even if some are bad "
@@ -301,7 +311,8 @@ def import_command(
     actor: Annotated[Optional[str], typer.Option(help="Who the change log names (default: cli:<os user>).")] = None,
     gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to write (default: the live one).")] = None,
 ) -> None:
-    """Add the file's sites in one transaction, each checked as POST /sites checks a body.
+    """Add the file's sites (or missile systems, places) in one transaction, each checked as POST /sites (/missiles,
+    /places) checks a body.
 
     Exit 0: written (or, with --dry-run, would be); 1: bad rows, nothing written (with --skip-bad: only when no row
     is good); 2: the file or the GeoPackage cannot be used, nothing written.
@@ -310,7 +321,7 @@ def import_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.importer import MalformedFile, import_file
+    from app.importer import RECORD_KINDS, MalformedFile, import_file
     from app.migrations import MigrationError
 
     who = (actor if actor is not None else _default_actor()).strip()
@@ -329,7 +340,8 @@ def import_command(
 
     try:
         with progress:
-            result = import_file(file, target, actor=who, skip_bad=skip_bad, dry_run=dry_run, on_rows=on_rows)
+            result = import_file(file, target, actor=who, skip_bad=skip_bad, dry_run=dry_run, on_rows=on_rows,
+                                 kind=RECORD_KINDS[kind.value])
     except MalformedFile as exc:
         _fail(str(exc))
     except FileNotFoundError as exc:
@@ -344,11 +356,11 @@ def import_command(
     bad = f"{len(result.bad)} bad {result.unit}(s)"
     timing = f"checked in {result.check_seconds:.2f} s" + (f", written in {result.write_seconds:.2f} s"
                                                             if result.written else "")
+    added = f"{len(result.good)} {kind.value[:-1]}(s) from {file} to {target} as {who}"
     if dry_run:
-        summary = (f"dry run: would add {len(result.good)} site(s) from {file} to {target} as {who}; {bad};"
-                   f" nothing written ({timing})")
+        summary = f"dry run: would add {added}; {bad}; nothing written ({timing})"
     elif result.written:
-        summary = f"added {len(result.good)} site(s) from {file} to {target} as {who}; {bad} ({timing})"
+        summary = f"added {added}; {bad} ({timing})"
     else:
         summary = (f"nothing written to {target}: {bad} in {file}"
                    + ("" if skip_bad else "; --skip-bad writes the good rows"))
@@ -388,15 +400,16 @@ def _imported_table(result) -> Table:
     good = result.good
     shown = good if len(good) <= IMPORT_TABLE_ROWS else good[:10]
     more = len(good) - len(shown)
-    table = Table(title=f"{title} ({len(good)} sites{f'; the first {len(shown)}' if more else ''})",
+    table = Table(title=f"{title} ({len(good)} {result.kind}{f'; the first {len(shown)}' if more else ''})",
                   caption=f"... and {more} more" + (f", the last {good[-1].site_id}" if good[-1].site_id else "")
                   if more else None)
-    for column in (result.unit, "id", "name", "lon", "lat"):
+    located = result.kind != "missiles"
+    for column in (result.unit, "id", "name", *(("lon", "lat") if located else ())):
         table.add_column(column, justify="right" if column in (result.unit, "lon", "lat") else "left")
     for outcome in shown:
         table.add_row(str(outcome.number), outcome.site_id or "", outcome.name or "",
-                      "" if outcome.lon is None else f"{outcome.lon:.6f}",
-                      "" if outcome.lat is None else f"{outcome.lat:.6f}")
+                      *(("" if outcome.lon is None else f"{outcome.lon:.6f}",
+                         "" if outcome.lat is None else f"{outcome.lat:.6f}") if located else ()))
     return table
 
 

@@ -382,7 +382,8 @@ def add_tile_layers(m: folium.Map) -> None:
 
 def add_borders(m: folium.Map, borders, focus=None) -> None:
     """The MDL and DMZ edges in full, and the land borders (detailed in focus), labelled by name."""
-    group = folium.FeatureGroup(name="Borders: MDL, DMZ edges, land borders")
+    drawn = [kind for kind in ("mdl", "dmz_edge", "land_border") if kind in set(borders["kind"])]
+    group = folium.FeatureGroup(name="Borders: " + ", ".join(BORDER_LABELS[kind] for kind in drawn))
     box = shapely.box(*focus) if focus is not None else None
     for kind in ("land_border", "dmz_edge", "mdl"):
         rows = borders[borders["kind"] == kind]
@@ -607,15 +608,17 @@ class MapBox(MacroElement):
         self.html, self.position, self.css_class = html_text, position, css_class
 
 
-def legend_html(colours: dict[str, str], statuses) -> str:
-    """The legend: colour by missile class, shape by status, line styles of the borders."""
+def legend_html(colours: dict[str, str], statuses, border_kinds=None) -> str:
+    """The legend: colour by missile class, shape by status, line styles of the borders drawn (of the kinds given;
+    all when None)."""
     classes = "".join(f'<div><span class="swatch" style="background:{c}"></span>{inert(n)}</div>'
                       for n, c in colours.items())
     shapes = "".join(f"<div>{status_svg(s, '#9e9e9e', 14)}{inert(s.replace('_', ' '))}: {STATUS_SHAPES[s]}</div>"
                      for s in STATUS_SHAPES if s in statuses or not statuses)
     lines = "".join(f'<div><svg width="22" height="8"><line x1="0" y1="4" x2="22" y2="4" stroke="{s["color"]}" '
                     f'stroke-width="{s["weight"]}" stroke-dasharray="{s.get("dashArray", "")}"/></svg>'
-                    f"{BORDER_LABELS[k]}</div>" for k, s in BORDER_STYLES.items())
+                    f"{BORDER_LABELS[k]}</div>" for k, s in BORDER_STYLES.items()
+                    if border_kinds is None or k in border_kinds)
     return (f"<h4>Missile class (longest range at the site)</h4>{classes}<h4>Status</h4>{shapes}"
             f"<h4>Borders</h4>{lines}")
 
@@ -820,7 +823,7 @@ def site_map(
     }
     shown = add_sites(m, sites, colours, popups, cluster_above=cluster_above, records=records)
     statuses = set(sites["current_status"].dropna()) if "current_status" in sites else set()
-    MapBox(legend_html(colours, statuses), position="topright", css_class="legend").add_to(m)
+    MapBox(legend_html(colours, statuses, set(borders["kind"])), position="topright", css_class="legend").add_to(m)
     geometry = sites.geometry.name
     unlocated = [str(s.get("name")) for _, s in records if not has_point(s[geometry])]
     MapBox(footer_html(query=query, data_version=data_version, generated_at=generated_at, sources=sources,
@@ -841,14 +844,15 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
     """
     sites = page.sites
     site_sources = catalogue.sources_by_site(sites)
-    cited = [i for ids in site_sources.values() for i in ids] + list(catalogue.borders["source_id"].dropna())
+    borders = catalogue.map_borders(sites.index)
+    cited = [i for ids in site_sources.values() for i in ids] + list(borders["source_id"].dropna())
     centre, label = None, "query centre"
     if page.centre is not None:
         centre = (page.centre.lon, page.centre.lat)
         label = catalogue.places.loc[page.centre.place_id, "name"] if page.centre.place_id else \
             f"{page.centre.lat:.4f}, {page.centre.lon:.4f}"
     return site_map(
-        sites, borders=catalogue.borders, countries=catalogue.countries,
+        sites, borders=borders, countries=catalogue.countries,
         rings=_page_rings(catalogue, sites) if rings else None, centre=centre, centre_label=label,
         radius_km=radius_km, query=query, data_version=catalogue.version, sources=catalogue.sources_for(cited),
         generated_at=generated_at, border_distances=page.border_distances,

@@ -69,6 +69,8 @@ COLLECTIONS = {
                    "borders"),
         Collection("observations", "Observations", "Dated observations of sites (no geometry; `datetime` filters "
                    "on observed_on).", "observations", temporal="observed_on"),
+        Collection("missiles", "Missile systems", "Missile systems with their class, published range, kind of range "
+                   "and sources (no geometry).", "missiles"),
     )
 }
 
