@@ -413,6 +413,38 @@ def _imported_table(result) -> Table:
     return table
 
 
+@cli.command("attach-border")
+def attach_border(
+    border: Annotated[str, typer.Argument(help="A named line of /borders, e.g. mdl.")],
+    countries: Annotated[list[str], typer.Argument(help="ISO alpha-3 codes of the countries whose sites it matters to.")],
+    detach: Annotated[bool, typer.Option("--detach", help="Detach the line from the countries instead.")] = False,
+    actor: Annotated[Optional[str], typer.Option(help="Who the change log names (default: cli:<os user>).")] = None,
+    gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to write (default: the live one).")] = None,
+) -> None:
+    """Attach a named line to countries: their sites are measured against it (as the MDL and the DMZ edges are for
+    KOR and PRK), in /sites/{id}, exports and maps. Recorded in the change log; a running service follows."""
+    import sqlite3
+    from contextlib import closing
+
+    from app import edits, store
+
+    target = gpkg or _live(Settings())
+    who = (actor if actor is not None else _default_actor()).strip()
+    try:
+        with closing(store.connect(target)) as connection:
+            store.ensure_edit_schema(connection)
+            with store.transaction(connection):
+                changes = edits.attach_borders(connection, border, countries, who, detach=detach)
+    except CatalogueError as exc:
+        _fail(f"{exc.parameter or 'input'}: {exc.message}")
+    except sqlite3.Error as exc:
+        _fail(f"{target}: {exc}")
+    verb = "detached" if detach else "attached"
+    done = [c["entity_id"].split(":")[1] for c in changes]
+    console.print(f"{border} {verb} {'to' if not detach else 'from'} {', '.join(done) if done else 'no country'}"
+                  + ("" if len(done) == len(set(countries)) else " (the others already were)"), highlight=False)
+
+
 @cli.command("backup")
 def backup_command(
     path: Annotated[Path, typer.Argument(help="The copy to write, e.g. backups/catalogue-2026-01-31.gpkg.")],

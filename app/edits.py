@@ -10,7 +10,9 @@ import shapely
 
 from app import store, vocab
 from app.errors import Gone, InvalidParameter, NotFound
+from app.build_data import alpha3
 from app.history import period_start
+from app.migrations import ATTACHED_TABLE
 from app.models import (
     LIST_FIELDS, MissileCreate, MissileFields, MissileUpdate, ObservationCreate, PlaceCreate, PlaceUpdate, SiteCreate,
     SiteUpdate, SourceCreate, SourceUpdate,
@@ -544,3 +546,37 @@ def update_place(connection: sqlite3.Connection, place_id: str, data: PlaceUpdat
     store.touch_contents(connection, "places", shapely.Point(place["lon"], place["lat"]))
     return record_change(connection, at=at, actor=actor, action="update", entity="place", entity_id=place_id,
                          site_id=None, before=before, after=place)
+
+
+# --- named lines attached to countries ------------------------------------------------------------
+
+
+def attach_borders(connection: sqlite3.Connection, border_id: str, countries: list[str], actor: str, *,
+                   detach: bool = False) -> list[dict]:
+    """Attach a named line (a row of the borders layer) to countries, so their sites are measured against it (or
+    detach it); each pair that changes is recorded. Returns the changes (none when every pair already was so)."""
+    row = connection.execute("SELECT kind FROM borders WHERE id = ?", (border_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no border with id {border_id!r} (coastlines and land borders are measured without"
+                       " attaching)", parameter="border_id")
+    at, changes = store.utc_now(), []
+    for country in dict.fromkeys(countries):
+        problem = alpha3(blank_ok=False)(country, {})
+        if problem:
+            raise InvalidParameter(problem, parameter="country")
+        attached = connection.execute(f'SELECT 1 FROM "{ATTACHED_TABLE}" WHERE border_id = ? AND country = ?',
+                                      (border_id, country)).fetchone() is not None
+        if attached != detach:
+            continue
+        pair = {"border_id": border_id, "country": country}
+        if detach:
+            connection.execute(f'DELETE FROM "{ATTACHED_TABLE}" WHERE border_id = ? AND country = ?',
+                               (border_id, country))
+        else:
+            _insert(connection, ATTACHED_TABLE, pair)
+        changes.append(record_change(connection, at=at, actor=actor, action="detach" if detach else "attach",
+                                     entity="attached_border", entity_id=f"{border_id}:{country}", site_id=None,
+                                     before=pair if detach else None, after=None if detach else pair))
+    if changes:
+        store.touch_contents(connection, ATTACHED_TABLE)
+    return changes
