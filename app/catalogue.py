@@ -137,6 +137,16 @@ def reading(path: Path):
             connection.execute("COMMIT")
 
 
+REACH_VERDICTS = {  # verdict -> what it says, in the order answers list them
+    "reaches": "reaches, even if the coordinate is off by its full precision the wrong way",
+    "reaches_unless_coordinate_errs": "reaches from the stated point, but not if the coordinate errs against it",
+    "reaches_precision_unknown": "reaches from the stated point; the coordinate's precision is unknown",
+    "reaches_only_if_coordinate_errs": "falls short from the stated point; reaches only if the coordinate errs its way",
+    "falls_short": "falls short by at most short_km from the stated point (and beyond the coordinate's precision, "
+                   "where known)",
+}
+REACH_COLUMNS = ["site_id", "missile_id", "distance_km", "range_min_km", "range_max_km", "range_kind", "margin_km",
+                 "precision_km", "margin_low_km", "margin_high_km", "verdict"]
 AS_OF_CACHE_SIZE = 8  # past days kept per snapshot; any reader can ask for any day, so the cache is bounded
 INCREMENTAL_LIMIT = 20_000  # changed rows above which a refresh reads the layers whole
 EDITABLE = {"site": "sites", "observation": "observations", "source": "sources", "missile": "missiles",
@@ -697,18 +707,22 @@ class Catalogue:
             return geodesy.range_ring(lon, lat, outer_m)
         return geodesy.annulus(lon, lat, float(inner) * 1000, outer_m)
 
-    def reach(self, target: Centre, *, where: SiteFilter = SiteFilter()) -> pd.DataFrame:
-        """Every (site, missile) pair whose published range covers the target, with the margin in km."""
+    def reach(self, target: Centre, *, where: SiteFilter = SiteFilter(), short_km: float | None = None) -> pd.DataFrame:
+        """Every (site, missile) pair whose published range covers the target, allowing for the site's coordinate
+        precision, with the margin in km as an interval and a verdict (see REACH_VERDICTS); with `short_km`, also
+        the pairs that fall short by at most that many km. Sorted by verdict, then by margin, largest first."""
         rows = []
         for site_id, site in located(self._filtered(where)).iterrows():
             distance_km = float(geodesy.distance_m(site.geometry.x, site.geometry.y, target.lon, target.lat)) / 1000
+            precision_km = float(site["coord_precision_m"]) / 1000 if not pd.isna(site["coord_precision_m"]) else None
             for missile_id, missile in self.site_missiles(site).iterrows():
-                verdict = _reach_verdict(distance_km, missile)
+                verdict = _reach_verdict(distance_km, missile, precision_km, short_km)
                 if verdict is not None:
                     rows.append({"site_id": site_id, "missile_id": missile_id, "distance_km": distance_km, **verdict})
-        columns = ["site_id", "missile_id", "distance_km", "range_min_km", "range_max_km", "range_kind", "margin_km"]
-        return pd.DataFrame(rows, columns=columns).sort_values(["margin_km", "site_id", "missile_id"],
-                                                               ascending=[False, True, True], ignore_index=True)
+        table = pd.DataFrame(rows, columns=REACH_COLUMNS)
+        table["order"] = table["verdict"].map(list(REACH_VERDICTS).index)
+        return table.sort_values(["order", "margin_km", "site_id", "missile_id"], ascending=[True, False, True, True],
+                                 ignore_index=True).drop(columns="order")
 
     def unassessable_site_ids(self, where: SiteFilter = SiteFilter()) -> list[str]:
         """Sites matching the filters whose reach cannot be judged: no coordinate or no published range."""
@@ -778,14 +792,34 @@ def _layer_on(layer: pd.DataFrame, changes: list[dict], instant: str) -> pd.Data
     return frame.set_index("id", drop=False)
 
 
-def _reach_verdict(distance_km: float, missile: pd.Series) -> dict | None:
-    """The range facts and margin when a missile covers a distance, else None."""
+def _reach_verdict(distance_km: float, missile: pd.Series, precision_km: float | None,
+                   short_km: float | None = None) -> dict | None:
+    """The range facts, the margin (max range less the distance) with its interval (± the coordinate's precision;
+    None when unknown) and the verdict for a missile at a distance; None when it is not listed: it cannot reach,
+    whatever the coordinate's error, and does not fall short by at most `short_km` (no range: never listed)."""
     max_km, min_km = missile["range_max_km"], missile["range_min_km"]
-    if pd.isna(max_km) or distance_km > float(max_km):
+    if pd.isna(max_km):
         return None
-    if not pd.isna(min_km) and distance_km < float(min_km):
+    max_km, min_km = float(max_km), 0.0 if pd.isna(min_km) else float(min_km)
+    margin = max_km - distance_km
+    at_point = min_km <= distance_km <= max_km
+    if precision_km is None:
+        verdict = "reaches_precision_unknown" if at_point else None
+    elif min_km <= distance_km - precision_km and distance_km + precision_km <= max_km:
+        verdict = "reaches"
+    elif at_point:
+        verdict = "reaches_unless_coordinate_errs"
+    elif distance_km - precision_km <= max_km and distance_km + precision_km >= min_km:
+        verdict = "reaches_only_if_coordinate_errs"
+    else:
+        verdict = None
+    if verdict is None and short_km is not None and 0 < -margin <= short_km:
+        verdict = "falls_short"
+    if verdict is None:
         return None
     return {
-        "range_min_km": _clean(min_km), "range_max_km": float(max_km),
-        "range_kind": missile["range_kind"], "margin_km": float(max_km) - distance_km,
+        "range_min_km": _clean(missile["range_min_km"]), "range_max_km": max_km, "range_kind": missile["range_kind"],
+        "margin_km": margin, "precision_km": precision_km,
+        "margin_low_km": None if precision_km is None else margin - precision_km,
+        "margin_high_km": None if precision_km is None else margin + precision_km, "verdict": verdict,
     }

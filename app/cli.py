@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pandas as pd
 import pydantic
 import typer
 from rich.console import Console
@@ -19,7 +20,9 @@ from app.catalogue import Catalogue
 from app.errors import CatalogueError
 from app.formats import sites_csv, sites_geojson
 from app.live import live_path
-from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
+from app.schemas import (
+    MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
+)
 from app.settings import GEODATA_DIR, Settings
 from app.store import LiveFileProblem, check_live
 
@@ -155,6 +158,75 @@ def _sites_table(collection: dict) -> Table:
 def _km(value) -> str:
     """A distance for a table cell: one decimal, or `unknown`."""
     return "unknown" if value is None else f"{value:,.1f}"
+
+
+@cli.command()
+def reach(
+    lat: Annotated[Optional[float], typer.Option(help="Target latitude, degrees.")] = None,
+    lon: Annotated[Optional[float], typer.Option(help="Target longitude, degrees.")] = None,
+    near: Annotated[Optional[str], typer.Option(help="Target a reference place by id, name or alias, e.g. Tokyo.")] = None,
+    short_km: Annotated[Optional[float], typer.Option(help="Also list missiles falling short by at most this, km.")] = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="Current status (repeatable).")] = None,
+    declared: Annotated[Optional[list[str]], typer.Option(help="Declared status (repeatable).")] = None,
+    missile_class: Annotated[Optional[list[str]], typer.Option(help="Missile class, e.g. MRBM.")] = None,
+    missile_type: Annotated[Optional[list[str]], typer.Option(help="Missile id, e.g. hwasong-7.")] = None,
+    facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
+    country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or geojson.")] = OutputFormat.table,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Which sites' missiles reach a target, as GET /reach: each margin as an interval (± the site's coordinate
+    precision), grouped by verdict."""
+    from app.catalogue import REACH_VERDICTS
+    from app.formats import reach_pairs
+
+    target = _params(CentreParams, lat=lat, lon=lon, near=near)
+    filters = _params(FilterParams, status=status, declared=declared, missile_class=missile_class,
+                      missile_type=missile_type, facility_type=facility_type, country=country)
+    if short_km is not None and not 0 <= short_km <= MAX_RADIUS_KM:
+        _fail(f"--short-km: must be between 0 and {MAX_RADIUS_KM:g}")
+    catalogue = _open(gpkg)
+    try:
+        centre = target.resolve(catalogue, required=True)
+        where = filters.to_filter()
+        pairs = catalogue.reach(centre, where=where, short_km=short_km)
+        unassessed = catalogue.unassessable_site_ids(where)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    if output is OutputFormat.geojson:
+        answer = {"target": {"lon": centre.lon, "lat": centre.lat, "place_id": centre.place_id}, "short_km": short_km,
+                  "verdicts": {v: reach_pairs(pairs[pairs["verdict"] == v]) for v in REACH_VERDICTS},
+                  "not_assessed": unassessed, "data_version": catalogue.version}
+        sys.stdout.write(json.dumps(answer, ensure_ascii=False, indent=1) + "\n")
+        return
+    name = catalogue.places.loc[centre.place_id, "name"] if centre.place_id else f"{centre.lat:.4f}, {centre.lon:.4f}"
+    console.print(f"Reach of {name} ({centre.lon:.5f}, {centre.lat:.5f}): geodesic on WGS84; margin = max range less "
+                  "distance, its interval ± the site's coordinate precision", highlight=False)
+    for verdict, meaning in REACH_VERDICTS.items():
+        group = pairs[pairs["verdict"] == verdict]
+        if len(group):
+            console.print(_reach_table(catalogue, group, f"{verdict}: {meaning.replace('short_km', f'{short_km:g} km')}"
+                                       if short_km is not None else f"{verdict}: {meaning}"))
+    if not len(pairs):
+        console.print("no site's missiles reach it" + ("" if short_km is not None else
+                                                       " (--short-km lists those falling short)"), highlight=False)
+    if unassessed:
+        console.print(f"not assessed (no coordinate or no published range): {', '.join(unassessed)}", highlight=False)
+
+
+def _reach_table(catalogue, pairs, title: str) -> Table:
+    """One verdict's (site, missile) pairs with the distance, range, margin and its interval."""
+    table = Table(title=title, title_justify="left")
+    for column in ("site", "missile", "distance km", "range km", "margin km", "margin interval km", "precision m"):
+        table.add_column(column, justify="right" if "km" in column or column.endswith(" m") else "left")
+    for row in pairs.itertuples():
+        low = "" if pd.isna(row.range_min_km) else f"{row.range_min_km:,.0f}–"
+        interval = "unknown" if pd.isna(row.margin_low_km) else f"{row.margin_low_km:+,.1f} … {row.margin_high_km:+,.1f}"
+        precision = "unknown" if pd.isna(row.precision_km) else f"{row.precision_km * 1000:,.4g}"
+        table.add_row(catalogue.sites.loc[row.site_id, "name"], catalogue.missiles.loc[row.missile_id, "name"],
+                      f"{row.distance_km:,.1f}", f"{low}{row.range_max_km:,.0f}", f"{row.margin_km:+,.1f}", interval,
+                      precision)
+    return table
 
 
 @cli.command("build-data")
