@@ -327,8 +327,10 @@ class Catalogue:
         lines = {b: self.line_row(b).geometry for b in self.measured_border_ids}
         column = {line_id: n for n, line_id in enumerate(lines)}
         mask = np.zeros((len(sites), len(lines)), dtype=bool)
-        for row, country in enumerate(sites["country"]):
-            mask[row, [column[b] for b in self.lines_for_country(country)]] = True
+        countries = sites["country"].to_numpy(dtype=object)
+        for country in pd.unique(countries):
+            rows = np.flatnonzero(countries == country) if not pd.isna(country) else np.flatnonzero(pd.isna(countries))
+            mask[np.ix_(rows, [column[b] for b in self.lines_for_country(country)])] = True
         self.border_matrix = BorderMatrix.measure(self._located_ids, lons, lats, lines, mask) if borders is None else \
             borders.updated(self._located_ids, lons, lats, lines, mask)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
