@@ -528,13 +528,15 @@ class Catalogue:
                 for site_id, at in zip(site_ids, positions)}
 
     def _distance_to_border_km(self, border_id: str) -> pd.Series:
-        """Every located site's distance in km to one line (measured now where not precomputed)."""
+        """Every located site's distance in km to one line (measured now, and kept, where not precomputed)."""
+        matrix = self.border_matrix
+        known = np.full(len(matrix.ids), np.nan)
+        if border_id in matrix.line_ids:
+            known = matrix.distance_m[:, matrix.line_ids.index(border_id)]
+            if not np.isnan(known).any():  # every site is measured against it
+                return pd.Series(known / 1000, index=matrix.ids)
         if border_id not in self._other_border_km:
-            matrix = self.border_matrix
-            known = np.full(len(matrix.ids), np.nan)
-            if border_id in matrix.line_ids:
-                known = matrix.distance_m[:, matrix.line_ids.index(border_id)].copy()
-            missing = np.isnan(known)
+            known, missing = known.copy(), np.isnan(known)
             if missing.any():
                 other = BorderMatrix.measure(matrix.ids[missing], matrix.lons[missing], matrix.lats[missing],
                                              {border_id: self.border_row(border_id).geometry})
