@@ -225,6 +225,7 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
     "places.csv": {
         "id": slug, "name": required, "kind": enum("place_kind"), "country": alpha3(blank_ok=True),
         "lon": required, "lat": required, "source_id": ref("sources", "source"), "notes": optional,
+        "aliases": items(lambda _: None),
     },
     "sites.csv": {
         "id": slug, "name": required, "aliases": items(lambda _: None), "country": alpha3(blank_ok=False),

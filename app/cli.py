@@ -10,6 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pandas as pd
 import pydantic
 import typer
 from rich.console import Console
@@ -20,7 +21,9 @@ from app.catalogue import Catalogue
 from app.errors import CatalogueError
 from app.formats import sites_csv, sites_geojson
 from app.live import live_path
-from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
+from app.schemas import (
+    MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
+)
 from app.settings import GEODATA_DIR, Settings
 from app.store import LiveFileProblem, check_live
 
@@ -28,6 +31,14 @@ cli = typer.Typer(help="A sourced catalogue of missile sites with geodesic proxi
 console = Console()
 errors = Console(stderr=True)
 GpkgOption = Annotated[Optional[Path], typer.Option(help="GeoPackage to read (default: the settings').")]
+
+
+class ImportKind(str, Enum):
+    """What `import` adds."""
+
+    sites = "sites"
+    missiles = "missiles"
+    places = "places"
 
 
 class OutputFormat(str, Enum):
@@ -157,7 +168,7 @@ def _sites_table(collection: dict) -> Table:
         p = item["properties"]
         cells = [p["id"], p["name"], p["current_status"], p["declared_status"], ", ".join(p["missile_types"])]
         cells += [_km(p.get("distance_km"))] if has_distance else []
-        cells += [_km(p["border_distances_km"].get(b)) for b in border_ids]
+        cells += [_km(p["border_distances_km"][b]) if b in p["border_distances_km"] else "" for b in border_ids]
         table.add_row(*cells)
     return table
 
@@ -165,6 +176,75 @@ def _sites_table(collection: dict) -> Table:
 def _km(value) -> str:
     """A distance for a table cell: one decimal, or `unknown`."""
     return "unknown" if value is None else f"{value:,.1f}"
+
+
+@cli.command()
+def reach(
+    lat: Annotated[Optional[float], typer.Option(help="Target latitude, degrees.")] = None,
+    lon: Annotated[Optional[float], typer.Option(help="Target longitude, degrees.")] = None,
+    near: Annotated[Optional[str], typer.Option(help="Target a reference place by id, name or alias, e.g. Tokyo.")] = None,
+    short_km: Annotated[Optional[float], typer.Option(help="Also list missiles falling short by at most this, km.")] = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="Current status (repeatable).")] = None,
+    declared: Annotated[Optional[list[str]], typer.Option(help="Declared status (repeatable).")] = None,
+    missile_class: Annotated[Optional[list[str]], typer.Option(help="Missile class, e.g. MRBM.")] = None,
+    missile_type: Annotated[Optional[list[str]], typer.Option(help="Missile id, e.g. hwasong-7.")] = None,
+    facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
+    country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or geojson.")] = OutputFormat.table,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Which sites' missiles reach a target, as GET /reach: each margin as an interval (± the site's coordinate
+    precision), grouped by verdict."""
+    from app.catalogue import REACH_VERDICTS
+    from app.formats import reach_pairs
+
+    target = _params(CentreParams, lat=lat, lon=lon, near=near)
+    filters = _params(FilterParams, status=status, declared=declared, missile_class=missile_class,
+                      missile_type=missile_type, facility_type=facility_type, country=country)
+    if short_km is not None and not 0 <= short_km <= MAX_RADIUS_KM:
+        _fail(f"--short-km: must be between 0 and {MAX_RADIUS_KM:g}")
+    catalogue = _open(gpkg)
+    try:
+        centre = target.resolve(catalogue, required=True)
+        where = filters.to_filter()
+        pairs = catalogue.reach(centre, where=where, short_km=short_km)
+        unassessed = catalogue.unassessable_site_ids(where)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    if output is OutputFormat.geojson:
+        answer = {"target": {"lon": centre.lon, "lat": centre.lat, "place_id": centre.place_id}, "short_km": short_km,
+                  "verdicts": {v: reach_pairs(pairs[pairs["verdict"] == v]) for v in REACH_VERDICTS},
+                  "not_assessed": unassessed, "data_version": catalogue.version}
+        sys.stdout.write(json.dumps(answer, ensure_ascii=False, indent=1) + "\n")
+        return
+    name = catalogue.places.loc[centre.place_id, "name"] if centre.place_id else f"{centre.lat:.4f}, {centre.lon:.4f}"
+    console.print(f"Reach of {name} ({centre.lon:.5f}, {centre.lat:.5f}): geodesic on WGS84; margin = max range less "
+                  "distance, its interval ± the site's coordinate precision", highlight=False)
+    for verdict, meaning in REACH_VERDICTS.items():
+        group = pairs[pairs["verdict"] == verdict]
+        if len(group):
+            console.print(_reach_table(catalogue, group, f"{verdict}: {meaning.replace('short_km', f'{short_km:g} km')}"
+                                       if short_km is not None else f"{verdict}: {meaning}"))
+    if not len(pairs):
+        console.print("no site's missiles reach it" + ("" if short_km is not None else
+                                                       " (--short-km lists those falling short)"), highlight=False)
+    if unassessed:
+        console.print(f"not assessed (no coordinate or no published range): {', '.join(unassessed)}", highlight=False)
+
+
+def _reach_table(catalogue, pairs, title: str) -> Table:
+    """One verdict's (site, missile) pairs with the distance, range, margin and its interval."""
+    table = Table(title=title, title_justify="left")
+    for column in ("site", "missile", "distance km", "range km", "margin km", "margin interval km", "precision m"):
+        table.add_column(column, justify="right" if "km" in column or column.endswith(" m") else "left")
+    for row in pairs.itertuples():
+        low = "" if pd.isna(row.range_min_km) else f"{row.range_min_km:,.0f}–"
+        interval = "unknown" if pd.isna(row.margin_low_km) else f"{row.margin_low_km:+,.1f} … {row.margin_high_km:+,.1f}"
+        precision = "unknown" if pd.isna(row.precision_km) else f"{row.precision_km * 1000:,.4g}"
+        table.add_row(catalogue.sites.loc[row.site_id, "name"], catalogue.missiles.loc[row.missile_id, "name"],
+                      f"{row.distance_km:,.1f}", f"{low}{row.range_max_km:,.0f}", f"{row.margin_km:+,.1f}", interval,
+                      precision)
+    return table
 
 
 @cli.command("build-data")
@@ -311,7 +391,9 @@ def _default_actor() -> str:
 
 @cli.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="A .csv, .geojson/.json or .kml file of new sites.")],
+    file: Annotated[Path, typer.Argument(help="A .csv, .geojson/.json or .kml file of new sites (or missiles, places).")],
+    kind: Annotated[ImportKind, typer.Option("--kind", help="What the file adds: sites, missiles or places.")] =
+    ImportKind.sites,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row against the catalogue, then write "
                                           "nothing; print what would be written.")] = False,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Write the good rows even if some are bad "
@@ -319,7 +401,8 @@ def import_command(
     actor: Annotated[Optional[str], typer.Option(help="Who the change log names (default: cli:<os user>).")] = None,
     gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to write (default: the live one).")] = None,
 ) -> None:
-    """Add the file's sites in one transaction, each checked as POST /sites checks a body.
+    """Add the file's sites (or missile systems, places) in one transaction, each checked as POST /sites (/missiles,
+    /places) checks a body.
 
     Exit 0: written (or, with --dry-run, would be); 1: bad rows, nothing written (with --skip-bad: only when no row
     is good); 2: the file or the GeoPackage cannot be used, nothing written.
@@ -328,7 +411,7 @@ def import_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.importer import MalformedFile, import_file
+    from app.importer import RECORD_KINDS, MalformedFile, import_file
     from app.migrations import MigrationError
 
     who = (actor if actor is not None else _default_actor()).strip()
@@ -347,7 +430,8 @@ def import_command(
 
     try:
         with progress:
-            result = import_file(file, target, actor=who, skip_bad=skip_bad, dry_run=dry_run, on_rows=on_rows)
+            result = import_file(file, target, actor=who, skip_bad=skip_bad, dry_run=dry_run, on_rows=on_rows,
+                                 kind=RECORD_KINDS[kind.value])
     except MalformedFile as exc:
         _fail(str(exc))
     except FileNotFoundError as exc:
@@ -362,11 +446,11 @@ def import_command(
     bad = f"{len(result.bad)} bad {result.unit}(s)"
     timing = f"checked in {result.check_seconds:.2f} s" + (f", written in {result.write_seconds:.2f} s"
                                                             if result.written else "")
+    added = f"{len(result.good)} {kind.value[:-1]}(s) from {file} to {target} as {who}"
     if dry_run:
-        summary = (f"dry run: would add {len(result.good)} site(s) from {file} to {target} as {who}; {bad};"
-                   f" nothing written ({timing})")
+        summary = f"dry run: would add {added}; {bad}; nothing written ({timing})"
     elif result.written:
-        summary = f"added {len(result.good)} site(s) from {file} to {target} as {who}; {bad} ({timing})"
+        summary = f"added {added}; {bad} ({timing})"
     else:
         summary = (f"nothing written to {target}: {bad} in {file}"
                    + ("" if skip_bad else "; --skip-bad writes the good rows"))
@@ -406,16 +490,49 @@ def _imported_table(result) -> Table:
     good = result.good
     shown = good if len(good) <= IMPORT_TABLE_ROWS else good[:10]
     more = len(good) - len(shown)
-    table = Table(title=f"{title} ({len(good)} sites{f'; the first {len(shown)}' if more else ''})",
+    table = Table(title=f"{title} ({len(good)} {result.kind}{f'; the first {len(shown)}' if more else ''})",
                   caption=f"... and {more} more" + (f", the last {good[-1].site_id}" if good[-1].site_id else "")
                   if more else None)
-    for column in (result.unit, "id", "name", "lon", "lat"):
+    located = result.kind != "missiles"
+    for column in (result.unit, "id", "name", *(("lon", "lat") if located else ())):
         table.add_column(column, justify="right" if column in (result.unit, "lon", "lat") else "left")
     for outcome in shown:
         table.add_row(str(outcome.number), outcome.site_id or "", outcome.name or "",
-                      "" if outcome.lon is None else f"{outcome.lon:.6f}",
-                      "" if outcome.lat is None else f"{outcome.lat:.6f}")
+                      *(("" if outcome.lon is None else f"{outcome.lon:.6f}",
+                         "" if outcome.lat is None else f"{outcome.lat:.6f}") if located else ()))
     return table
+
+
+@cli.command("attach-border")
+def attach_border(
+    border: Annotated[str, typer.Argument(help="A named line of /borders, e.g. mdl.")],
+    countries: Annotated[list[str], typer.Argument(help="ISO alpha-3 codes of the countries whose sites it matters to.")],
+    detach: Annotated[bool, typer.Option("--detach", help="Detach the line from the countries instead.")] = False,
+    actor: Annotated[Optional[str], typer.Option(help="Who the change log names (default: cli:<os user>).")] = None,
+    gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to write (default: the live one).")] = None,
+) -> None:
+    """Attach a named line to countries: their sites are measured against it (as the MDL and the DMZ edges are for
+    KOR and PRK), in /sites/{id}, exports and maps. Recorded in the change log; a running service follows."""
+    import sqlite3
+    from contextlib import closing
+
+    from app import edits, store
+
+    target = gpkg or _live(Settings())
+    who = (actor if actor is not None else _default_actor()).strip()
+    try:
+        with closing(store.connect(target)) as connection:
+            store.ensure_edit_schema(connection)
+            with store.transaction(connection):
+                changes = edits.attach_borders(connection, border, countries, who, detach=detach)
+    except CatalogueError as exc:
+        _fail(f"{exc.parameter or 'input'}: {exc.message}")
+    except sqlite3.Error as exc:
+        _fail(f"{target}: {exc}")
+    verb = "detached" if detach else "attached"
+    done = [c["entity_id"].split(":")[1] for c in changes]
+    console.print(f"{border} {verb} {'to' if not detach else 'from'} {', '.join(done) if done else 'no country'}"
+                  + ("" if len(done) == len(set(countries)) else " (the others already were)"), highlight=False)
 
 
 @cli.command("backup")

@@ -70,6 +70,21 @@ def rounded_km(value) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 3)
 
 
+def reach_pairs(pairs: pd.DataFrame, *, with_site: bool = True) -> list[dict]:
+    """Rows of `Catalogue.reach` as JSON: each missile's range, its margin in km with the interval the site's
+    coordinate precision puts around it (null when the precision is unknown), and the verdict."""
+    items = []
+    for row in pairs.itertuples():
+        interval = None if pd.isna(row.margin_low_km) else [rounded_km(row.margin_low_km), rounded_km(row.margin_high_km)]
+        items.append({**({"site_id": row.site_id} if with_site else {}), "missile_id": row.missile_id,
+                      "range_min_km": _clean(row.range_min_km), "range_max_km": row.range_max_km,
+                      "range_kind": row.range_kind, "margin_km": rounded_km(row.margin_km),
+                      "margin_interval_km": interval,
+                      "coord_precision_m": None if pd.isna(row.precision_km) else round(row.precision_km * 1000, 3),
+                      "verdict": row.verdict})
+    return items
+
+
 def site_features(page: SitePage) -> list[dict]:
     """The features of one page of sites, with distances when the query had a centre.
 

@@ -112,7 +112,9 @@ class BorderParams:
 class PageParams:
     """Order and paging."""
 
-    sort: Annotated[Literal["distance", "name"] | None, Query(description="Order: distance (needs a centre) or name.")] = None
+    sort: Annotated[Literal["distance", "name", "border"] | None, Query(
+        description="Order: distance (needs a centre), name, or border: distance to the `border` named, nearest "
+                    "first (e.g. the first belt in order from the MDL).")] = None
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
 

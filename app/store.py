@@ -30,6 +30,8 @@ EDIT_COLUMNS = {
     "sites": ("created_at", "created_by", "updated_at", "updated_by", "retired_at", "retired_by"),
     "observations": ("recorded_at", "recorded_by"),
     "sources": ("created_at", "created_by", "updated_at", "updated_by"),
+    "missiles": ("created_at", "created_by", "updated_at", "updated_by"),
+    "places": ("created_at", "created_by", "updated_at", "updated_by"),
 }
 CHANGES_DDL = """
 CREATE TABLE IF NOT EXISTS changes (

@@ -43,9 +43,12 @@ LIST_FIELDS = frozenset({"aliases", "missile_types", "missile_classes_reported",
 LIST_COLUMNS = {
     "sites": ("aliases", "missile_types", "missile_classes_reported", "source_ids", "missile_classes"),
     "missiles": ("aliases", "source_ids"),
+    "places": ("aliases",),
     "borders": ("countries",),
 }
 SITE_LIST_COLUMNS = frozenset(LIST_COLUMNS["sites"])
+MISSILE_LIST_COLUMNS = frozenset(LIST_COLUMNS["missiles"])
+PLACE_LIST_COLUMNS = frozenset(LIST_COLUMNS["places"])
 LIST_COLUMN_NAMES = frozenset(c for columns in LIST_COLUMNS.values() for c in columns)  # a list in every table
 
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

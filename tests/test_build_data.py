@@ -112,7 +112,7 @@ def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
         ("sources", ["id", "title", "publisher", "published_on", "url", "notes"]),
         ("reported_distances", ["site_id", "target_kind", "target_id", "reported_km", "source_id", "notes",
                                 "explanation"]),
-        ("places", ["id", "name", "kind", "country", "source_id", "notes"]),
+        ("places", ["id", "name", "kind", "country", "source_id", "notes", "aliases"]),
         ("borders", ["id", "name", "kind", "countries", "source_id", "source_version"]),
         ("countries", ["id", "iso_n3", "name", "source_id"]),
     ],
@@ -323,6 +323,7 @@ def test_layer_coordinates_are_finite_lon_lat(layers):
 @pytest.mark.parametrize(("layer", "columns"), [
     ("sites", ["aliases", "missile_types", "missile_classes_reported", "source_ids", "missile_classes"]),
     ("missiles", ["aliases", "source_ids"]),
+    ("places", ["aliases"]),
     ("borders", ["countries"]),
 ])
 def test_list_columns_are_json_arrays_gdal_reads_as_json(built, layers, layer, columns):
@@ -347,11 +348,19 @@ def test_catalogue_meta_holds_the_schema_version_and_the_hash_of_the_inputs(buil
         meta = dict(connection.execute("SELECT key, value FROM catalogue_meta"))
         kind = connection.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'catalogue_meta'").fetchone()
         assert migrations.build_id(connection) == meta["build_id"]
-    assert meta == {"schema_version": "2", "build_id": inputs_sha256(SOURCES)} and kind == ("attributes",)
+    assert meta == {"schema_version": "3", "build_id": inputs_sha256(SOURCES)} and kind == ("attributes",)
     assert len(meta["build_id"]) == 64 and meta["build_id"] != inputs_sha256(SOURCES) + "x"
     notes = sources_copy / "sources.csv"
     notes.write_bytes(notes.read_bytes().replace(b"Report", b"Rapport", 1))
     assert inputs_sha256(sources_copy) != meta["build_id"]
+
+
+def test_the_build_attaches_the_mdl_and_dmz_edges_to_the_two_koreas_only(built):
+    with closing(sqlite3.connect(f"file:{built}?mode=ro", uri=True)) as connection:
+        pairs = connection.execute("SELECT border_id, country FROM attached_borders ORDER BY fid").fetchall()
+        kind = connection.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'attached_borders'").fetchone()
+    assert pairs == [(b, c) for b in ("dmz-north", "dmz-south", "mdl") for c in ("KOR", "PRK")]
+    assert kind == ("attributes",)
 
 
 @pytest.mark.parametrize("table", ["sites", "observations", "sources", "missiles", "places", "borders", "countries"])
