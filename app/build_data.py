@@ -218,7 +218,8 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
     },
     "missiles.csv": {
         "id": slug, "name": required, "aliases": items(lambda _: None), "class": lambda v, c: missile_class(v),
-        "range_min_km": number, "range_max_km": number, "range_kind": enum("range_kind", blank_ok=True),
+        "range_min_km": number, "range_max_km": number,
+        "range_max_qualifier": enum("range_max_qualifier", blank_ok=True), "range_kind": enum("range_kind", blank_ok=True),
         "confidence": enum("confidence", blank_ok=True), "source_ids": ref("sources", "source", many=True, blank_ok=False),
         "notes": optional,
     },
@@ -307,6 +308,8 @@ def validate_missile_row(row: dict, file: str, line: int) -> None:
     for column in ("range_kind", "confidence"):
         if bool(row[column]) != bool(high):
             _fail(file, line, f"{column} must be given exactly when range_max_km is given")
+    if row["range_max_qualifier"] and not high:
+        _fail(file, line, "range_max_qualifier given without range_max_km")
 
 
 def validate_target_row(row: dict, file: str, line: int, ctx: dict) -> None:

@@ -26,6 +26,7 @@ from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list
 
 SORTS = ("distance", "name")
 BORDER_KINDS_ALWAYS_MEASURED = ("mdl", "dmz_edge")
+MISSILE_COLUMNS_ADDED = ("range_max_qualifier",)  # read as NULL from a live file built before the column existed
 
 
 split_list = decode_list  # a stored list cell (a JSON array) as its items; the name others import
@@ -152,7 +153,7 @@ class Catalogue:
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
         with reading(self.path) as connection:
             self.build_id = migrations.build_id(connection)
-            self.missiles = read_layer(connection, "missiles").set_index("id", drop=False)
+            self.missiles = _with_columns(read_layer(connection, "missiles"), MISSILE_COLUMNS_ADDED).set_index("id", drop=False)
             self.places = read_layer(connection, "places").set_index("id", drop=False)
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
             self.countries = read_layer(connection, "countries")  # the maps' vector basemap
@@ -588,7 +589,8 @@ class Catalogue:
             if pd.isna(missile["range_max_km"]):
                 continue
             rings.append({"missile_id": missile_id, "geometry": self._missile_area(lon, lat, missile), **record(
-                missile, ["name", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "source_ids"])})
+                missile, ["name", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind", "confidence",
+                          "source_ids"])})
         return rings
 
     @staticmethod

@@ -31,6 +31,7 @@ VOCAB = {
     "kind": ("imagery", "report", "event"),
     "status_seen": ("active", "inactive", "under_construction", "unknown"),
     "range_kind": ("maximum", "observed_flight", "claimed", "estimate"),
+    "range_max_qualifier": ("at_least",),  # "3,000+ km", "over 15,000 km": the figure is a lower bound
     "confidence": ("normal", "low"),
     "place_kind": ("capital", "territorial_capital", "city", "military_base", "air_base", "airfield", "reference_point"),
     "target_kind": ("place", "border"),

@@ -13,8 +13,8 @@ from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIST_ITEMS, CentreParams
 
 router = APIRouter()
-MISSILE_COLUMNS = ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_kind", "confidence",
-                   "source_ids", "notes"]
+MISSILE_COLUMNS = ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind",
+                   "confidence", "source_ids", "notes"]
 
 
 @router.get("/missiles", tags=["reference"], summary="Missile systems and their published ranges")

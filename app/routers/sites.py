@@ -49,7 +49,8 @@ def get_site(catalogue: CatalogueDep, site_id: SiteId):
         for _, row in catalogue.site_observations(site_id).iterrows()
     ]
     properties["missiles"] = [
-        {**record(row, ["id", "name", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "notes"]),
+        {**record(row, ["id", "name", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind",
+                        "confidence", "notes"]),
          "source_ids": split_list(row["source_ids"])}
         for _, row in catalogue.site_missiles(site).iterrows()
     ]
