@@ -230,7 +230,8 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
     "sites.csv": {
         "id": slug, "name": required, "aliases": items(lambda _: None), "country": alpha3(blank_ok=False),
         "province": optional, "lon": optional, "lat": optional, "coord_confidence": enum("coord_confidence"),
-        "coord_precision_m": number, "coord_source_id": ref("sources", "source", blank_ok=True),
+        "coord_precision_m": number, "coord_precision_basis": enum("coord_precision_basis", blank_ok=True),
+        "coord_precision_reason": optional, "coord_source_id": ref("sources", "source", blank_ok=True),
         "facility_type": enum("facility_type"), "declared_status": enum("declared_status"),
         "missile_types": ref("missiles", "missile", many=True, blank_ok=True), "missile_classes_reported": items(missile_class),
         "unit_size": enum("unit_size", blank_ok=True), "belt": enum("belt", blank_ok=True), "belt_notes": optional,
@@ -294,6 +295,9 @@ def validate_site_row(row: dict, file: str, line: int) -> None:
         _fail(file, line, "coord_source_id must be given exactly when lon/lat are given")
     if row["coord_precision_m"] and not located:
         _fail(file, line, "coord_precision_m given without a coordinate")
+    precision = [bool(row[c]) for c in ("coord_precision_m", "coord_precision_basis", "coord_precision_reason")]
+    if any(precision) and not all(precision):
+        _fail(file, line, "coord_precision_m, coord_precision_basis and coord_precision_reason are given together or not at all")
     if row["coord_source_id"] and row["coord_source_id"] not in split_cell(row["source_ids"]):
         _fail(file, line, f"coord_source_id {row['coord_source_id']!r} is not among source_ids")
 

@@ -27,6 +27,7 @@ from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list
 SORTS = ("distance", "name")
 BORDER_KINDS_ALWAYS_MEASURED = ("mdl", "dmz_edge")
 MISSILE_COLUMNS_ADDED = ("range_max_qualifier",)  # read as NULL from a live file built before the column existed
+SITE_COLUMNS_ADDED = ("coord_precision_basis", "coord_precision_reason")  # likewise
 
 
 split_list = decode_list  # a stored list cell (a JSON array) as its items; the name others import
@@ -169,7 +170,8 @@ class Catalogue:
         for table in EDITABLE.values():
             wanted = None if ids is None else ids.get(table, [])
             frame = read_layer(connection, table, ids=wanted)
-            layers[table] = _with_columns(frame, EDIT_COLUMNS[table]).set_index("id", drop=False)
+            added = EDIT_COLUMNS[table] + (SITE_COLUMNS_ADDED if table == "sites" else ())
+            layers[table] = _with_columns(frame, added).set_index("id", drop=False)
         return layers["sites"], layers["observations"], layers["sources"], last_change_id(connection)
 
     def _set_editable(self, all_sites, observations, sources, last_change: int) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 MISSILE_CLASSES = ("SRBM", "MRBM", "IRBM", "ICBM", "SLBM")
 VOCAB = {
     "coord_confidence": ("exact", "approximate", "unknown"),
+    "coord_precision_basis": ("source_stated", "source_extent", "sources_differ", "assessed"),
     "facility_type": (
         "missile_operating_base", "missile_base", "launch_site", "launch_area", "test_site", "space_launch_site",
         "submarine_base", "nuclear_test_site", "nuclear_complex", "support_facility", "airfield",

@@ -103,7 +103,7 @@ def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
     ("layer", "columns"),
     [
         ("sites", ["id", "name", "aliases", "country", "province", "coord_confidence", "coord_precision_m",
-                   "coord_source_id", "facility_type", "declared_status", "missile_types", "missile_classes_reported",
+                   "coord_precision_basis", "coord_precision_reason", "coord_source_id", "facility_type", "declared_status", "missile_types", "missile_classes_reported",
                    "unit_size", "belt", "belt_notes", "notes", "source_ids", "missile_classes", "current_status",
                    "status_observed_on"]),
         ("missiles", ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_max_qualifier",
@@ -165,7 +165,14 @@ def test_site_geometry(layers, site_id, lon_lat):
         ("sites", "sakkanmol", "belt", "first"),
         ("sites", "sakkanmol", "current_status", "active"),
         ("sites", "sakkanmol", "status_observed_on", "2018-11-12"),
-        ("sites", "kumchon-ni", "coord_precision_m", 31.0),
+        ("sites", "kumchon-ni", "coord_precision_m", 2700.0),
+        ("sites", "kumchon-ni", "coord_precision_basis", "assessed"),
+        ("sites", "sakkanmol", "coord_precision_m", 1600.0),
+        ("sites", "sakkanmol", "coord_precision_basis", "source_extent"),
+        ("sites", "hwangju-launch-area", "coord_precision_m", 15000.0),
+        ("sites", "pyongyang-sunan-international-airport", "coord_precision_basis", "sources_differ"),
+        ("sites", "yeongjeo-dong", "coord_precision_basis", None),
+        ("sites", "yeongjeo-dong", "coord_precision_reason", None),
         ("sites", "kal-gol", "coord_confidence", "approximate"),
         ("sites", "hoejung-ni", "missile_types", None),
         ("sites", "hoejung-ni", "missile_classes", ["ICBM", "IRBM"]),
@@ -175,7 +182,6 @@ def test_site_geometry(layers, site_id, lon_lat):
         ("sites", "yeongjeo-dong", "coord_confidence", "unknown"),
         ("sites", "yeongjeo-dong", "coord_precision_m", None),
         ("sites", "yeongjeo-dong", "coord_source_id", None),
-        ("sites", "hwangju-launch-area", "coord_precision_m", None),
         ("sites", "okpyong-dong", "current_status", "unknown"),
         ("sites", "sil-li-ballistic-missile-support-facility", "current_status", "under_construction"),
         ("sites", "sil-li-ballistic-missile-support-facility", "status_observed_on", "2020-05-05"),
@@ -279,7 +285,11 @@ def test_reported_distance_to_the_dmz_maps_to_the_mdl(layers):
          r"missiles\.csv: line \d+: (range_kind must be given exactly|range_max_qualifier given without)"),
         ("missiles.csv", "IRBM,,3000,at_least,", "IRBM,,3000,at-least,",
          r"missiles\.csv: line \d+: range_max_qualifier: 'at-least' is not one of at_least"),
-        ("sites.csv", ",approximate,11,cns", ",unknown,11,cns", r"sites\.csv: line \d+: coord_confidence must be 'unknown'"),
+        ("sites.csv", ",approximate,15000,assessed,\"A CNS launch-location point named", ",unknown,15000,assessed,\"A CNS launch-location point named",
+         r"sites\.csv: line \d+: coord_confidence must be 'unknown'"),
+        ("sites.csv", ",exact,1600,source_extent,", ",exact,1600,,", r"sites\.csv: line \d+: coord_precision_m, coord_precision_basis "
+         "and coord_precision_reason are given together"),
+        ("sites.csv", ",exact,1600,source_extent,", ",exact,1600,decimals,", r"sites\.csv: line \d+: coord_precision_basis: 'decimals'"),
     ],
 )
 def test_corrupted_source_raises_naming_file_line_and_problem(sources_copy, tmp_path, file, old, new, message):
@@ -379,3 +389,13 @@ def test_ids_are_unique_by_the_database(built, tmp_path, table):
             connection.execute(f'INSERT INTO "{table}" (id) VALUES (?)', (first,))
         plan = " ".join(r[-1] for r in connection.execute(f'EXPLAIN QUERY PLAN SELECT 1 FROM "{table}" WHERE id = ?', ("x",)))
     assert f"{table}_id_unique" in plan
+
+
+def test_every_located_site_has_a_precision_with_its_basis_and_reason_and_none_counts_decimals(layers):
+    sites = layers["sites"]
+    located = sites[sites.geometry.notna()]
+    assert located["coord_precision_m"].notna().all() and located["coord_precision_basis"].notna().all()
+    assert all(len(reason) > 40 for reason in located["coord_precision_reason"])
+    assert located["coord_precision_m"].min() >= 100  # no resolution of printed decimals (0.11 m, 1.1 m, 11 m, 31 m)
+    unlocated = sites[sites.geometry.isna()]
+    assert unlocated[["coord_precision_m", "coord_precision_basis", "coord_precision_reason"]].isna().all().all()
