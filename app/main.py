@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from app.auth import READ_ACCESS, install_access
 from app.errors import READ_ERRORS, WRITE_ERRORS, install_error_handlers
 from app.live import LiveCatalogue, live_path
-from app.routers import changes, cities, edits, maps, ogc, reach, reference, sites
+from app.routers import changes, cities, edits, launches, maps, ogc, reach, reference, sites
 from app.settings import Settings
 from app.store import LiveFileProblem
 
@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_access(app, settings)
     app.include_router(edits.router, responses=WRITE_ERRORS)
-    for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router, cities.router):
+    for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router, cities.router,
+                   launches.router):
         app.include_router(router, dependencies=[READ_ACCESS], responses=READ_ERRORS)
     return app
 

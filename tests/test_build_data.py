@@ -91,6 +91,7 @@ def test_build_returns_the_output_path_and_leaves_no_temporary_file(built):
         ("borders", "MultiLineString", None),
         ("countries", "MultiPolygon", None),
         ("cities", "Point", 33_961),
+        ("launches", "Point", 339),
     ],
 )
 def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
@@ -271,7 +272,11 @@ def test_reported_distance_to_the_dmz_maps_to_the_mdl(layers):
 @pytest.mark.parametrize(
     ("file", "old", "new", "message"),
     [
-        ("sites.csv", "undeclared,hwasong-5; hwasong-6,", "undeclared,hwasong-5; hwasong-99,",
+        ("cns_facilities.csv", "unknown,Unknown,,", "unknown,Unknown,sohae-satellite-launching-station,",
+     r"cns_facilities\.csv: the placeholder 'unknown' must be listed and matched to no site"),
+    ("cns_missiles.csv", "nodong,Nodong,MRBM,hwasong-7,", "nodong,Nodong,MRBM,hwasong-77,",
+     r"cns_missiles\.csv: line \d+: missile_id: unknown missile id 'hwasong-77'"),
+    ("sites.csv", "undeclared,hwasong-5; hwasong-6,", "undeclared,hwasong-5; hwasong-99,",
          r"sites\.csv: line \d+: missile_types: unknown missile id 'hwasong-99'"),
         ("sites.csv", "126.107945,38.584698", "126.107945,95", r"sites\.csv: line \d+: lat 95 out of range"),
         ("places.csv", "126.9784,37.566,", "186.9784,37.566,", r"places\.csv: line \d+: lon .* out of range"),
