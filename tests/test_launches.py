@@ -99,3 +99,29 @@ def test_cli_prints_launches_by_year_and_missile():
     out = subprocess.run([sys.executable, "-m", "app.cli", "launches", "kal-gol", "--within-km", "15"], capture_output=True,
                          text=True, env=env, check=True).stdout
     assert "4 launches within 15 km of kal-gol" in out and "Koksan" in out and "Chihari Missile Base" in out
+
+
+def test_a_file_built_before_the_launches_and_cities_layers_answers_503_and_null(tmp_path, gpkg_path):
+    import shutil
+    import sqlite3
+    from contextlib import closing
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    old = tmp_path / "old.gpkg"
+    shutil.copy(gpkg_path, old)
+    with closing(sqlite3.connect(old)) as connection:
+        for table in ("launches", "cities"):
+            connection.execute(f'DROP TABLE "{table}"')
+            connection.execute("DELETE FROM gpkg_contents WHERE table_name = ?", (table,))
+            connection.execute("DELETE FROM gpkg_geometry_columns WHERE table_name = ?", (table,))
+        connection.commit()
+    app = create_app(Settings(gpkg=tmp_path / "live.gpkg", seed_gpkg=old, _env_file=None))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/sites/kal-gol").json()["properties"]["launches"] is None
+        for url in ("/sites/kal-gol/launches", "/cities?near=Seoul&within_km=10", "/sites/sakkanmol/cities"):
+            response = client.get(url)
+            assert response.status_code == 503 and response.json()["error"]["code"] == "storage_unavailable", url

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from app.catalogue import Catalogue, launch_counts, record
 from app.formats import rounded_km
 from app.routers import CatalogueDep
-from app.errors import InvalidParameter
+from app.errors import InvalidParameter, StorageUnavailable
 from app.schemas import MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams
 
 router = APIRouter(tags=["launches"])
@@ -29,9 +29,14 @@ def launch_record(row, *, description: bool = False) -> dict:
     return item
 
 
-def site_launch_summary(catalogue: Catalogue, site_id: str) -> list[dict]:
-    """The launches at a site's own facility, oldest first, for `/sites/{site_id}`."""
-    return [launch_record(row) for _, row in catalogue.site_launches(site_id).iterrows()]
+def site_launch_summary(catalogue: Catalogue, site_id: str) -> list[dict] | None:
+    """The launches at a site's own facility, oldest first, for `/sites/{site_id}`; None (unknown) when the file was
+    built before the launches layer existed."""
+    try:
+        rows = catalogue.site_launches(site_id)
+    except StorageUnavailable:
+        return None
+    return [launch_record(row) for _, row in rows.iterrows()]
 
 
 @router.get("/sites/{site_id}/launches", summary="Launches at or near a site, by year and missile")
