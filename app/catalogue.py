@@ -20,11 +20,14 @@ import shapely
 from app import geodesy, history, migrations, regions
 from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
-from app.errors import Gone, InvalidParameter, NotFound
-from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, has_table, read_layer
+from app.errors import Gone, InvalidParameter, NotFound, StorageUnavailable
+from app.store import EDIT_COLUMNS, ENVELOPE_BYTES, TEXT_DTYPE, connect_readonly, has_table, read_layer
 from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list, encode_list
 
 SORTS = ("distance", "name", "border")
+MISSILE_COLUMNS_ADDED = ("range_max_qualifier",)  # read as NULL from a live file built before the column existed
+SITE_COLUMNS_ADDED = ("coord_precision_basis", "coord_precision_reason")  # likewise
+CITY_COLUMNS = ("id", "name", "country", "population", "source_id")
 
 
 split_list = decode_list  # a stored list cell (a JSON array) as its items; the name others import
@@ -151,7 +154,9 @@ AS_OF_CACHE_SIZE = 8  # past days kept per snapshot; any reader can ask for any 
 INCREMENTAL_LIMIT = 20_000  # changed rows above which a refresh reads the layers whole
 EDITABLE = {"site": "sites", "observation": "observations", "source": "sources", "missile": "missiles",
             "place": "places"}  # change-log entity -> layer
-LAYER_COLUMNS = {"places": ("aliases",)}  # columns a file made before schema 3 lacks
+LAYER_COLUMNS = {  # columns an older file lacks, read as NULL
+    "places": ("aliases",), "sites": SITE_COLUMNS_ADDED, "missiles": MISSILE_COLUMNS_ADDED,
+}
 
 
 class Catalogue:
@@ -169,6 +174,8 @@ class Catalogue:
             self._set_editable(*self._read_editable(connection))
             self._read_fixed(connection)
         self.coastlines = regions.Coastlines(self.build_id, self.countries, self._land_borders_by_country)
+        self._fixed_layers: dict[str, object] = {}  # layers no edit touches (cities), read on first use, shared by snapshots
+        self._fixed_lock = threading.Lock()
         self._index_sites(None)
 
     def _read_fixed(self, connection) -> None:
@@ -699,7 +706,8 @@ class Catalogue:
             if pd.isna(missile["range_max_km"]):
                 continue
             rings.append({"missile_id": missile_id, "geometry": self._missile_area(lon, lat, missile), **record(
-                missile, ["name", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "source_ids"])})
+                missile, ["name", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind", "confidence",
+                          "source_ids"])})
         return rings
 
     @staticmethod
@@ -736,6 +744,186 @@ class Catalogue:
             if not has_point(site.geometry) or ranges.isna().all():
                 unknown.append(site_id)
         return unknown
+
+
+    # --- cities ----------------------------------------------------------------------------
+
+    @property
+    def city_table(self) -> CityTable:
+        """The cities layer, read on first use and shared by every snapshot of this file; StorageUnavailable when the
+        file was built before the layer existed."""
+        with self._fixed_lock:
+            if "cities" not in self._fixed_layers:
+                with reading(self.path) as connection:
+                    if not has_table(connection, "cities"):
+                        raise StorageUnavailable(f"{self.path.name} has no cities layer (it was built before cities were "
+                                                 "bundled): serve a catalogue built by this version")
+                    self._fixed_layers["cities"] = read_cities(connection)
+            return self._fixed_layers["cities"]
+
+    @property
+    def city_countries(self) -> frozenset[str]:
+        """The countries the cities layer holds."""
+        return frozenset(self.city_table.frame["country"].unique())
+
+    def city_row(self, city_id: str) -> pd.Series:
+        """One city's row, or NotFound."""
+        frame = self.city_table.frame
+        if city_id not in frame.index:
+            raise NotFound(f"no city with id {city_id!r} (ids are GeoNames ids, e.g. 1835848 for Seoul)",
+                           parameter="city_id")
+        return frame.loc[city_id]
+
+    def find_cities(self, *, centre: Centre | None = None, within_km: float | None = None, country: tuple[str, ...] = (),
+                    min_population: int | None = None, sort: str | None = None) -> pd.DataFrame:
+        """Cities, optionally within a geodesic radius of a centre (with `distance_km`), by country and size; sorted by
+        distance when there is a centre, else by population."""
+        if within_km is not None and centre is None:
+            raise InvalidParameter("within_km needs a centre: give lat and lon, or near", parameter="within_km")
+        sort = sort or ("distance" if centre is not None else "population")
+        if sort == "distance" and centre is None:
+            raise InvalidParameter("sort=distance needs a centre: give lat and lon, or near", parameter="sort")
+        table = self.city_table
+        if centre is None:
+            rows = table.frame
+        elif within_km is None:
+            distances = geodesy.distance_m(centre.lon, centre.lat, table.index.lons, table.index.lats)
+            rows = table.frame.assign(distance_km=np.asarray(distances) / 1000)
+        else:
+            positions, distances = table.index.within(centre.lon, centre.lat, within_km * 1000)
+            rows = table.frame.iloc[positions].assign(distance_km=distances / 1000)
+        if country:
+            rows = rows[rows["country"].isin(country)]
+        if min_population is not None:
+            rows = rows[rows["population"] >= min_population]
+        return _sorted_cities(rows, sort)
+
+    def cities_in_range(self, site_ids, *, missile_types: tuple[str, ...] = (),
+                        missile_classes: tuple[str, ...] = ()) -> CitiesInRange:
+        """The cities each site's missiles (or only the given ones) reach on WGS84 (min-range holes honoured), with the
+        people in them per missile class and per missile; sites without a coordinate or a published range are listed as
+        not assessed."""
+        table, pairs, not_assessed = self.city_table, [], []
+        for site_id in dict.fromkeys(site_ids):
+            site = self.site_row(site_id)
+            missiles = self.site_missiles(site)
+            if missile_types:
+                missiles = missiles[missiles.index.isin(missile_types)]
+            if missile_classes:
+                missiles = missiles[missiles["class"].isin(missile_classes)]
+            ranged = missiles[missiles["range_max_km"].notna()]
+            if not has_point(site.geometry) or ranged.empty:
+                not_assessed.append(site_id)
+                continue
+            pairs += self._site_city_pairs(site, ranged, table)
+        columns = ["city_id", "site_id", "missile_id", "class", "distance_km", "range_min_km", "range_max_km",
+                   "range_max_qualifier", "margin_km", "coord_precision_m", "certain"]
+        frame = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=columns)
+        population = table.frame["population"]
+        return CitiesInRange(frame, _people(frame, "class", population), _people(frame, "missile_id", population),
+                             [s for s in dict.fromkeys(site_ids) if s not in not_assessed], not_assessed)
+
+    @staticmethod
+    def _site_city_pairs(site: pd.Series, missiles: pd.DataFrame, table: CityTable) -> list[pd.DataFrame]:
+        """One frame per missile: the cities within its range from the site, with the margin and whether the site's
+        coordinate precision could change the answer (`certain`: inside by more than the precision on every side)."""
+        positions, distances = table.index.within(site.geometry.x, site.geometry.y,
+                                                  float(missiles["range_max_km"].max()) * 1000)
+        distance_km = distances / 1000
+        precision = site.get("coord_precision_m")
+        precision_km = float(precision) / 1000 if precision is not None and not pd.isna(precision) else math.nan
+        frames = []
+        for missile_id, missile in missiles.iterrows():
+            low = 0.0 if pd.isna(missile["range_min_km"]) else float(missile["range_min_km"])
+            high = float(missile["range_max_km"])
+            inside = (distance_km <= high) & (distance_km >= low)
+            kept = distance_km[inside]
+            margin = high - kept
+            certain = (margin >= precision_km) & ((kept - low >= precision_km) | (low == 0))
+            frames.append(pd.DataFrame({
+                "city_id": table.frame.index[positions[inside]], "site_id": site.name, "missile_id": missile_id,
+                "class": missile["class"], "distance_km": kept, "range_min_km": _clean(missile["range_min_km"]),
+                "range_max_km": high, "range_max_qualifier": _clean(missile.get("range_max_qualifier")),
+                "margin_km": margin, "coord_precision_m": _clean(precision), "certain": certain,
+            }))
+        return frames
+
+    def cities_reached(self, result: CitiesInRange, *, sort: str = "population") -> pd.DataFrame:
+        """One row per city reached: its attributes, its nearest reaching site and that distance, the best margin."""
+        table = self.city_table
+        if result.pairs.empty:
+            empty = table.frame.iloc[:0]
+            return empty.assign(distance_km=pd.Series(dtype=float), site_id=pd.Series(dtype=object),
+                                margin_km=pd.Series(dtype=float))
+        ordered = result.pairs.sort_values(["distance_km", "site_id", "missile_id"], kind="stable")
+        grouped = ordered.groupby("city_id", sort=False)
+        summary = pd.DataFrame({"distance_km": grouped["distance_km"].first(), "site_id": grouped["site_id"].first(),
+                                "margin_km": grouped["margin_km"].max()})
+        return _sorted_cities(table.frame.loc[summary.index].join(summary), sort)
+
+
+    # --- launches (CNS flight tests): a fixed layer, read once per file on first use ---------------------------------
+
+    @property
+    def launch_table(self) -> LaunchTable:
+        """Every launch of the file, read on first use and shared by every snapshot; StorageUnavailable when the file
+        was built before the layer existed."""
+        with self._fixed_lock:
+            if "launches" not in self._fixed_layers:
+                with reading(self.path) as connection:
+                    if not has_table(connection, "launches"):
+                        raise StorageUnavailable(f"{self.path.name} has no launches layer (it was built before launches "
+                                                 "were bundled): serve a catalogue built by this version")
+                    self._fixed_layers["launches"] = LaunchTable.of(read_layer(connection, "launches"))
+            return self._fixed_layers["launches"]
+
+    @property
+    def launches(self) -> pd.DataFrame:
+        """The launches known by the end of this snapshot's as_of day, or all of them."""
+        return self.launches_known(self.as_of_day)
+
+    def launches_known(self, day: datetime.date | None) -> pd.DataFrame:
+        """The launches that had happened by the end of a day (a partial date counts from its period's last day: a
+        launch dated 1991-07 is known from 1991-07-31), or all of them."""
+        frame = self.launch_table.frame
+        if day is None:
+            return frame
+        return frame[frame["launched_on"].map(_period_end) <= day]
+
+    def site_launches(self, site_id: str, *, within_km: float | None = None,
+                      as_of: datetime.date | None = None) -> pd.DataFrame:
+        """The launches at a site's own facility (matched by the data), and with `within_km` every located launch within
+        that geodesic distance of the site, with `distance_km`; oldest first; only those known by `as_of` (or by this
+        snapshot's day) when given."""
+        site = self.site_row(site_id)
+        table, known = self.launch_table, self.launches_known(as_of or self.as_of_day)
+        matched = known[known["site_id"] == site_id]
+        if within_km is None:
+            rows = matched
+        else:
+            if not has_point(site.geometry):
+                raise InvalidParameter(f"site {site_id!r} has no known coordinate, so nothing is within a distance of it",
+                                       parameter="within_km")
+            positions, distances = table.index.within(site.geometry.x, site.geometry.y, within_km * 1000)
+            near = table.located.iloc[positions].assign(distance_km=distances / 1000)
+            rows = pd.concat([near[near.index.isin(known.index)], matched[~matched.index.isin(near.index)]])
+        if "distance_km" not in rows.columns or rows["distance_km"].isna().any():
+            rows = rows.assign(distance_km=self._launch_distances(site, rows))
+        order = self.launch_table.frame.index.get_indexer(rows.index)  # file order: by date, then as CNS lists them
+        return rows.iloc[np.lexsort((order, rows["launched_on"].to_numpy(dtype=str)))]
+
+    @staticmethod
+    def _launch_distances(site: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+        """Each launch's geodesic distance in km from the site (NaN where either has no point)."""
+        if not has_point(site.geometry) or rows.empty:
+            return np.full(len(rows), np.nan)
+        located_rows = ~shapely.is_missing(rows.geometry.to_numpy())
+        result = np.full(len(rows), np.nan)
+        if located_rows.any():
+            points = rows.geometry.to_numpy()[located_rows]
+            result[located_rows] = np.asarray(geodesy.distance_m(site.geometry.x, site.geometry.y, shapely.get_x(points),
+                                                                 shapely.get_y(points))) / 1000
+        return result
 
     # --- data quality -------------------------------------------------------------------------
 
@@ -827,3 +1015,116 @@ def _reach_verdict(distance_km: float, missile: pd.Series, precision_km: float |
         "margin_low_km": None if precision_km is None else margin - precision_km,
         "margin_high_km": None if precision_km is None else margin + precision_km, "verdict": verdict,
     }
+
+# --- cities (GeoNames, >= 15,000 people): a fixed layer, read once per file on first use --------------------------
+
+
+@dataclass(frozen=True)
+class CityTable:
+    """The cities layer in memory: a frame indexed by id (population an int64, lon/lat floats) and a spatial index."""
+
+    frame: pd.DataFrame
+    index: PointIndex
+
+    @property
+    def populations(self) -> np.ndarray:
+        """Every city's population, in frame order."""
+        return self.frame["population"].to_numpy()
+
+
+def read_cities(connection) -> CityTable:
+    """The cities layer as a CityTable (the points decoded in bulk from their GeoPackage blobs)."""
+    rows = connection.execute("SELECT id, name, country, population, source_id, geom FROM cities ORDER BY fid").fetchall()
+    blobs = [row[5] for row in rows]
+    points = shapely.from_wkb([blob[8 + ENVELOPE_BYTES[(blob[3] >> 1) & 0x07]:] for blob in blobs])
+    frame = pd.DataFrame.from_records([row[:5] for row in rows], columns=CITY_COLUMNS)
+    frame["population"] = frame["population"].astype("int64")
+    frame["lon"], frame["lat"] = shapely.get_x(points), shapely.get_y(points)
+    frame = frame.set_index("id", drop=False)
+    return CityTable(frame, PointIndex(frame["lon"].to_numpy(), frame["lat"].to_numpy()))
+
+
+@dataclass
+class CitiesInRange:
+    """Cities within range of some sites' missiles: every reaching (city, site, missile) pair, and people per class and
+    per missile (each city counted once per class or missile, however many sites reach it)."""
+
+    pairs: pd.DataFrame
+    by_class: list[dict]
+    by_missile: list[dict]
+    site_ids: list[str]
+    not_assessed: list[str]
+
+
+CITY_SORTS = ("population", "distance", "name")
+
+
+def _sorted_cities(rows: pd.DataFrame, sort: str) -> pd.DataFrame:
+    """Cities by population (largest first), distance or name; ties broken by id so pages are stable."""
+    if sort not in CITY_SORTS:
+        raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(CITY_SORTS)}", parameter="sort")
+    if rows.empty:
+        return rows
+    ids = np.array([str(i) for i in rows["id"]], dtype=str)
+    if sort == "population":
+        first = -rows["population"].to_numpy()
+    elif sort == "distance":
+        first = rows["distance_km"].to_numpy()
+    else:
+        first = np.array([str(n).casefold() for n in rows["name"]], dtype=str)
+    return rows.iloc[np.lexsort((ids, first))]
+
+
+def _people(pairs: pd.DataFrame, key: str, population: pd.Series) -> list[dict]:
+    """Per value of `key` (a class or a missile): the cities reached and the people in them, each city once, and the
+    same for the pairs that stay inside whichever way the site's coordinate errs (`certain`)."""
+    rows = []
+    for value, group in pairs.groupby(key, sort=True):
+        every = group["city_id"].unique()
+        sure = group.loc[group["certain"].astype(bool), "city_id"].unique()
+        rows.append({key: value, "cities": int(len(every)), "population": int(population.loc[every].sum()),
+                     "cities_certain": int(len(sure)), "population_certain": int(population.loc[sure].sum())})
+    return rows
+
+
+@dataclass(frozen=True)
+class LaunchTable:
+    """The launches layer in memory (indexed by id, in file order) and a spatial index over the located ones."""
+
+    frame: gpd.GeoDataFrame
+    located: gpd.GeoDataFrame
+    index: PointIndex
+
+    @classmethod
+    def of(cls, frame: gpd.GeoDataFrame) -> "LaunchTable":
+        """The table of a launches layer as read_layer gives it."""
+        frame = frame.set_index("id", drop=False)
+        points = located(frame)
+        return cls(frame, points, PointIndex(shapely.get_x(points.geometry.to_numpy()),
+                                             shapely.get_y(points.geometry.to_numpy())))
+
+
+def _period_end(text: str) -> datetime.date:
+    """The last day of a partial ISO date's period (`2016` -> 2016-12-31, `1991-07` -> 1991-07-31)."""
+    parts = [int(p) for p in str(text).split("-")]
+    if len(parts) == 3:
+        return datetime.date(*parts)
+    if len(parts) == 2:
+        following = datetime.date(parts[0] + parts[1] // 12, parts[1] % 12 + 1, 1)
+        return following - datetime.timedelta(days=1)
+    return datetime.date(parts[0], 12, 31)
+
+
+def launch_counts(launches: pd.DataFrame) -> list[dict]:
+    """Launches counted by year and missile (the catalogue's missile id where one matches, else the database's)."""
+    if launches.empty:
+        return []
+    keys = pd.DataFrame({
+        "year": launches["launched_on"].astype(str).str[:4],
+        "missile": [m if isinstance(m, str) else f"cns:{c}" for m, c in zip(launches["missile_id"], launches["cns_missile"])],
+        "missile_name": launches["missile_name"].astype(str),
+    })
+    counts = keys.groupby(["year", "missile", "missile_name"], sort=True).size()
+    return [{"year": year, "missile": missile, "missile_name": name, "launches": int(n)}
+            for (year, missile, name), n in counts.items()]
+

@@ -10,6 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import pandas as pd
 import pydantic
 import typer
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from app.build_data import build
 from app.catalogue import Catalogue
-from app.errors import CatalogueError
+from app.errors import CatalogueError, InvalidParameter, NotFound
 from app.formats import sites_csv, sites_geojson
 from app.live import live_path
 from app.schemas import (
@@ -562,6 +563,193 @@ def backup_command(
                   highlight=False)
     if not result.ok:
         raise typer.Exit(1)
+
+
+cities_cli = typer.Typer(help="GeoNames cities of at least 15,000 people: near a point, in range of sites, and which "
+                         "sites reach one.", no_args_is_help=True)
+cli.add_typer(cities_cli, name="cities")
+CITY_SORT_HELP = "population (largest first), distance or name."
+
+
+def _city_params(**values):
+    """The city parameter group, validated with the API's bounds."""
+    from app.schemas import CityParams
+
+    return _params(CityParams, **values)
+
+
+def _cities_table(title: str, rows, *, reached=None, caption: str | None = None) -> Table:
+    """Cities as a rich table: id, name, country, people, km, and the site and missiles that reach each when known."""
+    table = Table(title=title, caption=caption)
+    for column in ["id", "name", "country", "population", "km"] + (["nearest site", "reached by", "margin km"]
+                                                                      if reached is not None else []):
+        table.add_column(column, justify="right" if column in ("population", "km", "margin km") else "left")
+    for city_id, row in rows.iterrows():
+        cells = [city_id, row["name"], row["country"], f"{int(row['population']):,}", _km(row.get("distance_km"))]
+        if reached is not None:
+            pairs = reached.get(city_id, [])
+            cells += [row["site_id"], ", ".join(dict.fromkeys(p["missile_id"] for p in pairs)), _km(row["margin_km"])]
+        table.add_row(*cells)
+    return table
+
+
+@cities_cli.command("near")
+def cities_near(
+    lat: Annotated[Optional[float], typer.Option(help="Centre latitude, degrees.")] = None,
+    lon: Annotated[Optional[float], typer.Option(help="Centre longitude, degrees.")] = None,
+    near: Annotated[Optional[str], typer.Option(help="Centre at a reference place, e.g. Seoul.")] = None,
+    within_km: Annotated[Optional[float], typer.Option(help="Geodesic radius around the centre, km.")] = None,
+    city_country: Annotated[Optional[list[str]], typer.Option(help="Cities' alpha-3 country (repeatable).")] = None,
+    min_population: Annotated[Optional[int], typer.Option(help="At least this many people.")] = None,
+    sort: Annotated[Optional[str], typer.Option(help=CITY_SORT_HELP)] = None,
+    limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Cities within a geodesic radius of a point or place, as GET /cities."""
+    centre_params = _params(CentreParams, lat=lat, lon=lon, near=near)
+    radius = _params(RadiusParams, within_km=within_km)
+    params = _city_params(city_country=city_country, min_population=min_population, sort=sort, limit=limit)
+    catalogue = _open(gpkg)
+    try:
+        where = centre_params.resolve(catalogue)
+        rows = catalogue.find_cities(centre=where, within_km=radius.within_km, country=params.countries(catalogue),
+                                     min_population=params.min_population, sort=params.sort)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    console.print(_cities_table(f"{min(len(rows), params.limit)} of {len(rows)} cities "
+                                f"({int(rows['population'].sum()):,} people)", rows.iloc[:params.limit]))
+
+
+@cities_cli.command("in-range")
+def cities_in_range_command(
+    site: Annotated[Optional[list[str]], typer.Option(help="Site id (repeatable); default: every site.")] = None,
+    missile_type: Annotated[Optional[list[str]], typer.Option(help="Only these missiles, e.g. hwasong-5.")] = None,
+    missile_class: Annotated[Optional[list[str]], typer.Option(help="Only missiles of these classes, e.g. SRBM.")] = None,
+    city_country: Annotated[Optional[list[str]], typer.Option(help="Cities' alpha-3 country (repeatable).")] = None,
+    min_population: Annotated[Optional[int], typer.Option(help="At least this many people.")] = None,
+    sort: Annotated[Optional[str], typer.Option(help=CITY_SORT_HELP)] = None,
+    limit: Annotated[int, typer.Option(help="Cities to print.")] = 100,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Cities within range of sites' missiles, with the people per missile class and per missile, as
+    GET /sites/{site_id}/cities and GET /cities/in-range."""
+    from app.routers.cities import reach_pairs
+
+    params = _city_params(city_country=city_country, min_population=min_population, sort=sort, limit=limit)
+    catalogue = _open(gpkg)
+    try:
+        for missile_id in missile_type or ():
+            if missile_id not in catalogue.missiles.index:
+                raise InvalidParameter(f"unknown missile {missile_id!r}", parameter="missile_type")
+        site_ids = site or list(catalogue.sites.index)
+        result = catalogue.cities_in_range(site_ids, missile_types=tuple(missile_type or ()),
+                                           missile_classes=tuple(missile_class or ()))
+        rows = catalogue.cities_reached(result, sort=params.sort or "population")
+        countries = params.countries(catalogue)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    if countries:
+        rows = rows[rows["country"].isin(countries)]
+    if params.min_population is not None:
+        rows = rows[rows["population"] >= params.min_population]
+    shown = rows.iloc[:params.limit]
+    people = "; ".join(f"{c['class']}: {c['cities']:,} cities, {c['population']:,} people" for c in result.by_class)
+    console.print(_cities_table(f"Cities within range of {', '.join(result.site_ids) or 'no site'}: {len(shown)} of "
+                                f"{len(rows)}", shown, reached=reach_pairs(result, shown.index),
+                                caption=f"{people or 'no city in range'}" + (
+                                    f"; not assessed: {', '.join(result.not_assessed)}" if result.not_assessed else "")))
+    missiles = Table(title="People within range, per missile")
+    for column in ("missile", "range km", "cities", "people", "cities certain", "people certain"):
+        missiles.add_column(column, justify="left" if column == "missile" else "right")
+    for row in result.by_missile:
+        missile = catalogue.missiles.loc[row["missile_id"]]
+        plus = "+" if missile.get("range_max_qualifier") == "at_least" else ""
+        missiles.add_row(row["missile_id"], f"{missile['range_max_km']:,.0f}{plus}", f"{row['cities']:,}",
+                         f"{row['population']:,}", f"{row['cities_certain']:,}", f"{row['population_certain']:,}")
+    console.print(missiles)
+
+
+@cities_cli.command("reach")
+def cities_reach(
+    city: Annotated[str, typer.Argument(help="A GeoNames id (e.g. 1850147) or a city name (the most populous match).")],
+    gpkg: GpkgOption = None,
+) -> None:
+    """The sites and missiles whose published range covers a city, as GET /cities/{city_id}/reach."""
+    from app.catalogue import Centre
+
+    catalogue = _open(gpkg)
+    try:
+        row = _city_by_id_or_name(catalogue, city)
+        pairs = catalogue.reach(Centre(float(row["lon"]), float(row["lat"])))
+    except CatalogueError as exc:
+        _fail(f"{exc.parameter or 'city'}: {exc.message}")
+    table = Table(title=f"Sites that reach {row['name']} ({row['country']}, {int(row['population']):,} people; "
+                        f"GeoNames {row['id']})")
+    for column in ("site", "missile", "km", "range km", "margin km"):
+        table.add_column(column, justify="right" if "km" in column else "left")
+    for item in pairs.itertuples():
+        table.add_row(item.site_id, item.missile_id, _km(item.distance_km), f"{item.range_max_km:,.0f}", _km(item.margin_km))
+    console.print(table)
+
+
+def _city_by_id_or_name(catalogue, text: str):
+    """A city by GeoNames id, else by name (case-insensitive; the most populous of the same name)."""
+    frame = catalogue.city_table.frame
+    if text in frame.index:
+        return frame.loc[text]
+    named = frame[frame["name"].str.casefold() == text.strip().casefold()]
+    if named.empty:
+        raise NotFound(f"no city with id or name {text!r}", parameter="city")
+    return named.iloc[np.lexsort((named["id"].to_numpy(dtype=str), -named["population"].to_numpy()))[0]]
+
+
+@cli.command("launches")
+def launches_command(
+    site_id: Annotated[str, typer.Argument(help="Site id, e.g. kittaeryong-missile-base.")],
+    within_km: Annotated[Optional[float], typer.Option(help="Also every located launch within this distance, km.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: only the launches known by the end of that day.")] = None,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Launches (CNS flight tests) at a site, and within --within-km of it, by year and missile, as
+    GET /sites/{site_id}/launches."""
+    import datetime
+
+    from app.catalogue import launch_counts
+    from app.schemas import MAX_RADIUS_KM, MIN_RADIUS_KM
+
+    if within_km is not None and not MIN_RADIUS_KM <= within_km <= MAX_RADIUS_KM:
+        _fail(f"--within-km: must be between {MIN_RADIUS_KM:g} and {MAX_RADIUS_KM:g}")
+    try:
+        day = None if as_of is None else datetime.date.fromisoformat(as_of)
+    except ValueError:
+        _fail(f"--as-of: {as_of!r} is not a date (YYYY-MM-DD)")
+    if day is not None and day > datetime.datetime.now(datetime.timezone.utc).date():
+        _fail(f"--as-of: {as_of} is after today (UTC)")
+    catalogue = _open(gpkg)
+    try:
+        rows = catalogue.site_launches(site_id, within_km=within_km, as_of=day)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    where = f"within {within_km:g} km of {site_id}" if within_km is not None else f"at {site_id}"
+    counts = Table(title=f"{len(rows)} launches {where}{f' (known by {as_of})' if as_of else ''}, by year and missile",
+                   caption="CNS North Korea Missile Test Database, as redistributed by nagix/nk-missile-tests")
+    for column in ("year", "missile", "name", "launches"):
+        counts.add_column(column, justify="right" if column == "launches" else "left")
+    for item in launch_counts(rows):
+        counts.add_row(item["year"], item["missile"], item["missile_name"], str(item["launches"]))
+    console.print(counts)
+    table = Table(title="Launches")
+    for column in ("id", "date", "missile", "facility", "km", "outcome"):
+        table.add_column(column, justify="right" if column == "km" else "left")
+    for launch_id, row in rows.iterrows():
+        table.add_row(launch_id, row["launched_on"], row["missile_name"], row["facility_name"], _km(_nan_none(row["distance_km"])),
+                      row["outcome"])
+    console.print(table)
+
+
+def _nan_none(value):
+    """None for a NaN, else the value."""
+    return None if value is None or value != value else value
 
 
 token_cli = typer.Typer(help="Issue bearer tokens for MISSILE_SITES_TOKENS.", no_args_is_help=True)

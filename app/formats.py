@@ -20,7 +20,8 @@ LIST_COLUMNS = vocab.LIST_COLUMNS["sites"]  # the site columns that hold lists
 SITE_COLUMNS = (
     "id", "name", "aliases", "country", "province", "facility_type", "declared_status", "current_status",
     "status_observed_on", "missile_types", "missile_classes", "unit_size", "belt", "belt_notes",
-    "coord_confidence", "coord_precision_m", "coord_source_id", "notes", "source_ids",
+    "coord_confidence", "coord_precision_m", "coord_precision_basis", "coord_precision_reason", "coord_source_id", "notes",
+    "source_ids",
 )
 CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 

@@ -16,8 +16,8 @@ from app.schemas import MAX_LIST_ITEMS, CentreParams
 from app.store import EDIT_COLUMNS
 
 router = APIRouter()
-MISSILE_COLUMNS = ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_kind", "confidence",
-                   "source_ids", "notes"]
+MISSILE_COLUMNS = ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind",
+                   "confidence", "source_ids", "notes"]
 
 
 MissileId = Annotated[str, Path(min_length=1, max_length=200, description="Missile id, e.g. hwasong-12.")]
