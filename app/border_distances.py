@@ -365,17 +365,19 @@ class BorderMatrix:
         old = pd.Index(self.ids).get_indexer(ids)
         same = old >= 0
         same[same] = (self.lons[old[same]] == lons[same]) & (self.lats[old[same]] == lats[same])
+        columns = np.array([self.line_ids.index(line_id) if line_id in self.line_ids else -1 for line_id in lines],
+                           dtype=int)
         arrays = [np.full(shape, np.nan) for _ in range(3)]
-        for column, (line_id, line) in enumerate(lines.items()):
-            was = self.line_ids.index(line_id) if line_id in self.line_ids else -1
-            kept = mask[:, column] & same
-            if was >= 0:
-                kept[kept] = self.measured[old[kept], was]
-                for target, source in zip(arrays, (self.distance_m, self.nearest_lon, self.nearest_lat)):
-                    target[kept, column] = source[old[kept], was]
-            rows = np.flatnonzero(mask[:, column] & ~kept)
+        rows, reused = np.flatnonzero(same), np.flatnonzero(columns >= 0)
+        for target, source in zip(arrays, (self.distance_m, self.nearest_lon, self.nearest_lat)):
+            target[np.ix_(rows, reused)] = source[np.ix_(old[rows], columns[reused])]  # one gather of the kept block
+        arrays[0][~mask] = np.nan  # pairs no longer asked for
+        for column, line in enumerate(lines.values()):
+            rows = np.flatnonzero(mask[:, column] & np.isnan(arrays[0][:, column]))
             if len(rows):
                 measured = distances_to_line(lons[rows], lats[rows], line)
                 for target, values in zip(arrays, measured):
                     target[rows, column] = values
+        for target in arrays[1:]:
+            target[np.isnan(arrays[0])] = np.nan
         return BorderMatrix(ids, lons, lats, tuple(lines), *arrays)
