@@ -21,7 +21,7 @@ from app import geodesy, history, migrations, regions
 from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound, StorageUnavailable
-from app.store import EDIT_COLUMNS, ENVELOPE_BYTES, TEXT_DTYPE, connect_readonly, has_table, read_layer
+from app.store import EDIT_COLUMNS, ENVELOPE_BYTES, TEXT_DTYPE, StoreError, connect_readonly, has_table, read_layer
 from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list, encode_list
 
 SORTS = ("distance", "name", "border")
@@ -171,10 +171,13 @@ class Catalogue:
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
             self.countries = read_layer(connection, "countries")  # the maps' vector basemap and the coastlines
             self.reported = read_layer(connection, "reported_distances")
+            launches = LaunchTable.of(read_layer(connection, "launches")) if has_table(connection, "launches") else None
             self._set_editable(*self._read_editable(connection))
             self._read_fixed(connection)
         self.coastlines = regions.Coastlines(self.build_id, self.countries, self._land_borders_by_country)
-        self._fixed_layers: dict[str, object] = {}  # layers no edit touches (cities), read on first use, shared by snapshots
+        # layers no edit touches, shared by every snapshot: launches (small) read now, cities on first use; None when
+        # the file was built before the layer existed
+        self._fixed_layers: dict[str, object] = {"launches": launches}
         self._fixed_lock = threading.Lock()
         self._index_sites(None)
 
@@ -754,11 +757,14 @@ class Catalogue:
         file was built before the layer existed."""
         with self._fixed_lock:
             if "cities" not in self._fixed_layers:
-                with reading(self.path) as connection:
-                    if not has_table(connection, "cities"):
-                        raise StorageUnavailable(f"{self.path.name} has no cities layer (it was built before cities were "
-                                                 "bundled): serve a catalogue built by this version")
-                    self._fixed_layers["cities"] = read_cities(connection)
+                try:
+                    with reading(self.path) as connection:
+                        self._fixed_layers["cities"] = read_cities(connection) if has_table(connection, "cities") else None
+                except (StoreError, OSError) as exc:  # the file deleted, replaced or unreadable under the service
+                    raise StorageUnavailable(f"the cities layer of {self.path.name} cannot be read: {exc}") from exc
+            if self._fixed_layers["cities"] is None:
+                raise StorageUnavailable(f"{self.path.name} has no cities layer (it was built before cities were "
+                                         "bundled): serve a catalogue built by this version")
             return self._fixed_layers["cities"]
 
     @property
@@ -866,16 +872,13 @@ class Catalogue:
 
     @property
     def launch_table(self) -> LaunchTable:
-        """Every launch of the file, read on first use and shared by every snapshot; StorageUnavailable when the file
-        was built before the layer existed."""
-        with self._fixed_lock:
-            if "launches" not in self._fixed_layers:
-                with reading(self.path) as connection:
-                    if not has_table(connection, "launches"):
-                        raise StorageUnavailable(f"{self.path.name} has no launches layer (it was built before launches "
-                                                 "were bundled): serve a catalogue built by this version")
-                    self._fixed_layers["launches"] = LaunchTable.of(read_layer(connection, "launches"))
-            return self._fixed_layers["launches"]
+        """Every launch of the file (read with the other layers, shared by every snapshot); StorageUnavailable when the
+        file was built before the layer existed."""
+        table = self._fixed_layers["launches"]
+        if table is None:
+            raise StorageUnavailable(f"{self.path.name} has no launches layer (it was built before launches were "
+                                     "bundled): serve a catalogue built by this version")
+        return table
 
     @property
     def launches(self) -> pd.DataFrame:

@@ -111,6 +111,9 @@ def register_gpkg_functions(connection: sqlite3.Connection) -> None:
 # --- connections and transactions ----------------------------------------------------------------
 
 
+StoreError = sqlite3.Error  # what a read of the file raises when it fails, for code outside the storage boundary
+
+
 class LiveFileProblem(RuntimeError):
     """The live GeoPackage is missing, unreadable or not a catalogue; the message names the file and what to do."""
 

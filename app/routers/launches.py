@@ -9,7 +9,7 @@ from app.catalogue import Catalogue, launch_counts, record
 from app.formats import rounded_km
 from app.routers import CatalogueDep
 from app.errors import InvalidParameter, StorageUnavailable
-from app.schemas import MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams
+from app.schemas import MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams, parse_day
 
 router = APIRouter(tags=["launches"])
 SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. kittaeryong-missile-base.")]
@@ -53,7 +53,7 @@ def get_site_launches(
     """Flight tests from the CNS database at the site (and within `within_km` of it), oldest first, with counts by
     year and missile; launches whose site was not reported have no point and never fall within a distance. `as_of`
     keeps the launches that had happened by the end of that day (the site itself as it stands now)."""
-    day = as_of.as_of
+    day = parse_day(as_of.as_of, "as_of")
     if day is not None and day > datetime.datetime.now(datetime.timezone.utc).date():
         raise InvalidParameter(f"as_of {day.isoformat()} is after today (UTC)", parameter="as_of")
     rows = catalogue.site_launches(site_id, within_km=within_km, as_of=day)
