@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pycountry
 import pyogrio
 import shapely
+import shapely.affinity
 
 from app import migrations, vocab
 from app.vocab import MISSILE_CLASSES, SLUG, VOCAB, encode_list  # noqa: F401  (importable here as before)
@@ -38,6 +40,9 @@ SEP = "; "  # the list separator of the CSV sources (the GeoPackage stores JSON 
 # gpkg_contents.last_change is pinned so that two builds give the same bytes; it is not a data date.
 BUILD_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 GDAL_OPTIONS = {"OGR_CURRENT_DATE": BUILD_TIMESTAMP}
+# GeoPackage 1.3 (user_version 10300): the file uses nothing of 1.4, and GDAL 3.6 / QGIS 3.22 warn on every open of a
+# 1.4 file that it "may only be partially supported".
+GPKG_DATASET_OPTIONS = {"VERSION": "1.3"}
 
 LSIB_FILE = "dmz_mdl_lsib.geojson"
 CITIES_FILE = "cities.csv"
@@ -621,14 +626,51 @@ def ring(arcs: list, indexes: list[int]) -> list[tuple[float, float]]:
 
 
 def multipolygon(arcs: list, geometry: dict) -> shapely.MultiPolygon:
-    """A TopoJSON Polygon or MultiPolygon as a MultiPolygon, without rings quantization collapsed (< 4 points)."""
+    """A TopoJSON (Multi)Polygon as a valid MultiPolygon cut at ±180°, without collapsed rings (< 4 points)."""
     polygons = geometry["arcs"] if geometry["type"] == "MultiPolygon" else [geometry["arcs"]]
     parts = []
     for rings in polygons:
         coords = [ring(arcs, r) for r in rings]
         if len(coords[0]) >= 4:
-            parts.append(shapely.Polygon(coords[0], [hole for hole in coords[1:] if len(hole) >= 4]))
-    return shapely.MultiPolygon(parts)
+            area = cut_at_antimeridian(coords[0])
+            holes = [cut_at_antimeridian(hole) for hole in coords[1:] if len(hole) >= 4]
+            if holes:
+                area = polygonal(shapely.difference(area, shapely.union_all(holes)))
+            parts.extend(shapely.get_parts(area))
+    collected = shapely.MultiPolygon(parts)
+    return as_multipolygon(collected if collected.is_valid else shapely.union_all(parts))
+
+
+def cut_at_antimeridian(ring_coords: list[tuple[float, float]]):
+    """The area a closed lon/lat ring bounds, made valid and cut at ±180° into pieces within [-180, 180].
+
+    The `antimeridian` package refuses these rings (quantization left self-intersections at ±180°), so the ring's
+    longitudes are unwrapped (no step over 180°; most points keep their exact value, so shared arcs still match), a
+    ring that winds round a pole (Antarctica) is closed over it, the polygon is made valid there, and the parts
+    beyond ±180° are moved back by 360°."""
+    lons, lats = np.asarray(ring_coords, dtype=float).T
+    turns = np.round((np.unwrap(lons, period=360.0) - lons) / 360.0)
+    lons = lons + 360.0 * (turns - np.round(np.median(turns)))
+    if abs(lons[-1] - lons[0]) > 180.0:  # it winds round a pole: close it along that pole
+        pole = math.copysign(90.0, lats.mean())
+        lons, lats = np.append(lons, [lons[-1], lons[0]]), np.append(lats, [pole, pole])
+    area = shapely.make_valid(shapely.Polygon(np.column_stack([lons, lats])), method="structure", keep_collapsed=False)
+    if -180.0 <= lons.min() and lons.max() <= 180.0:
+        return polygonal(area)
+    pieces = [shapely.affinity.translate(shapely.clip_by_rect(area, -180.0 - shift, -90.0, 180.0 - shift, 90.0), shift)
+              for shift in (-360.0, 0.0, 360.0)]
+    return shapely.union_all([polygonal(piece) for piece in pieces])
+
+
+def polygonal(geometry) -> shapely.MultiPolygon:
+    """Only the polygons of a geometry (a clip may leave lines or points on its edge)."""
+    return shapely.MultiPolygon([polygon for part in shapely.get_parts(geometry) for polygon in shapely.get_parts(part)
+                                 if polygon.geom_type == "Polygon"])
+
+
+def as_multipolygon(geometry) -> shapely.MultiPolygon:
+    """A polygonal geometry as a MultiPolygon with counter-clockwise exteriors (RFC 7946)."""
+    return shapely.orient_polygons(polygonal(geometry))
 
 
 def arc_indexes(geometry: dict) -> Iterator[int]:
@@ -699,14 +741,26 @@ def land_border_rows(countries: list[dict], arcs: list) -> list[dict]:
             for (a, b), indexes in pairs.items()]
 
 
+_NATURAL_EARTH: dict[str, tuple[list[dict], list]] = {}  # file version (with its SHA-256) -> (countries, arcs)
+
+
+def natural_earth(path: Path) -> tuple[list[dict], list]:
+    """The country rows and decoded arcs of the Natural Earth TopoJSON, kept per file content (cutting takes seconds)."""
+    version = file_version(path, NE_VERSION)
+    if version not in _NATURAL_EARTH:
+        topology = json.loads(path.read_text(encoding="utf-8"))
+        arcs = decode_arcs(topology)
+        _NATURAL_EARTH.clear()
+        _NATURAL_EARTH[version] = (country_rows(topology, arcs, version), arcs)
+    return _NATURAL_EARTH[version]
+
+
 def geo_layers(sources_dir: Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """The borders and countries layers from the LSIB GeoJSON and the Natural Earth TopoJSON."""
-    path = sources_dir / NE_FILE
-    topology = json.loads(path.read_text(encoding="utf-8"))
-    arcs = decode_arcs(topology)
-    countries = country_rows(topology, arcs, file_version(path, NE_VERSION))
+    countries, arcs = natural_earth(sources_dir / NE_FILE)
     borders = sorted(lsib_borders(sources_dir / LSIB_FILE) + land_border_rows(countries, arcs), key=lambda r: r["id"])
-    country_frame = pd.DataFrame([{k: v for k, v in c.items() if not k.startswith("_")} for c in countries])
+    country_frame = pd.DataFrame([{k: v for k, v in c.items() if not k.startswith("_")} for c in countries
+                                  if not c["geometry"].is_empty])  # Vatican: quantized to no area (its border stays)
     return (gpd.GeoDataFrame(pd.DataFrame(borders), geometry="geometry", crs=CRS),
             gpd.GeoDataFrame(country_frame, geometry="geometry", crs=CRS))
 
@@ -728,8 +782,9 @@ def gdal_config(options: dict[str, str]) -> Iterator[None]:
 def write_layers(path: Path, layers: list[tuple[str, pd.DataFrame, str | None]], build_id: str) -> None:
     """Write the layers, in order, into a new GeoPackage, then the schema-2 parts (see app.migrations)."""
     with gdal_config(GDAL_OPTIONS):
-        for name, data, geometry_type in layers:
+        for index, (name, data, geometry_type) in enumerate(layers):
             pyogrio.write_dataframe(data, path, layer=name, driver="GPKG", geometry_type=geometry_type,
+                                    dataset_options=None if index else GPKG_DATASET_OPTIONS,
                                     layer_options={"DESCRIPTION": LAYER_DESCRIPTIONS[name]})
     with closing(sqlite3.connect(path, isolation_level=None)) as connection:  # GDAL has closed the file
         connection.execute("BEGIN IMMEDIATE")

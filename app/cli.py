@@ -20,7 +20,7 @@ from rich.table import Table
 from app.build_data import build
 from app.catalogue import Catalogue
 from app.errors import CatalogueError, InvalidParameter, NotFound
-from app.formats import sites_csv, sites_geojson
+from app.formats import features_csv, sites_geojson
 from app.live import live_path
 from app.schemas import (
     MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
@@ -151,7 +151,7 @@ def sites(
     if output is OutputFormat.geojson:
         sys.stdout.write(json.dumps(collection, ensure_ascii=False, indent=1) + "\n")
     elif output is OutputFormat.csv:
-        sys.stdout.write(sites_csv(collection["features"]))
+        sys.stdout.write(features_csv(collection["features"]))
     else:
         console.print(_sites_table(collection))
 

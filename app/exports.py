@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import os
 import tempfile
 from pathlib import Path
+from xml.etree import ElementTree
 
-import shapely
 from fastkml import Document, Placemark, Style, kml
 from fastkml.data import Data, ExtendedData
 from fastkml.styles import IconStyle, LineStyle, StyleUrl
@@ -19,7 +17,7 @@ from starlette.responses import FileResponse, Response
 
 from app.catalogue import Catalogue
 from app.errors import UnsupportedParameter
-from app.formats import csv_cell
+from app.formats import features_csv
 from app.store import copy_consistent
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -30,6 +28,7 @@ CLASS_ORDER = ("ICBM", "IRBM", "MRBM", "SRBM")
 CLASS_COLOURS = {"ICBM": "ff0000ff", "IRBM": "ff0080ff", "MRBM": "ff00ffff", "SRBM": "ff00ff00"}  # KML aabbggrr
 DEFAULT_COLOUR = "ffaaaaaa"
 ICON = "http://maps.google.com/mapfiles/kml/shapes/placemark_circle.png"
+KML_NAMESPACE = "http://www.opengis.net/kml/2.2"
 KML_DATA_FIELDS = ("id", "name", "country", "current_status", "declared_status", "facility_type", "missile_classes")
 
 
@@ -42,25 +41,6 @@ def _flat(value) -> str | None:
     if isinstance(value, dict):
         return "; ".join(f"{k}={v}" for k, v in value.items())
     return str(value) if not isinstance(value, str) else value
-
-
-def _wkt(geometry: dict | None) -> str:
-    """An RFC 7946 geometry object (already rounded) as WKT, or empty."""
-    return "" if geometry is None else shapely.to_wkt(shape(geometry), rounding_precision=-1)
-
-
-def features_csv(features: list[dict]) -> str:
-    """Features as CSV: lon, lat (points), wkt, then every property; formula-like cells neutralised."""
-    properties = list(dict.fromkeys(name for item in features for name in item["properties"]))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["lon", "lat", "wkt", *properties])
-    for item in features:
-        geometry = item["geometry"]
-        lon, lat = (geometry["coordinates"] if geometry and geometry["type"] == "Point" else (None, None))
-        writer.writerow([csv_cell(lon), csv_cell(lat), csv_cell(_wkt(geometry)),
-                         *(csv_cell(_flat(item["properties"].get(name))) for name in properties)])
-    return out.getvalue()
 
 
 def site_class(properties: dict) -> str:
@@ -117,7 +97,18 @@ def features_kml(catalogue: Catalogue, features: list[dict], title: str) -> str:
             extended_data=ExtendedData(elements=data),
         ))
     document = Document(id="missile-sites", name=title, styles=styles, features=placemarks)
-    return kml.KML(features=[document]).to_string(prettyprint=True)
+    return kml_text(kml.KML(features=[document]))
+
+
+def kml_text(document: kml.KML) -> str:
+    """A KML document as text with KML the default namespace, whichever etree fastkml uses (without lxml it writes
+    `kml:` on every element, and togeojson, which most web maps read KML with, then finds no feature)."""
+    root = ElementTree.fromstring(document.to_string())  # our own XML: no entities, no DTD
+    for element in root.iter():  # ElementTree's default_namespace refuses unqualified attributes, so by hand
+        element.tag = element.tag.removeprefix(f"{{{KML_NAMESPACE}}}")
+    root.set("xmlns", KML_NAMESPACE)
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
 
 
 def gpkg_snapshot(source) -> str:

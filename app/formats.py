@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import math
 
 import pandas as pd
 import shapely
+import shapely.geometry
 from shapely.geometry import mapping
 
 from app import vocab
@@ -129,26 +131,55 @@ def csv_cell(value) -> str:
     return "'" + value if value.startswith(CSV_FORMULA_PREFIXES) else value
 
 
-def sites_csv(features: list[dict]) -> str:
-    """Site features as CSV: lon, lat, then every property (lists joined by `; `)."""
-    columns = ["lon", "lat"] + list(features[0]["properties"]) if features else ["lon", "lat", *SITE_COLUMNS]
+# a dict property becomes one CSV column per key, named by this prefix and the key (border_km_mdl, ...)
+CSV_DICT_PREFIXES = {"border_distances_km": "border_km_"}
+
+
+def _csv_columns(features: list[dict]) -> list[tuple[str, str | None]]:
+    """(property, key) per CSV column, in property order: a dict property one column per key it holds anywhere."""
+    columns: dict[tuple[str, str | None], None] = {}
+    for item in features:
+        for name, value in item["properties"].items():
+            if isinstance(value, dict):
+                columns.update(dict.fromkeys((name, key) for key in value))
+            else:
+                columns[(name, None)] = None
+    order = {name: i for i, name in enumerate(dict.fromkeys(name for name, _ in columns))}
+    return sorted(columns, key=lambda column: order[column[0]])
+
+
+def _csv_header(name: str, key: str | None) -> str:
+    """A column's header: the property's name, or for a dict property its prefix and the key."""
+    return name if key is None else CSV_DICT_PREFIXES.get(name, f"{name}_") + key
+
+
+def _csv_value(value) -> str | None:
+    """One cell's text: a list as a JSON array (GDAL's CSV convention for string lists; empty: blank)."""
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False) if value else None
+    return value
+
+
+def _wkt(geometry: dict | None) -> str:
+    """An RFC 7946 geometry object (already rounded) as WKT, or empty."""
+    return "" if geometry is None else shapely.to_wkt(shapely.geometry.shape(geometry), rounding_precision=-1)
+
+
+def features_csv(features: list[dict]) -> str:
+    """Features as CSV, for the API and the CLI alike: lon, lat (points), wkt, then every property, a list as a JSON
+    array, a dict (border distances) one column per key (`border_km_mdl`, ...); formula-like cells neutralised."""
+    columns = _csv_columns(features)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow(["lon", "lat", "wkt", *(_csv_header(name, key) for name, key in columns)])
     for item in features:
-        coords = (item["geometry"] or {}).get("coordinates") or [None, None]
-        values = {"lon": coords[0], "lat": coords[1], **item["properties"]}
-        writer.writerow([csv_cell(_flat(values.get(c))) for c in columns])
+        geometry, properties = item["geometry"], item["properties"]
+        lon, lat = (geometry["coordinates"] if geometry and geometry["type"] == "Point" else (None, None))
+        cells = [properties.get(name) if key is None else (properties.get(name) or {}).get(key)
+                 for name, key in columns]
+        writer.writerow([csv_cell(lon), csv_cell(lat), csv_cell(_wkt(geometry)),
+                         *(csv_cell(_csv_value(cell)) for cell in cells)])
     return out.getvalue()
-
-
-def _flat(value):
-    """Lists joined by `; ` and dicts as `key=value` pairs, for one CSV cell."""
-    if isinstance(value, list):
-        return "; ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return "; ".join(f"{k}={v}" for k, v in value.items())
-    return value
 
 
 def html_cell(value) -> str:

@@ -106,7 +106,9 @@ def queryables(collection_id: str, title: str, url: str) -> dict:
 
 def geojson_feature_schema(collection_id: str, title: str, url: str) -> dict:
     """A GeoJSON Feature's JSON Schema with its properties typed: what GDAL's OAPIF driver reads from `describedby`
-    (`id` left to the feature's own member, which GDAL reads as a field already)."""
+    (`id` left to the feature's own member, which GDAL reads as a field already). Each property has its one type, as
+    GDAL reads no type list (`["array", "null"]` makes it a String); any property may be null, as the Part 5 schema says
+    (an empty list is served as null)."""
     fields = {p.name: p.schema for p in PROPERTIES[collection_id] if p.name != "id"}
     return {
         "$schema": JSON_SCHEMA_DIALECT, "$id": url, "title": f"{title}: a GeoJSON feature", "type": "object",

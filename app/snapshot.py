@@ -14,12 +14,14 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 CHROMIUM_ARGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
 )
 ALLOWED_SCHEMES = ("file:", "data:", "about:")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAP_READY_JS = "() => !!document.querySelector('.leaflet-container .leaflet-map-pane')"
 
 
@@ -54,16 +56,23 @@ class PageLog:
 
 
 @contextmanager
-def offline_page(*, width: int = 1400, height: int = 900):
-    """A Chromium page with no network (only file:/data: requests pass) and a log of what went wrong."""
+def offline_page(*, width: int = 1400, height: int = 900, local_origin: str | None = None):
+    """A Chromium page with no network (only file:/data: requests pass) and a log of what went wrong.
+
+    `local_origin` (a service on this machine, `http://127.0.0.1:PORT`) is let through too, and nothing else."""
     from playwright.sync_api import sync_playwright
 
+    allowed = ALLOWED_SCHEMES
+    if local_origin is not None:
+        if urlsplit(local_origin).hostname not in LOOPBACK_HOSTS:
+            raise ValueError(f"not a loopback origin: {local_origin}")
+        allowed += (local_origin.rstrip("/") + "/",)
     log = PageLog()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=list(CHROMIUM_ARGS))
         try:
-            context = browser.new_context(offline=True, viewport={"width": width, "height": height})
-            context.route("**/*", lambda route: _only_local(route, log))
+            context = browser.new_context(offline=local_origin is None, viewport={"width": width, "height": height})
+            context.route("**/*", lambda route: _only_local(route, log, allowed))
             page = context.new_page()
             page.on("console", lambda message: log.console_errors.append(message.text)
                     if message.type == "error" else None)
@@ -76,10 +85,10 @@ def offline_page(*, width: int = 1400, height: int = 900):
             browser.close()
 
 
-def _only_local(route, log: PageLog) -> None:
-    """Let file: and data: requests through; abort and record any other."""
+def _only_local(route, log: PageLog, allowed: tuple[str, ...] = ALLOWED_SCHEMES) -> None:
+    """Let file: and data: requests (and a local origin's) through; abort and record any other."""
     url = route.request.url
-    if url.startswith(ALLOWED_SCHEMES):
+    if url.startswith(allowed):
         route.continue_()
     else:
         log.blocked_requests.append(url[:200])

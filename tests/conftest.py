@@ -12,6 +12,8 @@ from app.settings import GEODATA_DIR, Settings
 
 BUNDLED_GPKG = GEODATA_DIR / "catalogue.gpkg"
 
+pytest_plugins = ["tests.no_skips"]
+
 
 def pytest_configure(config):
     """Commands run in tests read the bundled GeoPackage, never a developer's live var/catalogue.gpkg."""

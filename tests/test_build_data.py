@@ -6,16 +6,20 @@ import json
 import math
 import shutil
 import sqlite3
+import subprocess
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyogrio
 import pytest
+import shapely
 from osgeo_utils.samples import validate_gpkg
+from pyproj import Geod
 
 from app import store
-from app.build_data import build
+from app.build_data import NE_FILE, build, country_ids, decode_arcs, ring
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "geodata" / "sources"
@@ -264,6 +268,86 @@ def test_reported_distance_to_the_dmz_maps_to_the_mdl(layers):
     sakkanmol = reported[(reported["site_id"] == "sakkanmol") & (reported["target_kind"] == "border")].iloc[0]
     assert (sakkanmol["target_id"], sakkanmol["reported_km"]) == ("mdl", 85.0)
     assert "from the DMZ" in sakkanmol["notes"]
+
+
+# --- countries cut at ±180°, valid, none empty; the GeoPackage version ------------------------------
+
+GEOD = Geod(ellps="WGS84")
+QUANTUM_DEG = 0.0036  # the TopoJSON's longitude quantization step (its transform's scale)
+
+
+def _topojson_area_km2(country_id: str) -> float:
+    """A unit's area straight from the source rings, on WGS84 (a -180/180 step is a zero-length edge there)."""
+    topology = json.loads((SOURCES / NE_FILE).read_text(encoding="utf-8"))
+    arcs = decode_arcs(topology)
+    geometries = topology["objects"]["countries"]["geometries"]
+    geometry = geometries[country_ids(geometries).index(country_id)]
+    total = 0.0
+    for rings in geometry["arcs"] if geometry["type"] == "MultiPolygon" else [geometry["arcs"]]:
+        for index, indexes in enumerate(rings):
+            lons, lats = zip(*ring(arcs, indexes))
+            area = abs(GEOD.polygon_area_perimeter(lons, lats)[0])
+            area = min(area, 4 * math.pi * 6_371_007.2**2 - area)  # the ring's smaller side (a ring round a pole)
+            total += area if index == 0 else -area
+    return total / 1e6
+
+
+@pytest.mark.parametrize("country_id", ["RUS", "FJI", "ATA", "USA", "NZL", "KIR"])
+def test_countries_across_the_antimeridian_are_cut_there(layers, country_id):
+    """No part spans more than 180° of longitude (no band across the map) unless it closes over a pole; the area is
+    the source's, measured on WGS84."""
+    geometry = row(layers["countries"], country_id).geometry
+    assert geometry.is_valid and geometry.geom_type == "MultiPolygon"
+    for part in geometry.geoms:
+        west, south, east, north = part.bounds
+        assert east - west <= 180 or (south == -90 and part.contains(shapely.Point(0, -89.9))), part.bounds
+        assert -180 <= west and east <= 180
+    area_km2 = abs(GEOD.geometry_area_perimeter(geometry)[0]) / 1e6
+    assert area_km2 == pytest.approx(_topojson_area_km2(country_id), rel=0.002)
+    if country_id in ("RUS", "FJI", "ATA"):  # each has land on both sides of ±180°
+        assert geometry.bounds[0] == -180 and geometry.bounds[2] == 180
+
+
+def test_every_country_geometry_is_valid_and_none_is_empty(layers):
+    countries = layers["countries"]
+    assert countries.geometry.is_valid.all(), list(countries[~countries.geometry.is_valid]["id"])
+    assert not countries.geometry.is_empty.any() and countries.geometry.notna().all()
+    assert "VAT" not in set(countries["id"]) and len(countries) == 254  # Vatican: quantized to no area
+
+
+def test_land_borders_follow_both_countries_outlines(layers):
+    """Every vertex of a land border is on both its countries' outlines, to the source's quantization (repairs move
+    a few spikes by a step or two). The one exception is `ita-vat`: quantization collapsed Vatican's ring (and the
+    hole it leaves in Italy) to a line, which stays as the border."""
+    countries = layers["countries"].set_index("id").geometry
+    land = layers["borders"][layers["borders"]["kind"] == "land_border"]
+    assert len(land) == 335 and "ita-vat" in set(land["id"])
+    vertices = {cid: set(map(tuple, shapely.get_coordinates(g))) for cid, g in countries.items()}
+    for border_id, countries_of, geometry in zip(land["id"], land["countries"], land.geometry):
+        points = shapely.get_coordinates(geometry)
+        assert np.ptp(points[:, 0]) <= 180, border_id
+        for country_id in countries_of if border_id != "ita-vat" else []:
+            off = [p for p in map(tuple, points) if p not in vertices[country_id]]
+            assert len(off) <= 2, (border_id, country_id, len(off))
+            if off:
+                far = shapely.distance(shapely.points(off), countries[country_id].boundary).max()
+                assert far <= 2 * QUANTUM_DEG, (border_id, country_id, far)
+
+
+def test_the_geopackage_is_version_1_3(built):
+    with closing(sqlite3.connect(built)) as connection:
+        assert connection.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # 'GPKG'
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 10300
+
+
+def test_debian_gdal_36_opens_it_without_a_version_warning(built, capsys):
+    """GDAL 3.6 (what QGIS 3.22 uses) warns on a 1.4 file that it "may only be partially supported"."""
+    version = subprocess.run(["ogrinfo", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    info = subprocess.run(["ogrinfo", "-ro", "-so", str(built)], capture_output=True, text=True, check=True)
+    assert "countries (Multi Polygon)" in info.stdout
+    assert "partially supported" not in info.stdout + info.stderr and "Warning" not in info.stderr, info.stderr
+    with capsys.disabled():
+        print(f"\n{version}: ogrinfo opens the GeoPackage (user_version 10300) with no warning")
 
 
 # --- validation of corrupted sources --------------------------------------------------------------

@@ -1,8 +1,12 @@
 """Downloads (CSV, KML, GeoPackage) by `f=` and by Accept, read back by GDAL with identical features."""
 
 import html
+import json
 import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pyogrio
 import pytest
@@ -10,7 +14,9 @@ from lxml import etree
 
 from app.catalogue import has_point
 from app.exports import features_csv, features_kml, gpkg_snapshot
+from app.settings import REPO_ROOT
 from app.vocab import LIST_COLUMN_NAMES, decode_list
+from tests.clients.npm import npm_packages
 
 SITES_URL = "/sites?limit=1000"
 
@@ -66,30 +72,54 @@ def test_unknown_format_is_400(client, url):
 
 
 def test_csv_reads_back_in_gdal(client, site_features, tmp_path):
+    """Every property in its column: a list as a JSON array (GDAL's CSV convention), each border distance in its own
+    column `border_km_<border id>`."""
     path = tmp_path / "sites.csv"
     path.write_bytes(client.get(SITES_URL + "&f=csv").content)
     frame = pyogrio.read_dataframe(path, open_options=["GEOM_POSSIBLE_NAMES=wkt", "KEEP_GEOM_COLUMNS=NO"])
     assert list(frame["id"]) == [f["id"] for f in site_features]
+    borders = list(dict.fromkeys(b for item in site_features for b in item["properties"]["border_distances_km"]))
+    assert {"mdl", "kor-prk", "chn-prk"} <= set(borders)
+    assert [c for c in frame.columns if c.startswith("border_km_")] == [f"border_km_{b}" for b in borders]
+    assert "border_distances_km" not in frame.columns
     for (_, row), item in zip(frame.iterrows(), site_features):
         _assert_geometry(row.geometry, item["geometry"], item["id"])
         if item["geometry"] is not None:
             assert float(row["lon"]) == item["geometry"]["coordinates"][0]
         for name, value in item["properties"].items():
-            expected = _text(value)
-            if expected.startswith(("=", "+", "-", "@")):
-                expected = "'" + expected
-            assert (row[name] or "") == expected, (item["id"], name)
+            if isinstance(value, dict):
+                cells = {border_id: row[f"border_km_{border_id}"] or None for border_id in borders}
+                assert {b: float(km) for b, km in cells.items() if km} == value, (item["id"], name)
+            elif isinstance(value, list):
+                assert (json.loads(row[name]) if row[name] else []) == value, (item["id"], name)
+            else:
+                expected = _text(value)
+                if expected.startswith(("=", "+", "-", "@")):
+                    expected = "'" + expected
+                assert (row[name] or "") == expected, (item["id"], name)
+
+
+def test_csv_cli_and_api_are_one_encoder(client):
+    """`missile-sites sites --format csv` writes the bytes `/sites?f=csv` answers for the same query."""
+    query = {"near": "Seoul", "within_km": 150, "limit": 1000}
+    api = client.get("/sites", params={**query, "f": "csv"}).text
+    result = subprocess.run([sys.executable, "-m", "app.cli", "sites", "--near", "Seoul", "--within-km", "150",
+                             "--limit", "1000", "--format", "csv"], capture_output=True, text=True, timeout=120,
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == api and api.startswith("lon,lat,wkt,id,name,aliases,")
+    assert "border_km_mdl" in api.splitlines()[0] and api.count("\n") == 4  # Chiha-ri, Kal-gol, Sakkanmol
 
 
 def test_csv_neutralises_formulas():
     features = [{"type": "Feature", "id": "x", "geometry": {"type": "Point", "coordinates": [-1.5, 2.0]},
                  "properties": {"name": "=HYPERLINK(\"http://evil\")", "notes": "@SUM(A1)", "aliases": ["+1", "ok"]}}]
     text = features_csv(features)
-    assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and "'+1; ok" in text
+    assert "'=HYPERLINK" in text and "'@SUM(A1)" in text and '"[""+1"", ""ok""]"' in text
     assert "\n-1.5,2.0,POINT (-1.5 2)," in text
 
 
-def test_kml_reads_back_in_gdal(client, site_features, tmp_path):
+def test_kml_reads_back_in_gdal(client, site_features, tmp_path, capsys):
     path = tmp_path / "sites.kml"
     path.write_bytes(client.get(SITES_URL + "&f=kml").content)
     frame = pyogrio.read_dataframe(path)
@@ -100,6 +130,65 @@ def test_kml_reads_back_in_gdal(client, site_features, tmp_path):
         assert row["id"] == item["id"]
         assert row["current_status"] == item["properties"]["current_status"]
         _assert_geometry(row.geometry, item["geometry"], item["id"])
+    with capsys.disabled():
+        driver = pyogrio.read_info(path)["driver"]
+        print(f"\nGDAL {pyogrio.__gdal_version_string__} (pyogrio {pyogrio.__version__}, {driver}):"
+              f" {len(frame)} placemarks of {len(site_features)} sites, {frame.geometry.notna().sum()} with a point")
+
+
+TOGEOJSON = ("@tmcw/togeojson@7.1.3", "@xmldom/xmldom@0.9.8")
+TOGEOJSON_READER = Path(__file__).parent / "clients" / "togeojson.js"
+KML_START = '<?xml version="1.0" encoding="UTF-8"?>\n<kml xmlns="http://www.opengis.net/kml/2.2">'
+
+
+def test_kml_is_in_the_default_namespace(client):
+    text = client.get(SITES_URL + "&f=kml").text
+    assert text.startswith(KML_START) and "<kml:" not in text and "xmlns:kml" not in text
+    assert text.count("<Placemark ") == 23
+
+
+def test_kml_is_in_the_default_namespace_without_lxml():
+    """fastkml writes `kml:` on every element when lxml is missing (an install without the dev extras)."""
+    code = ("import sys; sys.modules['lxml'] = None\n"
+            "import warnings; warnings.simplefilter('ignore')\n"
+            "from app.catalogue import Catalogue; from app.exports import features_kml\n"
+            "from app.settings import GEODATA_DIR\n"
+            "feature = {'type': 'Feature', 'id': 'a', 'geometry': {'type': 'Point', 'coordinates': [127.0, 38.0]},"
+            " 'properties': {'name': 'A', 'missile_classes': ['SRBM'], 'source_ids': []}}\n"
+            "print(features_kml(Catalogue(GEODATA_DIR / 'catalogue.gpkg'), [feature], 't'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(KML_START) and "kml:" not in result.stdout
+    assert '<Placemark id="a">' in result.stdout
+
+
+def test_togeojson_reads_every_placemark(client, site_features, tmp_path, capsys):
+    """@tmcw/togeojson under Node (from npm, installed into build/npm when missing) finds every site."""
+    modules = npm_packages(*TOGEOJSON)
+    path = tmp_path / "sites.kml"
+    path.write_bytes(client.get(SITES_URL + "&f=kml").content)
+    result = subprocess.run(["node", str(TOGEOJSON_READER), str(path)], env={**os.environ, "NODE_PATH": modules},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    read = {item["id"]: item for item in json.loads(result.stdout)["features"]}
+    assert list(read) == [item["id"] for item in site_features] and len(read) == 23
+    for item in site_features:
+        got = read[item["id"]]
+        assert got["properties"]["name"] == item["properties"]["name"]
+        assert got["properties"]["current_status"] == item["properties"]["current_status"]
+        assert got["properties"].get("missile_classes", "") == _text(item["properties"]["missile_classes"])
+        if item["geometry"] is None:
+            assert got["geometry"] is None, item["id"]
+        else:
+            assert got["geometry"]["coordinates"][:2] == pytest.approx(item["geometry"]["coordinates"], abs=1e-9)
+    located = sum(item["geometry"] is not None for item in read.values())
+    sakkanmol = read["sakkanmol"]
+    with capsys.disabled():
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        print(f"\n{TOGEOJSON[0]} (Node {node}):"
+              f" {len(read)} placemarks of {len(site_features)} sites, {located} with a point; sakkanmol "
+              f"{sakkanmol['properties']['missile_classes']!r} at {sakkanmol['geometry']['coordinates']}")
 
 
 def test_kml_one_style_per_class_and_escaped_descriptions(catalogue):

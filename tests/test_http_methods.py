@@ -10,7 +10,8 @@ REAL_IDS = {"site_id": "kal-gol", "collectionId": "sites", "source_id": "38-nort
             "place_id": "seoul", "city_id": "1835848"}
 FEATURE_IDS = {"sites": "kal-gol", "places": "seoul", "borders": "mdl", "observations": "chiha-ri-1998-report",
                "missiles": "hwasong-5"}
-EXTRA_GET_PATHS = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"]
+EXTRA_GET_PATHS = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets/swagger-ui-bundle.js",
+                   "/docs/assets/redoc.standalone.js"]
 REQUIRED_QUERY = {"/reach": "?near=seoul", "/borders/distance": "?near=seoul"}
 
 

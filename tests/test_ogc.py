@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -334,7 +333,6 @@ def test_gdal_oapif_reads_every_site_as_sites_gives_it(server_url):
     assert_frame_matches_sites(frame, features)
 
 
-@pytest.mark.skipif(shutil.which("ogr2ogr") is None, reason="Debian's gdal-bin (GDAL 3.6) is not installed")
 def test_debian_gdal_36_reads_the_schema_and_pages_alike(server_url, capsys):
     """GDAL 3.6.2 from Debian (what QGIS 3.22 ships with): the `describedBy` schema types the lists; page sizes 5
     and 1000 give the same features."""

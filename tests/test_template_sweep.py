@@ -252,7 +252,7 @@ def render_all(client: TestClient, live: Path, sites, folder: Path) -> dict:
     kml = _get(client, "/sites", f="kml").text
     out["/sites?f=kml"] = (*_kml(kml), None)
     table = _get(client, "/sites", f="csv").text
-    out["/sites?f=csv"] = ([cell for row in csv.reader(io.StringIO(table)) for cell in row], [table], set(), None)
+    out["/sites?f=csv"] = (_csv_texts(table), [table], set(), None)
     geojson = [_get(client, "/sites"), *(_get(client, f"/sites/{i}") for i in ids)]
     out["GeoJSON /sites, /sites/{id}"] = ([t for r in geojson for t in json_strings(r.json())],
                                           [r.text for r in geojson], set(), None)
@@ -273,6 +273,18 @@ def _map_output(page: str, path: Path):
     path.write_text(page, encoding="utf-8")
     outside = DATA_SCRIPT.sub("", page)
     return json_strings(read_map_data(page)), [page], {"outside the data document"} if TAG.search(outside) else set(), path
+
+
+def _csv_texts(table: str) -> list[str]:
+    """Every CSV cell's text; a list cell (a JSON array) as its items."""
+    texts = []
+    for cell in (cell for row in csv.reader(io.StringIO(table)) for cell in row):
+        try:
+            items = json.loads(cell) if cell.startswith("[") else None
+        except ValueError:
+            items = None
+        texts += items if isinstance(items, list) else [cell]
+    return texts
 
 
 def _kml(body: str):

@@ -339,6 +339,20 @@ def select_items(catalogue: Catalogue, collection: Collection, request: Request)
     return rows, limit, offset
 
 
+def _empty_lists_as_null(collection: Collection, features: list[dict]) -> list[dict]:
+    """The GeoJSON GIS clients read: an empty list property is null.
+
+    QGIS 3.22's OAPIF provider types its fields from the first page, read by GDAL 3.6's GeoJSON reader, which types a
+    field whose first value is `[]` as JSON; QGIS then reads that field as NULL on every feature. A null leaves the
+    type to the first list holding a value: a string list, read whole."""
+    listed = [p.name for p in PROPERTIES[collection.id] if p.listed]
+    for item in features:
+        for name in listed:
+            if item["properties"].get(name) == []:
+                item["properties"][name] = None
+    return features
+
+
 def _items_url(request: Request, **changes) -> str:
     """This request's URL with some parameters changed."""
     params = dict(request.query_params)
@@ -350,6 +364,7 @@ def items_collection(catalogue: Catalogue, collection: Collection, request: Requ
     """One page of a collection's items as a FeatureCollection with OGC links and counts."""
     rows, limit, offset = select_items(catalogue, collection, request)
     page = rows.iloc[offset: offset + limit]
+    features = _empty_lists_as_null(collection, _features(catalogue, collection, page))
     links = [
         _link(_items_url(request), "self", GEOJSON_MEDIA_TYPE, "this page"),
         _link(_items_url(request, f="html"), "alternate", "text/html", "this page as HTML"),
@@ -364,7 +379,7 @@ def items_collection(catalogue: Catalogue, collection: Collection, request: Requ
         links.append(_link(_items_url(request, offset=max(0, offset - limit), limit=limit), "prev",
                            GEOJSON_MEDIA_TYPE, "previous page"))
     return {
-        "type": "FeatureCollection", "features": _features(catalogue, collection, page),
+        "type": "FeatureCollection", "features": features,
         "numberMatched": len(rows), "numberReturned": len(page),
         "timeStamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "links": links, "data_version": catalogue.version,
@@ -540,7 +555,7 @@ def collection_item(request: Request, catalogue: Catalogue, collection: Collecti
     rows = _keep(frame, (str(v) == feature_id for v in frame["id"]))
     if rows.empty:
         raise NotFound(f"no feature {feature_id!r} in collection {collection.id!r}", parameter="featureId")
-    item = _features(catalogue, collection, rows)[0]
+    item = _empty_lists_as_null(collection, _features(catalogue, collection, rows))[0]
     url = f"{_base(request)}/collections/{collection.id}/items/{feature_id}"
     item["links"] = [
         _link(url, "self", GEOJSON_MEDIA_TYPE, "this feature"),

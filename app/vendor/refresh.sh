@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refresh the vendored map assets from the npm registry: `bash app/vendor/refresh.sh` (needs npm).
+# Refresh the vendored map and API-docs assets from the npm registry: `bash app/vendor/refresh.sh` (needs npm).
 # Versions are pinned here and in README.md beside this script; change both together.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -42,5 +42,12 @@ copy geographiclib-geodesic geographiclib-geodesic LICENSE.txt geographiclib-geo
 
 fetch leaflet.fullscreen@3.0.0
 copy leaflet.fullscreen leaflet.fullscreen LICENSE Control.FullScreen.js Control.FullScreen.css icon-fullscreen.svg
+
+# the API docs (/docs and /redoc), served by app/routers/docs.py
+fetch swagger-ui-dist@5.35.0
+copy swagger-ui-dist swagger-ui-dist LICENSE swagger-ui-bundle.js swagger-ui.css favicon-32x32.png
+
+fetch redoc@2.5.4
+copy redoc redoc LICENSE bundles/redoc.standalone.js
 
 echo "refreshed $(find "$here" -type f | wc -l) files in $here"
