@@ -321,9 +321,10 @@ def distances_to_line(lons, lats, line) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 @dataclass(frozen=True)
 class BorderMatrix:
-    """Distances in metres from points (rows) to lines (columns), with the nearest point on each line.
+    """Distances in metres from points (rows) to lines (columns), with the nearest point on each line; NaN where a
+    point is not measured against a line (each point is measured only against the lines that matter to it).
 
-    Built once per catalogue snapshot; `updated` measures only the points that are new or moved, so a
+    Built once per catalogue snapshot; `updated` measures only the pairs that are new or whose point moved, so a
     one-site change costs one row, not the whole table.
     """
 
@@ -331,36 +332,52 @@ class BorderMatrix:
     lons: np.ndarray
     lats: np.ndarray
     line_ids: tuple[str, ...]
-    distance_m: np.ndarray  # (points, lines)
+    distance_m: np.ndarray  # (points, lines), NaN where not measured
     nearest_lon: np.ndarray
     nearest_lat: np.ndarray
 
     @classmethod
-    def measure(cls, ids, lons, lats, lines: dict) -> "BorderMatrix":
-        """Every point measured to every line (`lines`: id -> geometry, in column order)."""
+    def measure(cls, ids, lons, lats, lines: dict, mask: np.ndarray | None = None) -> "BorderMatrix":
+        """Each point measured to each line (`lines`: id -> geometry, in column order) where `mask` (points x lines,
+        default all True) says so."""
         lons, lats = np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)
         shape = (len(lons), len(lines))
-        distance, near_lon, near_lat = np.empty(shape), np.empty(shape), np.empty(shape)
+        mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(shape)
+        distance, near_lon, near_lat = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
         for column, line in enumerate(lines.values()):
-            if len(lons):
-                distance[:, column], near_lon[:, column], near_lat[:, column] = distances_to_line(lons, lats, line)
+            rows = np.flatnonzero(mask[:, column])
+            if len(rows):
+                measured = distances_to_line(lons[rows], lats[rows], line)
+                distance[rows, column], near_lon[rows, column], near_lat[rows, column] = measured
         return cls(np.asarray(ids, dtype=object), lons, lats, tuple(lines), distance, near_lon, near_lat)
 
-    def updated(self, ids, lons, lats, lines: dict) -> "BorderMatrix":
-        """The matrix for a new set of points: rows kept for points with the same id at the same place, the rest
-        measured afresh (everything when the lines differ)."""
+    @property
+    def measured(self) -> np.ndarray:
+        """Which (point, line) pairs were measured."""
+        return ~np.isnan(self.distance_m)
+
+    def updated(self, ids, lons, lats, lines: dict, mask: np.ndarray | None = None) -> "BorderMatrix":
+        """The matrix for a new set of points and lines: a pair measured before, for a point with the same id at the
+        same place and a line of the same id, is kept; every other pair `mask` asks for is measured afresh."""
         ids, lons, lats = np.asarray(ids, dtype=object), np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)
-        if tuple(lines) != self.line_ids:
-            return self.measure(ids, lons, lats, lines)
+        shape = (len(ids), len(lines))
+        mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(shape)
         old = pd.Index(self.ids).get_indexer(ids)
-        found = old >= 0
-        same = found.copy()
-        same[found] = (self.lons[old[found]] == lons[found]) & (self.lats[old[found]] == lats[found])
-        fresh = self.measure(ids[~same], lons[~same], lats[~same], lines)
-        arrays = []
-        for kept, measured in ((self.distance_m, fresh.distance_m), (self.nearest_lon, fresh.nearest_lon),
-                               (self.nearest_lat, fresh.nearest_lat)):
-            merged = np.empty((len(ids), len(self.line_ids)))
-            merged[same], merged[~same] = kept[old[same]], measured
-            arrays.append(merged)
-        return BorderMatrix(ids, lons, lats, self.line_ids, *arrays)
+        same = old >= 0
+        same[same] = (self.lons[old[same]] == lons[same]) & (self.lats[old[same]] == lats[same])
+        columns = np.array([self.line_ids.index(line_id) if line_id in self.line_ids else -1 for line_id in lines],
+                           dtype=int)
+        arrays = [np.full(shape, np.nan) for _ in range(3)]
+        rows, reused = np.flatnonzero(same), np.flatnonzero(columns >= 0)
+        for target, source in zip(arrays, (self.distance_m, self.nearest_lon, self.nearest_lat)):
+            target[np.ix_(rows, reused)] = source[np.ix_(old[rows], columns[reused])]  # one gather of the kept block
+        arrays[0][~mask] = np.nan  # pairs no longer asked for
+        for column, line in enumerate(lines.values()):
+            rows = np.flatnonzero(mask[:, column] & np.isnan(arrays[0][:, column]))
+            if len(rows):
+                measured = distances_to_line(lons[rows], lats[rows], line)
+                for target, values in zip(arrays, measured):
+                    target[rows, column] = values
+        for target in arrays[1:]:
+            target[np.isnan(arrays[0])] = np.nan
+        return BorderMatrix(ids, lons, lats, tuple(lines), *arrays)

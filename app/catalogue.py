@@ -17,15 +17,17 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from app import geodesy, history, migrations
+from app import geodesy, history, migrations, regions
 from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
-from app.errors import Gone, InvalidParameter, NotFound
-from app.store import EDIT_COLUMNS, TEXT_DTYPE, connect_readonly, has_table, read_layer
-from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list
+from app.errors import Gone, InvalidParameter, NotFound, StorageUnavailable
+from app.store import EDIT_COLUMNS, ENVELOPE_BYTES, TEXT_DTYPE, StoreError, connect_readonly, has_table, read_layer
+from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list, encode_list
 
-SORTS = ("distance", "name")
-BORDER_KINDS_ALWAYS_MEASURED = ("mdl", "dmz_edge")
+SORTS = ("distance", "name", "border")
+MISSILE_COLUMNS_ADDED = ("range_max_qualifier",)  # read as NULL from a live file built before the column existed
+SITE_COLUMNS_ADDED = ("coord_precision_basis", "coord_precision_reason")  # likewise
+CITY_COLUMNS = ("id", "name", "country", "population", "source_id")
 
 
 split_list = decode_list  # a stored list cell (a JSON array) as its items; the name others import
@@ -138,9 +140,23 @@ def reading(path: Path):
             connection.execute("COMMIT")
 
 
+REACH_VERDICTS = {  # verdict -> what it says, in the order answers list them
+    "reaches": "reaches, even if the coordinate is off by its full precision the wrong way",
+    "reaches_unless_coordinate_errs": "reaches from the stated point, but not if the coordinate errs against it",
+    "reaches_precision_unknown": "reaches from the stated point; the coordinate's precision is unknown",
+    "reaches_only_if_coordinate_errs": "falls short from the stated point; reaches only if the coordinate errs its way",
+    "falls_short": "falls short by at most short_km from the stated point (and beyond the coordinate's precision, "
+                   "where known)",
+}
+REACH_COLUMNS = ["site_id", "missile_id", "distance_km", "range_min_km", "range_max_km", "range_kind", "margin_km",
+                 "precision_km", "margin_low_km", "margin_high_km", "verdict"]
 AS_OF_CACHE_SIZE = 8  # past days kept per snapshot; any reader can ask for any day, so the cache is bounded
 INCREMENTAL_LIMIT = 20_000  # changed rows above which a refresh reads the layers whole
-EDITABLE = {"site": "sites", "observation": "observations", "source": "sources"}  # change-log entity -> layer
+EDITABLE = {"site": "sites", "observation": "observations", "source": "sources", "missile": "missiles",
+            "place": "places"}  # change-log entity -> layer
+LAYER_COLUMNS = {  # columns an older file lacks, read as NULL
+    "places": ("aliases",), "sites": SITE_COLUMNS_ADDED, "missiles": MISSILE_COLUMNS_ADDED,
+}
 
 
 class Catalogue:
@@ -152,32 +168,42 @@ class Catalogue:
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
         with reading(self.path) as connection:
             self.build_id = migrations.build_id(connection)
-            self.missiles = read_layer(connection, "missiles").set_index("id", drop=False)
-            self.places = read_layer(connection, "places").set_index("id", drop=False)
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
-            self.countries = read_layer(connection, "countries")  # the maps' vector basemap
+            self.countries = read_layer(connection, "countries")  # the maps' vector basemap and the coastlines
             self.reported = read_layer(connection, "reported_distances")
+            launches = LaunchTable.of(read_layer(connection, "launches")) if has_table(connection, "launches") else None
             self._set_editable(*self._read_editable(connection))
-        self._border_ids_by_countries: dict[frozenset, tuple[str, ...]] = {}
+            self._read_fixed(connection)
+        self.coastlines = regions.Coastlines(self.build_id, self.countries, self._land_borders_by_country)
+        # layers no edit touches, shared by every snapshot: launches (small) read now, cities on first use; None when
+        # the file was built before the layer existed
+        self._fixed_layers: dict[str, object] = {"launches": launches}
+        self._fixed_lock = threading.Lock()
         self._index_sites(None)
 
+    def _read_fixed(self, connection) -> None:
+        """The named lines attached to each country (read again on a whole refresh: an operator may change them)."""
+        self.attached_borders = regions.read_attachments(connection, self.borders)
+
     @staticmethod
-    def _read_editable(connection, ids: dict[str, list[str]] | None = None) -> tuple:
-        """The layers analysts edit (all rows, or only the given ids per layer) and the last change id."""
+    def _read_editable(connection, ids: dict[str, list[str]] | None = None) -> tuple[dict[str, pd.DataFrame], int]:
+        """The layers analysts edit by table (all rows, or only the given ids per layer) and the last change id."""
         layers = {}
         for table in EDITABLE.values():
             wanted = None if ids is None else ids.get(table, [])
             frame = read_layer(connection, table, ids=wanted)
-            layers[table] = _with_columns(frame, EDIT_COLUMNS[table]).set_index("id", drop=False)
-        return layers["sites"], layers["observations"], layers["sources"], last_change_id(connection)
+            frame = _with_columns(frame, LAYER_COLUMNS.get(table, ()) + EDIT_COLUMNS[table])
+            layers[table] = frame.set_index("id", drop=False)
+        return layers, last_change_id(connection)
 
-    def _set_editable(self, all_sites, observations, sources, last_change: int) -> None:
+    def _set_editable(self, layers: dict[str, pd.DataFrame], last_change: int) -> None:
         """Take the edited layers (sites with the retired ones, in file order) and the change id they include."""
+        all_sites = layers["sites"]
         self.all_sites, self.last_change = all_sites, last_change
         retired = all_sites["retired_at"].notna()
         self.sites, self.retired_sites = all_sites[~retired], all_sites[retired]
-        self.observations = observations.reset_index(drop=True)
-        self.sources = sources
+        self.observations = layers["observations"].reset_index(drop=True)
+        self.sources, self.missiles, self.places = layers["sources"], layers["missiles"], layers["places"]
         self.version = self.build_id if not last_change else f"{self.build_id}+{last_change}"
         self.as_of_day: datetime.date | None = None
         self.undated_site_ids: list[str] = []
@@ -192,6 +218,7 @@ class Catalogue:
                 return self.refreshed(connection)
         new = self._copy()
         new._set_editable(*self._read_editable(connection))
+        new._read_fixed(connection)
         return new._derive_from(self)
 
     def advanced(self, connection=None) -> "Catalogue":
@@ -204,13 +231,13 @@ class Catalogue:
         changed = self._changed_ids(connection)
         if changed is None:
             return self.refreshed(connection)
-        sites, observations, sources, last_change = self._read_editable(connection, changed)
+        fresh, last_change = self._read_editable(connection, changed)
         if last_change == self.last_change:
             return self
+        current = {"sites": self.all_sites, "observations": self.observations.set_index("id", drop=False),
+                   "sources": self.sources, "missiles": self.missiles, "places": self.places}
         new = self._copy()
-        new._set_editable(_upsert(self.all_sites, sites),
-                          _upsert(self.observations.set_index("id", drop=False), observations),
-                          _upsert(self.sources, sources), last_change)
+        new._set_editable({table: _upsert(current[table], fresh[table]) for table in current}, last_change)
         return new._derive_from(self)
 
     def _changed_ids(self, connection) -> dict[str, list[str]] | None:
@@ -227,12 +254,19 @@ class Catalogue:
             changed.setdefault(EDITABLE[entity], []).append(entity_id)
             if site_id is not None and entity != "site":  # an observation re-derives its site's status
                 changed.setdefault("sites", []).append(site_id)
+            if entity == "missile":  # a missile's class re-derives the missile classes of the sites holding it
+                changed.setdefault("sites", []).extend(self._sites_holding(entity_id))
         return {table: list(dict.fromkeys(ids)) for table, ids in changed.items()}
+
+    def _sites_holding(self, missile_id: str) -> list[str]:
+        """The ids of the sites (retired ones too) whose missile_types list the missile."""
+        cells = self.all_sites["missile_types"]
+        return [site_id for site_id, cell in zip(cells.index, cells) if missile_id in split_list(cell)]
 
     def _copy(self) -> "Catalogue":
         """A shallow copy sharing the fixed layers, with the values derived from sites dropped."""
         new = copy.copy(self)
-        for name in ("measured_border_ids", "vocabularies"):
+        for name in ("measured_border_ids", "vocabularies", "_centres_by_name", "_lines_by_country"):
             new.__dict__.pop(name, None)
         return new
 
@@ -284,58 +318,119 @@ class Catalogue:
         new.retired_sites = every_site.iloc[:0]
         new.all_sites = new.sites
         new.observations = observations[observations["site_id"].isin(new.sites.index)]
-        new.sources = self._sources_on(instant, [c for c in changes if c["entity"] == "source"])
+        for entity, table in (("source", "sources"), ("missile", "missiles"), ("place", "places")):
+            setattr(new, table, _layer_on(getattr(self, table), [c for c in changes if c["entity"] == entity], instant))
         new.as_of_day, new.undated_site_ids = day, sorted(undated)
         new._as_of_cache, new._as_of_lock = OrderedDict(), threading.Lock()
         new.version = f"{self.version}@{day.isoformat()}"
         return new._derive_from(self)
 
-    def _sources_on(self, instant: str, changes: list[dict]) -> pd.DataFrame:
-        """The sources as they stood before an instant."""
-        current = {k: record(row, self.sources.columns) for k, row in self.sources.iterrows()}
-        states = history.state_at(current, changes, instant)
-        frame = pd.DataFrame(list(states.values()), columns=self.sources.columns)
-        return frame.astype(self.sources.dtypes.to_dict()).set_index("id", drop=False)
-
     def _index_sites(self, borders: BorderMatrix | None) -> None:
-        """The located sites' ids, an exact spatial index on their points and their border distances (same order);
-        rows of `borders` are kept for sites at the same point."""
+        """The located sites' ids, an exact spatial index on their points and their border distances (same order),
+        each site measured against the lines that matter to its country; rows of `borders` are kept for sites at the
+        same point."""
         sites = located(self.sites)
         lons, lats = shapely.get_x(sites.geometry.to_numpy()), shapely.get_y(sites.geometry.to_numpy())
         self._located_ids = sites.index.to_numpy()
         self._located_position = pd.Index(self._located_ids)
         self.site_index = PointIndex(lons, lats)
-        lines = {b: self.borders.loc[b].geometry for b in self.measured_border_ids}
-        self.border_matrix = BorderMatrix.measure(self._located_ids, lons, lats, lines) if borders is None else \
-            borders.updated(self._located_ids, lons, lats, lines)
+        lines = {b: self.line_row(b).geometry for b in self.measured_border_ids}
+        column = {line_id: n for n, line_id in enumerate(lines)}
+        mask = np.zeros((len(sites), len(lines)), dtype=bool)
+        countries = sites["country"].to_numpy(dtype=object)
+        for country in pd.unique(countries):
+            rows = np.flatnonzero(countries == country) if not pd.isna(country) else np.flatnonzero(pd.isna(countries))
+            mask[np.ix_(rows, [column[b] for b in self.lines_for_country(country)])] = True
+        self.border_matrix = BorderMatrix.measure(self._located_ids, lons, lats, lines, mask) if borders is None else \
+            borders.updated(self._located_ids, lons, lats, lines, mask)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
         self.__dict__.pop("site_borders", None)
 
     @cached_property
     def site_borders(self) -> pd.DataFrame:
-        """Every located site's distance to each measured border with the nearest point on it, one row per pair, in
-        located-site then border order."""
+        """Every located site's distance to each line it is measured against, with the nearest point on it, one row
+        per pair, in located-site then line order."""
         matrix = self.border_matrix
-        sites, borders = matrix.distance_m.shape
+        rows, columns = np.nonzero(matrix.measured)
         return pd.DataFrame({
-            "site_id": np.repeat(matrix.ids, borders).astype(object), "border_id": np.tile(np.array(matrix.line_ids,
-                                                                                                  dtype=object), sites),
-            "distance_km": matrix.distance_m.ravel() / 1000, "nearest_lon": matrix.nearest_lon.ravel(),
-            "nearest_lat": matrix.nearest_lat.ravel(),
+            "site_id": matrix.ids[rows].astype(object),
+            "border_id": np.array(matrix.line_ids, dtype=object)[columns] if len(columns) else np.empty(0, object),
+            "distance_km": matrix.distance_m[rows, columns] / 1000, "nearest_lon": matrix.nearest_lon[rows, columns],
+            "nearest_lat": matrix.nearest_lat[rows, columns],
         })
 
-    # --- vocabularies -------------------------------------------------------------------------
+    # --- the lines that matter to each site ---------------------------------------------------
+
+    @cached_property
+    def _land_borders_by_country(self) -> dict[str, list]:
+        """Each country's land border geometries (shared by every snapshot of the file)."""
+        by_country: dict[str, list] = {}
+        land = self.borders[self.borders["kind"] == regions.LAND_BORDER_KIND]
+        for geometry, countries in zip(land.geometry, land["countries"]):
+            for country in split_list(countries):
+                by_country.setdefault(country, []).append(geometry)
+        return by_country
+
+    @cached_property
+    def _land_border_ids_by_country(self) -> dict[str, tuple[str, ...]]:
+        """Each country's land border ids (shared by every snapshot of the file)."""
+        by_country: dict[str, list[str]] = {}
+        land = self.borders[self.borders["kind"] == regions.LAND_BORDER_KIND]
+        for border_id, countries in zip(land.index, land["countries"]):
+            for country in split_list(countries):
+                by_country.setdefault(country, []).append(border_id)
+        return {country: tuple(ids) for country, ids in by_country.items()}
+
+    @cached_property
+    def _lines_by_country(self) -> dict[str, tuple[str, ...]]:
+        """Memo of lines_for_country for this snapshot (its attachments may differ from another's)."""
+        return {}
+
+    def lines_for_country(self, country) -> tuple[str, ...]:
+        """The lines a site in the country is measured against: its land borders, its coastline (none when
+        landlocked) and the named lines attached to the country."""
+        country = None if pd.isna(country) else str(country)
+        if country not in self._lines_by_country:
+            attached = [b for b in self.attached_borders.get(country, ()) if b in self.borders.index]
+            coast = [regions.coastline_id(country)] if country and self.coastlines.get(country) is not None else []
+            self._lines_by_country[country] = tuple(dict.fromkeys(
+                [*self._land_border_ids_by_country.get(country, ()), *coast, *attached]))
+        return self._lines_by_country[country]
 
     @cached_property
     def measured_border_ids(self) -> tuple[str, ...]:
-        """Borders every site is measured against: the MDL, the DMZ edges, and its countries' land borders."""
-        site_countries = frozenset(self.sites["country"].dropna().unique())
-        if site_countries not in self._border_ids_by_countries:  # shared by every snapshot of this file
-            self._border_ids_by_countries[site_countries] = tuple(
-                border_id for border_id, kind, countries in zip(self.borders.index, self.borders["kind"],
-                                                                self.borders["countries"])
-                if kind in BORDER_KINDS_ALWAYS_MEASURED or set(split_list(countries)) & site_countries)
-        return self._border_ids_by_countries[site_countries]
+        """Every line some site is measured against (each site only against those of its country), sorted."""
+        countries = self.sites["country"].dropna().unique()
+        return tuple(sorted({b for country in countries for b in self.lines_for_country(country)}))
+
+    def line_row(self, line_id: str) -> pd.Series | None:
+        """A border of the borders layer, or a derived coastline, as a row; None for an unknown id."""
+        if line_id in self.borders.index:
+            return self.borders.loc[line_id]
+        country = self.coastlines.country_of(line_id)
+        geometry = self.coastlines.get(country) if country is not None else None
+        if geometry is None:
+            return None
+        named = self.countries[self.countries["id"] == country].iloc[0]
+        return pd.Series({"id": line_id, "name": f"{named['name']} coastline", "kind": regions.COAST_KIND,
+                          "countries": encode_list([country]), "source_id": named["source_id"],
+                          "source_version": "derived from the countries layer: edges no land border shares",
+                          "geometry": geometry}, name=line_id)
+
+    def map_borders(self, site_ids) -> gpd.GeoDataFrame:
+        """The lines a map of these sites carries: every land border (drawn as context) and each line the sites are
+        measured against (a named line only where attached to a drawn site's country; coastlines are carried for
+        their names, not drawn)."""
+        measured = self.site_border_distances(site_ids)
+        land = self.borders.index[self.borders["kind"] == regions.LAND_BORDER_KIND]
+        return self.lines_frame([*land, *sorted({b for lines in measured.values() for b in lines})])
+
+    def lines_frame(self, line_ids) -> gpd.GeoDataFrame:
+        """The rows of the given borders and coastlines (unknown ids left out), in the given order."""
+        rows = [row for row in map(self.line_row, dict.fromkeys(line_ids)) if row is not None]
+        columns = list(self.borders.columns)
+        frame = pd.DataFrame([row.reindex(columns) for row in rows], columns=columns)
+        return gpd.GeoDataFrame(frame, geometry="geometry", crs=self.borders.crs).set_index("id", drop=False)
 
     @cached_property
     def vocabularies(self) -> dict[str, tuple[str, ...]]:
@@ -356,20 +451,32 @@ class Catalogue:
     # --- lookups ------------------------------------------------------------------------------
 
     def place(self, name: str, *, parameter: str = "near") -> Centre:
-        """A reference place by id or name (case-insensitive) as a query centre."""
+        """A reference place by id, name or alias (case-insensitive) as a query centre."""
         centre = self._centres_by_name.get(name.strip().casefold())
-        if centre is not None:
+        if isinstance(centre, Centre):
             return centre
+        if centre is not None:
+            raise InvalidParameter(f"{name!r} is an alias of more than one place ({', '.join(centre)}); give its id",
+                                   parameter=parameter)
         known = ", ".join(sorted(self.places["name"]))
         raise InvalidParameter(f"unknown place {name!r}; known places: {known}", parameter=parameter)
 
     @cached_property
-    def _centres_by_name(self) -> dict[str, Centre]:
-        """Each place's centre under its casefolded id and name (ids win over names)."""
-        centres = {}
-        for place_id, name, point in reversed(list(zip(self.places.index, self.places["name"], self.places.geometry))):
-            centres[str(name).casefold()] = Centre(point.x, point.y, place_id)
-        for place_id, point in zip(self.places.index, self.places.geometry):
+    def _centres_by_name(self) -> dict[str, Centre | tuple[str, ...]]:
+        """Each place's centre under its casefolded aliases, then names, then ids (ids win over names, names over
+        aliases); an alias shared by several places maps to their ids instead."""
+        centres: dict[str, Centre | tuple[str, ...]] = {}
+        owners: dict[str, list[str]] = {}
+        points = dict(zip(self.places.index, self.places.geometry))
+        for place_id, aliases in zip(self.places.index, self.places["aliases"]):
+            for alias in split_list(aliases):
+                owners.setdefault(alias.casefold(), []).append(place_id)
+        for key, ids in owners.items():
+            ids = list(dict.fromkeys(ids))
+            centres[key] = Centre(points[ids[0]].x, points[ids[0]].y, ids[0]) if len(ids) == 1 else tuple(ids)
+        for place_id, name in reversed(list(zip(self.places.index, self.places["name"]))):
+            centres[str(name).casefold()] = Centre(points[place_id].x, points[place_id].y, place_id)
+        for place_id, point in points.items():
             centres[str(place_id).casefold()] = Centre(point.x, point.y, place_id)
         return centres
 
@@ -384,13 +491,14 @@ class Catalogue:
         return self.sites.loc[site_id]
 
     def border_row(self, border_id: str, *, parameter: str = "border") -> pd.Series:
-        """One border's row, or InvalidParameter naming the known ids."""
-        if border_id not in self.borders.index:
+        """One border's (or coastline's) row, or InvalidParameter naming the known ids."""
+        row = self.line_row(border_id)
+        if row is None:
             raise InvalidParameter(
                 f"unknown border {border_id!r}; known borders include: {', '.join(self.measured_border_ids)}",
                 parameter=parameter,
             )
-        return self.borders.loc[border_id]
+        return row
 
     def check_filter(self, where: SiteFilter) -> None:
         """Raise InvalidParameter for a filter value the catalogue does not know."""
@@ -405,7 +513,7 @@ class Catalogue:
 
     def _border_distance(self, point, border_id: str) -> dict:
         """Distance from a point to one border, in km, with the nearest point on it."""
-        distance_m, (lon, lat) = geodesy.nearest_on_line(point.x, point.y, self.borders.loc[border_id].geometry)
+        distance_m, (lon, lat) = geodesy.nearest_on_line(point.x, point.y, self.border_row(border_id).geometry)
         return {"border_id": border_id, "distance_km": distance_m / 1000, "nearest_lon": lon, "nearest_lat": lat}
 
     def border_distances(self, lon: float, lat: float, border_ids=None) -> pd.DataFrame:
@@ -415,27 +523,35 @@ class Catalogue:
             self.border_row(border_id)
         point = shapely.Point(lon, lat)
         rows = [self._border_distance(point, border_id) for border_id in ids]
-        table = pd.DataFrame(rows)
-        table["name"] = [self.borders.loc[b, "name"] for b in table["border_id"]]
+        table = pd.DataFrame(rows, columns=["border_id", "distance_km", "nearest_lon", "nearest_lat"])
+        table["name"] = [self.border_row(b)["name"] for b in table["border_id"]]
         return table
 
     def site_border_distances(self, site_ids) -> dict[str, dict[str, float]]:
-        """Each site's distances in km keyed by border id, for the given sites."""
+        """Each site's distances in km keyed by border id, for the given sites: the lines it is measured against."""
         site_ids = list(site_ids)
         matrix = self.border_matrix
         positions = self._located_position.get_indexer(site_ids)
-        return {site_id: ({} if at < 0 else dict(zip(matrix.line_ids, (matrix.distance_m[at] / 1000).tolist())))
+        measured = matrix.measured
+        return {site_id: ({} if at < 0 else {line_id: matrix.distance_m[at, n] / 1000
+                                             for n, line_id in enumerate(matrix.line_ids) if measured[at, n]})
                 for site_id, at in zip(site_ids, positions)}
 
     def _distance_to_border_km(self, border_id: str) -> pd.Series:
-        """Every located site's distance in km to one border (measured now if not precomputed)."""
+        """Every located site's distance in km to one line (measured now, and kept, where not precomputed)."""
         matrix = self.border_matrix
+        known = np.full(len(matrix.ids), np.nan)
         if border_id in matrix.line_ids:
-            return pd.Series(matrix.distance_m[:, matrix.line_ids.index(border_id)] / 1000, index=self._located_ids)
+            known = matrix.distance_m[:, matrix.line_ids.index(border_id)]
+            if not np.isnan(known).any():  # every site is measured against it
+                return pd.Series(known / 1000, index=matrix.ids)
         if border_id not in self._other_border_km:
-            other = BorderMatrix.measure(matrix.ids, matrix.lons, matrix.lats,
-                                         {border_id: self.borders.loc[border_id].geometry})
-            self._other_border_km.setdefault(border_id, pd.Series(other.distance_m[:, 0] / 1000, index=matrix.ids))
+            known, missing = known.copy(), np.isnan(known)
+            if missing.any():
+                other = BorderMatrix.measure(matrix.ids[missing], matrix.lons[missing], matrix.lats[missing],
+                                             {border_id: self.border_row(border_id).geometry})
+                known[missing] = other.distance_m[:, 0]
+            self._other_border_km.setdefault(border_id, pd.Series(known / 1000, index=matrix.ids))
         return self._other_border_km[border_id]
 
     # --- queries ------------------------------------------------------------------------------
@@ -477,6 +593,8 @@ class Catalogue:
             raise InvalidParameter("within_km needs a centre: give lat and lon, or near", parameter="within_km")
         if sort == "distance" and centre is None:
             raise InvalidParameter("sort=distance needs a centre: give lat and lon, or near", parameter="sort")
+        if sort == "border" and band is None:
+            raise InvalidParameter("sort=border needs a border: give border (e.g. border=mdl)", parameter="sort")
         if centre is None:
             sites = self._filtered(where)
         elif within_km is None:
@@ -518,8 +636,10 @@ class Catalogue:
         if sort not in SORTS:
             raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(SORTS)}", parameter="sort")
         ids = np.array([str(i).casefold() for i in sites["id"]], dtype=str)
-        first = sites["distance_km"].to_numpy() if sort == "distance" else \
-            np.array([str(n).casefold() for n in sites["name"]], dtype=str)
+        if sort in ("distance", "border"):
+            first = sites["distance_km" if sort == "distance" else "border_distance_km"].to_numpy()
+        else:
+            first = np.array([str(n).casefold() for n in sites["name"]], dtype=str)
         return sites.iloc[np.lexsort((ids, first))] if len(sites) else sites
 
     # --- one site -----------------------------------------------------------------------------
@@ -569,7 +689,8 @@ class Catalogue:
         rows = [] if at < 0 else [
             {"site_id": site_id, "border_id": border_id, "distance_km": matrix.distance_m[at, n] / 1000,
              "nearest_lon": matrix.nearest_lon[at, n], "nearest_lat": matrix.nearest_lat[at, n],
-             "name": self.borders.loc[border_id, "name"]} for n, border_id in enumerate(matrix.line_ids)]
+             "name": self.border_row(border_id)["name"]} for n, border_id in enumerate(matrix.line_ids)
+            if matrix.measured[at, n]]
         columns = ["site_id", "border_id", "distance_km", "nearest_lon", "nearest_lat", "name"]
         return pd.DataFrame(rows, columns=columns).sort_values("distance_km", kind="stable")
 
@@ -588,7 +709,8 @@ class Catalogue:
             if pd.isna(missile["range_max_km"]):
                 continue
             rings.append({"missile_id": missile_id, "geometry": self._missile_area(lon, lat, missile), **record(
-                missile, ["name", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "source_ids"])})
+                missile, ["name", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind", "confidence",
+                          "source_ids"])})
         return rings
 
     @staticmethod
@@ -600,18 +722,22 @@ class Catalogue:
             return geodesy.range_ring(lon, lat, outer_m)
         return geodesy.annulus(lon, lat, float(inner) * 1000, outer_m)
 
-    def reach(self, target: Centre, *, where: SiteFilter = SiteFilter()) -> pd.DataFrame:
-        """Every (site, missile) pair whose published range covers the target, with the margin in km."""
+    def reach(self, target: Centre, *, where: SiteFilter = SiteFilter(), short_km: float | None = None) -> pd.DataFrame:
+        """Every (site, missile) pair whose published range covers the target, allowing for the site's coordinate
+        precision, with the margin in km as an interval and a verdict (see REACH_VERDICTS); with `short_km`, also
+        the pairs that fall short by at most that many km. Sorted by verdict, then by margin, largest first."""
         rows = []
         for site_id, site in located(self._filtered(where)).iterrows():
             distance_km = float(geodesy.distance_m(site.geometry.x, site.geometry.y, target.lon, target.lat)) / 1000
+            precision_km = float(site["coord_precision_m"]) / 1000 if not pd.isna(site["coord_precision_m"]) else None
             for missile_id, missile in self.site_missiles(site).iterrows():
-                verdict = _reach_verdict(distance_km, missile)
+                verdict = _reach_verdict(distance_km, missile, precision_km, short_km)
                 if verdict is not None:
                     rows.append({"site_id": site_id, "missile_id": missile_id, "distance_km": distance_km, **verdict})
-        columns = ["site_id", "missile_id", "distance_km", "range_min_km", "range_max_km", "range_kind", "margin_km"]
-        return pd.DataFrame(rows, columns=columns).sort_values(["margin_km", "site_id", "missile_id"],
-                                                               ascending=[False, True, True], ignore_index=True)
+        table = pd.DataFrame(rows, columns=REACH_COLUMNS)
+        table["order"] = table["verdict"].map(list(REACH_VERDICTS).index)
+        return table.sort_values(["order", "margin_km", "site_id", "missile_id"], ascending=[True, False, True, True],
+                                 ignore_index=True).drop(columns="order")
 
     def unassessable_site_ids(self, where: SiteFilter = SiteFilter()) -> list[str]:
         """Sites matching the filters whose reach cannot be judged: no coordinate or no published range."""
@@ -621,6 +747,186 @@ class Catalogue:
             if not has_point(site.geometry) or ranges.isna().all():
                 unknown.append(site_id)
         return unknown
+
+
+    # --- cities ----------------------------------------------------------------------------
+
+    @property
+    def city_table(self) -> CityTable:
+        """The cities layer, read on first use and shared by every snapshot of this file; StorageUnavailable when the
+        file was built before the layer existed."""
+        with self._fixed_lock:
+            if "cities" not in self._fixed_layers:
+                try:
+                    with reading(self.path) as connection:
+                        self._fixed_layers["cities"] = read_cities(connection) if has_table(connection, "cities") else None
+                except (StoreError, OSError) as exc:  # the file deleted, replaced or unreadable under the service
+                    raise StorageUnavailable(f"the cities layer of {self.path.name} cannot be read: {exc}") from exc
+            if self._fixed_layers["cities"] is None:
+                raise StorageUnavailable(f"{self.path.name} has no cities layer (it was built before cities were "
+                                         "bundled): serve a catalogue built by this version")
+            return self._fixed_layers["cities"]
+
+    @property
+    def city_countries(self) -> frozenset[str]:
+        """The countries the cities layer holds."""
+        return frozenset(self.city_table.frame["country"].unique())
+
+    def city_row(self, city_id: str) -> pd.Series:
+        """One city's row, or NotFound."""
+        frame = self.city_table.frame
+        if city_id not in frame.index:
+            raise NotFound(f"no city with id {city_id!r} (ids are GeoNames ids, e.g. 1835848 for Seoul)",
+                           parameter="city_id")
+        return frame.loc[city_id]
+
+    def find_cities(self, *, centre: Centre | None = None, within_km: float | None = None, country: tuple[str, ...] = (),
+                    min_population: int | None = None, sort: str | None = None) -> pd.DataFrame:
+        """Cities, optionally within a geodesic radius of a centre (with `distance_km`), by country and size; sorted by
+        distance when there is a centre, else by population."""
+        if within_km is not None and centre is None:
+            raise InvalidParameter("within_km needs a centre: give lat and lon, or near", parameter="within_km")
+        sort = sort or ("distance" if centre is not None else "population")
+        if sort == "distance" and centre is None:
+            raise InvalidParameter("sort=distance needs a centre: give lat and lon, or near", parameter="sort")
+        table = self.city_table
+        if centre is None:
+            rows = table.frame
+        elif within_km is None:
+            distances = geodesy.distance_m(centre.lon, centre.lat, table.index.lons, table.index.lats)
+            rows = table.frame.assign(distance_km=np.asarray(distances) / 1000)
+        else:
+            positions, distances = table.index.within(centre.lon, centre.lat, within_km * 1000)
+            rows = table.frame.iloc[positions].assign(distance_km=distances / 1000)
+        if country:
+            rows = rows[rows["country"].isin(country)]
+        if min_population is not None:
+            rows = rows[rows["population"] >= min_population]
+        return _sorted_cities(rows, sort)
+
+    def cities_in_range(self, site_ids, *, missile_types: tuple[str, ...] = (),
+                        missile_classes: tuple[str, ...] = ()) -> CitiesInRange:
+        """The cities each site's missiles (or only the given ones) reach on WGS84 (min-range holes honoured), with the
+        people in them per missile class and per missile; sites without a coordinate or a published range are listed as
+        not assessed."""
+        table, pairs, not_assessed = self.city_table, [], []
+        for site_id in dict.fromkeys(site_ids):
+            site = self.site_row(site_id)
+            missiles = self.site_missiles(site)
+            if missile_types:
+                missiles = missiles[missiles.index.isin(missile_types)]
+            if missile_classes:
+                missiles = missiles[missiles["class"].isin(missile_classes)]
+            ranged = missiles[missiles["range_max_km"].notna()]
+            if not has_point(site.geometry) or ranged.empty:
+                not_assessed.append(site_id)
+                continue
+            pairs += self._site_city_pairs(site, ranged, table)
+        columns = ["city_id", "site_id", "missile_id", "class", "distance_km", "range_min_km", "range_max_km",
+                   "range_max_qualifier", "margin_km", "coord_precision_m", "certain"]
+        frame = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=columns)
+        population = table.frame["population"]
+        return CitiesInRange(frame, _people(frame, "class", population), _people(frame, "missile_id", population),
+                             [s for s in dict.fromkeys(site_ids) if s not in not_assessed], not_assessed)
+
+    @staticmethod
+    def _site_city_pairs(site: pd.Series, missiles: pd.DataFrame, table: CityTable) -> list[pd.DataFrame]:
+        """One frame per missile: the cities within its range from the site, with the margin and whether the site's
+        coordinate precision could change the answer (`certain`: inside by more than the precision on every side)."""
+        positions, distances = table.index.within(site.geometry.x, site.geometry.y,
+                                                  float(missiles["range_max_km"].max()) * 1000)
+        distance_km = distances / 1000
+        precision = site.get("coord_precision_m")
+        precision_km = float(precision) / 1000 if precision is not None and not pd.isna(precision) else math.nan
+        frames = []
+        for missile_id, missile in missiles.iterrows():
+            low = 0.0 if pd.isna(missile["range_min_km"]) else float(missile["range_min_km"])
+            high = float(missile["range_max_km"])
+            inside = (distance_km <= high) & (distance_km >= low)
+            kept = distance_km[inside]
+            margin = high - kept
+            certain = (margin >= precision_km) & ((kept - low >= precision_km) | (low == 0))
+            frames.append(pd.DataFrame({
+                "city_id": table.frame.index[positions[inside]], "site_id": site.name, "missile_id": missile_id,
+                "class": missile["class"], "distance_km": kept, "range_min_km": _clean(missile["range_min_km"]),
+                "range_max_km": high, "range_max_qualifier": _clean(missile.get("range_max_qualifier")),
+                "margin_km": margin, "coord_precision_m": _clean(precision), "certain": certain,
+            }))
+        return frames
+
+    def cities_reached(self, result: CitiesInRange, *, sort: str = "population") -> pd.DataFrame:
+        """One row per city reached: its attributes, its nearest reaching site and that distance, the best margin."""
+        table = self.city_table
+        if result.pairs.empty:
+            empty = table.frame.iloc[:0]
+            return empty.assign(distance_km=pd.Series(dtype=float), site_id=pd.Series(dtype=object),
+                                margin_km=pd.Series(dtype=float))
+        ordered = result.pairs.sort_values(["distance_km", "site_id", "missile_id"], kind="stable")
+        grouped = ordered.groupby("city_id", sort=False)
+        summary = pd.DataFrame({"distance_km": grouped["distance_km"].first(), "site_id": grouped["site_id"].first(),
+                                "margin_km": grouped["margin_km"].max()})
+        return _sorted_cities(table.frame.loc[summary.index].join(summary), sort)
+
+
+    # --- launches (CNS flight tests): a fixed layer, read once per file on first use ---------------------------------
+
+    @property
+    def launch_table(self) -> LaunchTable:
+        """Every launch of the file (read with the other layers, shared by every snapshot); StorageUnavailable when the
+        file was built before the layer existed."""
+        table = self._fixed_layers["launches"]
+        if table is None:
+            raise StorageUnavailable(f"{self.path.name} has no launches layer (it was built before launches were "
+                                     "bundled): serve a catalogue built by this version")
+        return table
+
+    @property
+    def launches(self) -> pd.DataFrame:
+        """The launches known by the end of this snapshot's as_of day, or all of them."""
+        return self.launches_known(self.as_of_day)
+
+    def launches_known(self, day: datetime.date | None) -> pd.DataFrame:
+        """The launches that had happened by the end of a day (a partial date counts from its period's last day: a
+        launch dated 1991-07 is known from 1991-07-31), or all of them."""
+        frame = self.launch_table.frame
+        if day is None:
+            return frame
+        return frame[frame["launched_on"].map(_period_end) <= day]
+
+    def site_launches(self, site_id: str, *, within_km: float | None = None,
+                      as_of: datetime.date | None = None) -> pd.DataFrame:
+        """The launches at a site's own facility (matched by the data), and with `within_km` every located launch within
+        that geodesic distance of the site, with `distance_km`; oldest first; only those known by `as_of` (or by this
+        snapshot's day) when given."""
+        site = self.site_row(site_id)
+        table, known = self.launch_table, self.launches_known(as_of or self.as_of_day)
+        matched = known[known["site_id"] == site_id]
+        if within_km is None:
+            rows = matched
+        else:
+            if not has_point(site.geometry):
+                raise InvalidParameter(f"site {site_id!r} has no known coordinate, so nothing is within a distance of it",
+                                       parameter="within_km")
+            positions, distances = table.index.within(site.geometry.x, site.geometry.y, within_km * 1000)
+            near = table.located.iloc[positions].assign(distance_km=distances / 1000)
+            rows = pd.concat([near[near.index.isin(known.index)], matched[~matched.index.isin(near.index)]])
+        if "distance_km" not in rows.columns or rows["distance_km"].isna().any():
+            rows = rows.assign(distance_km=self._launch_distances(site, rows))
+        order = self.launch_table.frame.index.get_indexer(rows.index)  # file order: by date, then as CNS lists them
+        return rows.iloc[np.lexsort((order, rows["launched_on"].to_numpy(dtype=str)))]
+
+    @staticmethod
+    def _launch_distances(site: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+        """Each launch's geodesic distance in km from the site (NaN where either has no point)."""
+        if not has_point(site.geometry) or rows.empty:
+            return np.full(len(rows), np.nan)
+        located_rows = ~shapely.is_missing(rows.geometry.to_numpy())
+        result = np.full(len(rows), np.nan)
+        if located_rows.any():
+            points = rows.geometry.to_numpy()[located_rows]
+            result[located_rows] = np.asarray(geodesy.distance_m(site.geometry.x, site.geometry.y, shapely.get_x(points),
+                                                                 shapely.get_y(points))) / 1000
+        return result
 
     # --- data quality -------------------------------------------------------------------------
 
@@ -662,14 +968,166 @@ class Catalogue:
         return float(geodesy.distance_m(site.geometry.x, site.geometry.y, place.x, place.y)) / 1000
 
 
-def _reach_verdict(distance_km: float, missile: pd.Series) -> dict | None:
-    """The range facts and margin when a missile covers a distance, else None."""
+def _layer_on(layer: pd.DataFrame, changes: list[dict], instant: str) -> pd.DataFrame:
+    """A layer (sources, missiles or places) as its rows stood before an instant, from the change log: rows created
+    later left out, changed rows as they were; a point layer's records carry lon/lat."""
+    located = isinstance(layer, gpd.GeoDataFrame)
+    columns = [c for c in layer.columns if c != "geometry"]
+    current = {}
+    for key, row in layer.iterrows():
+        current[key] = record(row, columns)
+        if located:
+            current[key].update(lon=row.geometry.x, lat=row.geometry.y)
+    states = list(history.state_at(current, changes, instant).values())
+    cells = [{c: (encode_list(decode_list(state.get(c))) if c in LIST_COLUMN_NAMES else state.get(c)) for c in columns}
+             for state in states]
+    frame = pd.DataFrame(cells, columns=columns).astype(layer[columns].dtypes.to_dict())
+    if located:
+        frame = gpd.GeoDataFrame(frame, geometry=[shapely.Point(s["lon"], s["lat"]) for s in states], crs=layer.crs)
+    return frame.set_index("id", drop=False)
+
+
+def _reach_verdict(distance_km: float, missile: pd.Series, precision_km: float | None,
+                   short_km: float | None = None) -> dict | None:
+    """The range facts, the margin (max range less the distance) with its interval (± the coordinate's precision;
+    None when unknown) and the verdict for a missile at a distance; None when it is not listed: it cannot reach,
+    whatever the coordinate's error, and does not fall short by at most `short_km` (no range: never listed)."""
     max_km, min_km = missile["range_max_km"], missile["range_min_km"]
-    if pd.isna(max_km) or distance_km > float(max_km):
+    if pd.isna(max_km):
         return None
-    if not pd.isna(min_km) and distance_km < float(min_km):
+    max_km, min_km = float(max_km), 0.0 if pd.isna(min_km) else float(min_km)
+    margin = max_km - distance_km
+    at_point = min_km <= distance_km <= max_km
+    if precision_km is None:
+        verdict = "reaches_precision_unknown" if at_point else None
+    elif min_km <= distance_km - precision_km and distance_km + precision_km <= max_km:
+        verdict = "reaches"
+    elif at_point:
+        verdict = "reaches_unless_coordinate_errs"
+    elif distance_km - precision_km <= max_km and distance_km + precision_km >= min_km:
+        verdict = "reaches_only_if_coordinate_errs"
+    else:
+        verdict = None
+    if verdict is None and short_km is not None and 0 < -margin <= short_km:
+        verdict = "falls_short"
+    if verdict is None:
         return None
     return {
-        "range_min_km": _clean(min_km), "range_max_km": float(max_km),
-        "range_kind": missile["range_kind"], "margin_km": float(max_km) - distance_km,
+        "range_min_km": _clean(missile["range_min_km"]), "range_max_km": max_km, "range_kind": missile["range_kind"],
+        "margin_km": margin, "precision_km": precision_km,
+        "margin_low_km": None if precision_km is None else margin - precision_km,
+        "margin_high_km": None if precision_km is None else margin + precision_km, "verdict": verdict,
     }
+
+# --- cities (GeoNames, >= 15,000 people): a fixed layer, read once per file on first use --------------------------
+
+
+@dataclass(frozen=True)
+class CityTable:
+    """The cities layer in memory: a frame indexed by id (population an int64, lon/lat floats) and a spatial index."""
+
+    frame: pd.DataFrame
+    index: PointIndex
+
+    @property
+    def populations(self) -> np.ndarray:
+        """Every city's population, in frame order."""
+        return self.frame["population"].to_numpy()
+
+
+def read_cities(connection) -> CityTable:
+    """The cities layer as a CityTable (the points decoded in bulk from their GeoPackage blobs)."""
+    rows = connection.execute("SELECT id, name, country, population, source_id, geom FROM cities ORDER BY fid").fetchall()
+    blobs = [row[5] for row in rows]
+    points = shapely.from_wkb([blob[8 + ENVELOPE_BYTES[(blob[3] >> 1) & 0x07]:] for blob in blobs])
+    frame = pd.DataFrame.from_records([row[:5] for row in rows], columns=CITY_COLUMNS)
+    frame["population"] = frame["population"].astype("int64")
+    frame["lon"], frame["lat"] = shapely.get_x(points), shapely.get_y(points)
+    frame = frame.set_index("id", drop=False)
+    return CityTable(frame, PointIndex(frame["lon"].to_numpy(), frame["lat"].to_numpy()))
+
+
+@dataclass
+class CitiesInRange:
+    """Cities within range of some sites' missiles: every reaching (city, site, missile) pair, and people per class and
+    per missile (each city counted once per class or missile, however many sites reach it)."""
+
+    pairs: pd.DataFrame
+    by_class: list[dict]
+    by_missile: list[dict]
+    site_ids: list[str]
+    not_assessed: list[str]
+
+
+CITY_SORTS = ("population", "distance", "name")
+
+
+def _sorted_cities(rows: pd.DataFrame, sort: str) -> pd.DataFrame:
+    """Cities by population (largest first), distance or name; ties broken by id so pages are stable."""
+    if sort not in CITY_SORTS:
+        raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(CITY_SORTS)}", parameter="sort")
+    if rows.empty:
+        return rows
+    ids = np.array([str(i) for i in rows["id"]], dtype=str)
+    if sort == "population":
+        first = -rows["population"].to_numpy()
+    elif sort == "distance":
+        first = rows["distance_km"].to_numpy()
+    else:
+        first = np.array([str(n).casefold() for n in rows["name"]], dtype=str)
+    return rows.iloc[np.lexsort((ids, first))]
+
+
+def _people(pairs: pd.DataFrame, key: str, population: pd.Series) -> list[dict]:
+    """Per value of `key` (a class or a missile): the cities reached and the people in them, each city once, and the
+    same for the pairs that stay inside whichever way the site's coordinate errs (`certain`)."""
+    rows = []
+    for value, group in pairs.groupby(key, sort=True):
+        every = group["city_id"].unique()
+        sure = group.loc[group["certain"].astype(bool), "city_id"].unique()
+        rows.append({key: value, "cities": int(len(every)), "population": int(population.loc[every].sum()),
+                     "cities_certain": int(len(sure)), "population_certain": int(population.loc[sure].sum())})
+    return rows
+
+
+@dataclass(frozen=True)
+class LaunchTable:
+    """The launches layer in memory (indexed by id, in file order) and a spatial index over the located ones."""
+
+    frame: gpd.GeoDataFrame
+    located: gpd.GeoDataFrame
+    index: PointIndex
+
+    @classmethod
+    def of(cls, frame: gpd.GeoDataFrame) -> "LaunchTable":
+        """The table of a launches layer as read_layer gives it."""
+        frame = frame.set_index("id", drop=False)
+        points = located(frame)
+        return cls(frame, points, PointIndex(shapely.get_x(points.geometry.to_numpy()),
+                                             shapely.get_y(points.geometry.to_numpy())))
+
+
+def _period_end(text: str) -> datetime.date:
+    """The last day of a partial ISO date's period (`2016` -> 2016-12-31, `1991-07` -> 1991-07-31)."""
+    parts = [int(p) for p in str(text).split("-")]
+    if len(parts) == 3:
+        return datetime.date(*parts)
+    if len(parts) == 2:
+        following = datetime.date(parts[0] + parts[1] // 12, parts[1] % 12 + 1, 1)
+        return following - datetime.timedelta(days=1)
+    return datetime.date(parts[0], 12, 31)
+
+
+def launch_counts(launches: pd.DataFrame) -> list[dict]:
+    """Launches counted by year and missile (the catalogue's missile id where one matches, else the database's)."""
+    if launches.empty:
+        return []
+    keys = pd.DataFrame({
+        "year": launches["launched_on"].astype(str).str[:4],
+        "missile": [m if isinstance(m, str) else f"cns:{c}" for m, c in zip(launches["missile_id"], launches["cns_missile"])],
+        "missile_name": launches["missile_name"].astype(str),
+    })
+    counts = keys.groupby(["year", "missile", "missile_name"], sort=True).size()
+    return [{"year": year, "missile": missile, "missile_name": name, "launches": int(n)}
+            for (year, missile, name), n in counts.items()]
+

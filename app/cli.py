@@ -10,6 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
+import pandas as pd
 import pydantic
 import typer
 from rich.console import Console
@@ -18,10 +20,12 @@ from rich.text import Text
 
 from app.build_data import build
 from app.catalogue import Catalogue
-from app.errors import CatalogueError
+from app.errors import CatalogueError, InvalidParameter, NotFound
 from app.formats import features_csv, sites_geojson
 from app.live import live_path
-from app.schemas import BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
+from app.schemas import (
+    MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
+)
 from app.settings import GEODATA_DIR, Settings
 from app.store import LiveFileProblem, check_live
 
@@ -29,6 +33,14 @@ cli = typer.Typer(help="A sourced catalogue of missile sites with geodesic proxi
 console = Console()
 errors = Console(stderr=True)
 GpkgOption = Annotated[Optional[Path], typer.Option(help="GeoPackage to read (default: the settings').")]
+
+
+class ImportKind(str, Enum):
+    """What `import` adds."""
+
+    sites = "sites"
+    missiles = "missiles"
+    places = "places"
 
 
 class OutputFormat(str, Enum):
@@ -200,15 +212,15 @@ def _sites_table(collection: dict, *, wide: bool = False, border: str | None = N
         table.add_column(column, justify="right" if column.endswith(("km", "border")) else "left", overflow="fold")
     for item in features:
         p = item["properties"]
-        distances = p["border_distances_km"]
+        distances = p["border_distances_km"]  # only the lines measured for the site (its country's, attached)
         if wide:
             cells = [p["id"], p["name"], p["current_status"], p["declared_status"], ", ".join(p["missile_types"])]
             cells += [_km(p.get("distance_km"))] if has_distance else []
-            cells += [_km(distances.get(b)) for b in border_ids]
+            cells += [_km(distances[b]) if b in distances else "" for b in border_ids]
         else:
             cells = [p["id"], p["current_status"], ", ".join(p["missile_classes"])]
             cells += [_km(p.get("distance_km"))] if has_distance else []
-            cells += [_km(distances.get(border)) if border else _nearest(distances)]
+            cells += [(_km(distances[border]) if border in distances else "") if border else _nearest(distances)]
         table.add_row(*cells)
     return table
 
@@ -224,6 +236,75 @@ def _nearest(distances: dict) -> str:
 def _km(value) -> str:
     """A distance for a table cell: one decimal, or `unknown`."""
     return "unknown" if value is None else f"{value:,.1f}"
+
+
+@cli.command()
+def reach(
+    lat: Annotated[Optional[float], typer.Option(help="Target latitude, degrees.")] = None,
+    lon: Annotated[Optional[float], typer.Option(help="Target longitude, degrees.")] = None,
+    near: Annotated[Optional[str], typer.Option(help="Target a reference place by id, name or alias, e.g. Tokyo.")] = None,
+    short_km: Annotated[Optional[float], typer.Option(help="Also list missiles falling short by at most this, km.")] = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="Current status (repeatable).")] = None,
+    declared: Annotated[Optional[list[str]], typer.Option(help="Declared status (repeatable).")] = None,
+    missile_class: Annotated[Optional[list[str]], typer.Option(help="Missile class, e.g. MRBM.")] = None,
+    missile_type: Annotated[Optional[list[str]], typer.Option(help="Missile id, e.g. hwasong-7.")] = None,
+    facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
+    country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or geojson.")] = OutputFormat.table,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Which sites' missiles reach a target, as GET /reach: each margin as an interval (± the site's coordinate
+    precision), grouped by verdict."""
+    from app.catalogue import REACH_VERDICTS
+    from app.formats import reach_pairs
+
+    target = _params(CentreParams, lat=lat, lon=lon, near=near)
+    filters = _params(FilterParams, status=status, declared=declared, missile_class=missile_class,
+                      missile_type=missile_type, facility_type=facility_type, country=country)
+    if short_km is not None and not 0 <= short_km <= MAX_RADIUS_KM:
+        _fail(f"--short-km: must be between 0 and {MAX_RADIUS_KM:g}")
+    catalogue = _open(gpkg)
+    try:
+        centre = target.resolve(catalogue, required=True)
+        where = filters.to_filter()
+        pairs = catalogue.reach(centre, where=where, short_km=short_km)
+        unassessed = catalogue.unassessable_site_ids(where)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    if output is OutputFormat.geojson:
+        answer = {"target": {"lon": centre.lon, "lat": centre.lat, "place_id": centre.place_id}, "short_km": short_km,
+                  "verdicts": {v: reach_pairs(pairs[pairs["verdict"] == v]) for v in REACH_VERDICTS},
+                  "not_assessed": unassessed, "data_version": catalogue.version}
+        sys.stdout.write(json.dumps(answer, ensure_ascii=False, indent=1) + "\n")
+        return
+    name = catalogue.places.loc[centre.place_id, "name"] if centre.place_id else f"{centre.lat:.4f}, {centre.lon:.4f}"
+    console.print(f"Reach of {name} ({centre.lon:.5f}, {centre.lat:.5f}): geodesic on WGS84; margin = max range less "
+                  "distance, its interval ± the site's coordinate precision", highlight=False)
+    for verdict, meaning in REACH_VERDICTS.items():
+        group = pairs[pairs["verdict"] == verdict]
+        if len(group):
+            console.print(_reach_table(catalogue, group, f"{verdict}: {meaning.replace('short_km', f'{short_km:g} km')}"
+                                       if short_km is not None else f"{verdict}: {meaning}"))
+    if not len(pairs):
+        console.print("no site's missiles reach it" + ("" if short_km is not None else
+                                                       " (--short-km lists those falling short)"), highlight=False)
+    if unassessed:
+        console.print(f"not assessed (no coordinate or no published range): {', '.join(unassessed)}", highlight=False)
+
+
+def _reach_table(catalogue, pairs, title: str) -> Table:
+    """One verdict's (site, missile) pairs with the distance, range, margin and its interval."""
+    table = Table(title=title, title_justify="left")
+    for column in ("site", "missile", "distance km", "range km", "margin km", "margin interval km", "precision m"):
+        table.add_column(column, justify="right" if "km" in column or column.endswith(" m") else "left")
+    for row in pairs.itertuples():
+        low = "" if pd.isna(row.range_min_km) else f"{row.range_min_km:,.0f}–"
+        interval = "unknown" if pd.isna(row.margin_low_km) else f"{row.margin_low_km:+,.1f} … {row.margin_high_km:+,.1f}"
+        precision = "unknown" if pd.isna(row.precision_km) else f"{row.precision_km * 1000:,.4g}"
+        table.add_row(catalogue.sites.loc[row.site_id, "name"], catalogue.missiles.loc[row.missile_id, "name"],
+                      f"{row.distance_km:,.1f}", f"{low}{row.range_max_km:,.0f}", f"{row.margin_km:+,.1f}", interval,
+                      precision)
+    return table
 
 
 @cli.command("build-data")
@@ -400,7 +481,9 @@ def _default_actor() -> str:
 
 @cli.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(help="A .csv, .geojson/.json or .kml file of new sites.")],
+    file: Annotated[Path, typer.Argument(help="A .csv, .geojson/.json or .kml file of new sites (or missiles, places).")],
+    kind: Annotated[ImportKind, typer.Option("--kind", help="What the file adds: sites, missiles or places.")] =
+    ImportKind.sites,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row against the catalogue, then write "
                                           "nothing; print what would be written.")] = False,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Write the good rows even if some are bad "
@@ -408,7 +491,8 @@ def import_command(
     actor: Annotated[Optional[str], typer.Option(help="Who the change log names (default: cli:<os user>).")] = None,
     gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to write (default: the live one).")] = None,
 ) -> None:
-    """Add the file's sites in one transaction, each checked as POST /sites checks a body.
+    """Add the file's sites (or missile systems, places) in one transaction, each checked as POST /sites (/missiles,
+    /places) checks a body.
 
     Exit 0: written (or, with --dry-run, would be); 1: bad rows, nothing written (with --skip-bad: only when no row
     is good); 2: the file or the GeoPackage cannot be used, nothing written.
@@ -417,7 +501,7 @@ def import_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.importer import MalformedFile, import_file
+    from app.importer import RECORD_KINDS, MalformedFile, import_file
     from app.migrations import MigrationError
 
     who = (actor if actor is not None else _default_actor()).strip()
@@ -436,7 +520,8 @@ def import_command(
 
     try:
         with progress:
-            result = import_file(file, target, actor=who, skip_bad=skip_bad, dry_run=dry_run, on_rows=on_rows)
+            result = import_file(file, target, actor=who, skip_bad=skip_bad, dry_run=dry_run, on_rows=on_rows,
+                                 kind=RECORD_KINDS[kind.value])
     except MalformedFile as exc:
         _fail(str(exc))
     except FileNotFoundError as exc:
@@ -451,11 +536,11 @@ def import_command(
     bad = f"{len(result.bad)} bad {result.unit}(s)"
     timing = f"checked in {result.check_seconds:.2f} s" + (f", written in {result.write_seconds:.2f} s"
                                                             if result.written else "")
+    added = f"{len(result.good)} {kind.value[:-1]}(s) from {file} to {target} as {who}"
     if dry_run:
-        summary = (f"dry run: would add {len(result.good)} site(s) from {file} to {target} as {who}; {bad};"
-                   f" nothing written ({timing})")
+        summary = f"dry run: would add {added}; {bad}; nothing written ({timing})"
     elif result.written:
-        summary = f"added {len(result.good)} site(s) from {file} to {target} as {who}; {bad} ({timing})"
+        summary = f"added {added}; {bad} ({timing})"
     else:
         summary = (f"nothing written to {target}: {bad} in {file}"
                    + ("" if skip_bad else "; --skip-bad writes the good rows"))
@@ -495,16 +580,49 @@ def _imported_table(result) -> Table:
     good = result.good
     shown = good if len(good) <= IMPORT_TABLE_ROWS else good[:10]
     more = len(good) - len(shown)
-    table = Table(title=f"{title} ({len(good)} sites{f'; the first {len(shown)}' if more else ''})",
+    table = Table(title=f"{title} ({len(good)} {result.kind}{f'; the first {len(shown)}' if more else ''})",
                   caption=f"... and {more} more" + (f", the last {good[-1].site_id}" if good[-1].site_id else "")
                   if more else None)
-    for column in (result.unit, "id", "name", "lon", "lat"):
+    located = result.kind != "missiles"
+    for column in (result.unit, "id", "name", *(("lon", "lat") if located else ())):
         table.add_column(column, justify="right" if column in (result.unit, "lon", "lat") else "left")
     for outcome in shown:
         table.add_row(str(outcome.number), outcome.site_id or "", outcome.name or "",
-                      "" if outcome.lon is None else f"{outcome.lon:.6f}",
-                      "" if outcome.lat is None else f"{outcome.lat:.6f}")
+                      *(("" if outcome.lon is None else f"{outcome.lon:.6f}",
+                         "" if outcome.lat is None else f"{outcome.lat:.6f}") if located else ()))
     return table
+
+
+@cli.command("attach-border")
+def attach_border(
+    border: Annotated[str, typer.Argument(help="A named line of /borders, e.g. mdl.")],
+    countries: Annotated[list[str], typer.Argument(help="ISO alpha-3 codes of the countries whose sites it matters to.")],
+    detach: Annotated[bool, typer.Option("--detach", help="Detach the line from the countries instead.")] = False,
+    actor: Annotated[Optional[str], typer.Option(help="Who the change log names (default: cli:<os user>).")] = None,
+    gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to write (default: the live one).")] = None,
+) -> None:
+    """Attach a named line to countries: their sites are measured against it (as the MDL and the DMZ edges are for
+    KOR and PRK), in /sites/{id}, exports and maps. Recorded in the change log; a running service follows."""
+    import sqlite3
+    from contextlib import closing
+
+    from app import edits, store
+
+    target = gpkg or _live(Settings())
+    who = (actor if actor is not None else _default_actor()).strip()
+    try:
+        with closing(store.connect(target)) as connection:
+            store.ensure_edit_schema(connection)
+            with store.transaction(connection):
+                changes = edits.attach_borders(connection, border, countries, who, detach=detach)
+    except CatalogueError as exc:
+        _fail(f"{exc.parameter or 'input'}: {exc.message}")
+    except sqlite3.Error as exc:
+        _fail(f"{target}: {exc}")
+    verb = "detached" if detach else "attached"
+    done = [c["entity_id"].split(":")[1] for c in changes]
+    console.print(f"{border} {verb} {'to' if not detach else 'from'} {', '.join(done) if done else 'no country'}"
+                  + ("" if len(done) == len(set(countries)) else " (the others already were)"), highlight=False)
 
 
 @cli.command("backup")
@@ -534,6 +652,193 @@ def backup_command(
                   highlight=False)
     if not result.ok:
         raise typer.Exit(1)
+
+
+cities_cli = typer.Typer(help="GeoNames cities of at least 15,000 people: near a point, in range of sites, and which "
+                         "sites reach one.", no_args_is_help=True)
+cli.add_typer(cities_cli, name="cities")
+CITY_SORT_HELP = "population (largest first), distance or name."
+
+
+def _city_params(**values):
+    """The city parameter group, validated with the API's bounds."""
+    from app.schemas import CityParams
+
+    return _params(CityParams, **values)
+
+
+def _cities_table(title: str, rows, *, reached=None, caption: str | None = None) -> Table:
+    """Cities as a rich table: id, name, country, people, km, and the site and missiles that reach each when known."""
+    table = Table(title=title, caption=caption)
+    for column in ["id", "name", "country", "population", "km"] + (["nearest site", "reached by", "margin km"]
+                                                                      if reached is not None else []):
+        table.add_column(column, justify="right" if column in ("population", "km", "margin km") else "left")
+    for city_id, row in rows.iterrows():
+        cells = [city_id, row["name"], row["country"], f"{int(row['population']):,}", _km(row.get("distance_km"))]
+        if reached is not None:
+            pairs = reached.get(city_id, [])
+            cells += [row["site_id"], ", ".join(dict.fromkeys(p["missile_id"] for p in pairs)), _km(row["margin_km"])]
+        table.add_row(*cells)
+    return table
+
+
+@cities_cli.command("near")
+def cities_near(
+    lat: Annotated[Optional[float], typer.Option(help="Centre latitude, degrees.")] = None,
+    lon: Annotated[Optional[float], typer.Option(help="Centre longitude, degrees.")] = None,
+    near: Annotated[Optional[str], typer.Option(help="Centre at a reference place, e.g. Seoul.")] = None,
+    within_km: Annotated[Optional[float], typer.Option(help="Geodesic radius around the centre, km.")] = None,
+    city_country: Annotated[Optional[list[str]], typer.Option(help="Cities' alpha-3 country (repeatable).")] = None,
+    min_population: Annotated[Optional[int], typer.Option(help="At least this many people.")] = None,
+    sort: Annotated[Optional[str], typer.Option(help=CITY_SORT_HELP)] = None,
+    limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Cities within a geodesic radius of a point or place, as GET /cities."""
+    centre_params = _params(CentreParams, lat=lat, lon=lon, near=near)
+    radius = _params(RadiusParams, within_km=within_km)
+    params = _city_params(city_country=city_country, min_population=min_population, sort=sort, limit=limit)
+    catalogue = _open(gpkg)
+    try:
+        where = centre_params.resolve(catalogue)
+        rows = catalogue.find_cities(centre=where, within_km=radius.within_km, country=params.countries(catalogue),
+                                     min_population=params.min_population, sort=params.sort)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    console.print(_cities_table(f"{min(len(rows), params.limit)} of {len(rows)} cities "
+                                f"({int(rows['population'].sum()):,} people)", rows.iloc[:params.limit]))
+
+
+@cities_cli.command("in-range")
+def cities_in_range_command(
+    site: Annotated[Optional[list[str]], typer.Option(help="Site id (repeatable); default: every site.")] = None,
+    missile_type: Annotated[Optional[list[str]], typer.Option(help="Only these missiles, e.g. hwasong-5.")] = None,
+    missile_class: Annotated[Optional[list[str]], typer.Option(help="Only missiles of these classes, e.g. SRBM.")] = None,
+    city_country: Annotated[Optional[list[str]], typer.Option(help="Cities' alpha-3 country (repeatable).")] = None,
+    min_population: Annotated[Optional[int], typer.Option(help="At least this many people.")] = None,
+    sort: Annotated[Optional[str], typer.Option(help=CITY_SORT_HELP)] = None,
+    limit: Annotated[int, typer.Option(help="Cities to print.")] = 100,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Cities within range of sites' missiles, with the people per missile class and per missile, as
+    GET /sites/{site_id}/cities and GET /cities/in-range."""
+    from app.routers.cities import reach_pairs
+
+    params = _city_params(city_country=city_country, min_population=min_population, sort=sort, limit=limit)
+    catalogue = _open(gpkg)
+    try:
+        for missile_id in missile_type or ():
+            if missile_id not in catalogue.missiles.index:
+                raise InvalidParameter(f"unknown missile {missile_id!r}", parameter="missile_type")
+        site_ids = site or list(catalogue.sites.index)
+        result = catalogue.cities_in_range(site_ids, missile_types=tuple(missile_type or ()),
+                                           missile_classes=tuple(missile_class or ()))
+        rows = catalogue.cities_reached(result, sort=params.sort or "population")
+        countries = params.countries(catalogue)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    if countries:
+        rows = rows[rows["country"].isin(countries)]
+    if params.min_population is not None:
+        rows = rows[rows["population"] >= params.min_population]
+    shown = rows.iloc[:params.limit]
+    people = "; ".join(f"{c['class']}: {c['cities']:,} cities, {c['population']:,} people" for c in result.by_class)
+    console.print(_cities_table(f"Cities within range of {', '.join(result.site_ids) or 'no site'}: {len(shown)} of "
+                                f"{len(rows)}", shown, reached=reach_pairs(result, shown.index),
+                                caption=f"{people or 'no city in range'}" + (
+                                    f"; not assessed: {', '.join(result.not_assessed)}" if result.not_assessed else "")))
+    missiles = Table(title="People within range, per missile")
+    for column in ("missile", "range km", "cities", "people", "cities certain", "people certain"):
+        missiles.add_column(column, justify="left" if column == "missile" else "right")
+    for row in result.by_missile:
+        missile = catalogue.missiles.loc[row["missile_id"]]
+        plus = "+" if missile.get("range_max_qualifier") == "at_least" else ""
+        missiles.add_row(row["missile_id"], f"{missile['range_max_km']:,.0f}{plus}", f"{row['cities']:,}",
+                         f"{row['population']:,}", f"{row['cities_certain']:,}", f"{row['population_certain']:,}")
+    console.print(missiles)
+
+
+@cities_cli.command("reach")
+def cities_reach(
+    city: Annotated[str, typer.Argument(help="A GeoNames id (e.g. 1850147) or a city name (the most populous match).")],
+    gpkg: GpkgOption = None,
+) -> None:
+    """The sites and missiles whose published range covers a city, as GET /cities/{city_id}/reach."""
+    from app.catalogue import Centre
+
+    catalogue = _open(gpkg)
+    try:
+        row = _city_by_id_or_name(catalogue, city)
+        pairs = catalogue.reach(Centre(float(row["lon"]), float(row["lat"])))
+    except CatalogueError as exc:
+        _fail(f"{exc.parameter or 'city'}: {exc.message}")
+    table = Table(title=f"Sites that reach {row['name']} ({row['country']}, {int(row['population']):,} people; "
+                        f"GeoNames {row['id']})")
+    for column in ("site", "missile", "km", "range km", "margin km"):
+        table.add_column(column, justify="right" if "km" in column else "left")
+    for item in pairs.itertuples():
+        table.add_row(item.site_id, item.missile_id, _km(item.distance_km), f"{item.range_max_km:,.0f}", _km(item.margin_km))
+    console.print(table)
+
+
+def _city_by_id_or_name(catalogue, text: str):
+    """A city by GeoNames id, else by name (case-insensitive; the most populous of the same name)."""
+    frame = catalogue.city_table.frame
+    if text in frame.index:
+        return frame.loc[text]
+    named = frame[frame["name"].str.casefold() == text.strip().casefold()]
+    if named.empty:
+        raise NotFound(f"no city with id or name {text!r}", parameter="city")
+    return named.iloc[np.lexsort((named["id"].to_numpy(dtype=str), -named["population"].to_numpy()))[0]]
+
+
+@cli.command("launches")
+def launches_command(
+    site_id: Annotated[str, typer.Argument(help="Site id, e.g. kittaeryong-missile-base.")],
+    within_km: Annotated[Optional[float], typer.Option(help="Also every located launch within this distance, km.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: only the launches known by the end of that day.")] = None,
+    gpkg: GpkgOption = None,
+) -> None:
+    """Launches (CNS flight tests) at a site, and within --within-km of it, by year and missile, as
+    GET /sites/{site_id}/launches."""
+    import datetime
+
+    from app.catalogue import launch_counts
+    from app.schemas import MAX_RADIUS_KM, MIN_RADIUS_KM
+
+    if within_km is not None and not MIN_RADIUS_KM <= within_km <= MAX_RADIUS_KM:
+        _fail(f"--within-km: must be between {MIN_RADIUS_KM:g} and {MAX_RADIUS_KM:g}")
+    try:
+        day = None if as_of is None else datetime.date.fromisoformat(as_of)
+    except ValueError:
+        _fail(f"--as-of: {as_of!r} is not a date (YYYY-MM-DD)")
+    if day is not None and day > datetime.datetime.now(datetime.timezone.utc).date():
+        _fail(f"--as-of: {as_of} is after today (UTC)")
+    catalogue = _open(gpkg)
+    try:
+        rows = catalogue.site_launches(site_id, within_km=within_km, as_of=day)
+    except CatalogueError as exc:
+        _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
+    where = f"within {within_km:g} km of {site_id}" if within_km is not None else f"at {site_id}"
+    counts = Table(title=f"{len(rows)} launches {where}{f' (known by {as_of})' if as_of else ''}, by year and missile",
+                   caption="CNS North Korea Missile Test Database, as redistributed by nagix/nk-missile-tests")
+    for column in ("year", "missile", "name", "launches"):
+        counts.add_column(column, justify="right" if column == "launches" else "left")
+    for item in launch_counts(rows):
+        counts.add_row(item["year"], item["missile"], item["missile_name"], str(item["launches"]))
+    console.print(counts)
+    table = Table(title="Launches")
+    for column in ("id", "date", "missile", "facility", "km", "outcome"):
+        table.add_column(column, justify="right" if column == "km" else "left")
+    for launch_id, row in rows.iterrows():
+        table.add_row(launch_id, row["launched_on"], row["missile_name"], row["facility_name"], _km(_nan_none(row["distance_km"])),
+                      row["outcome"])
+    console.print(table)
+
+
+def _nan_none(value):
+    """None for a NaN, else the value."""
+    return None if value is None or value != value else value
 
 
 token_cli = typer.Typer(help="Issue bearer tokens for MISSILE_SITES_TOKENS.", no_args_is_help=True)

@@ -10,9 +10,16 @@ import shapely
 
 from app import store, vocab
 from app.errors import Gone, InvalidParameter, NotFound
+from app.build_data import alpha3
 from app.history import period_start
-from app.models import LIST_FIELDS, ObservationCreate, SiteCreate, SiteUpdate, SourceCreate, SourceUpdate
-from app.vocab import MAX_ID_LENGTH, SITE_LIST_COLUMNS, decode_list, encode_list, slugify  # noqa: F401
+from app.migrations import ATTACHED_TABLE
+from app.models import (
+    LIST_FIELDS, MissileCreate, MissileFields, MissileUpdate, ObservationCreate, PlaceCreate, PlaceUpdate, SiteCreate,
+    SiteUpdate, SourceCreate, SourceUpdate,
+)
+from app.vocab import (  # noqa: F401
+    MAX_ID_LENGTH, MISSILE_LIST_COLUMNS, PLACE_LIST_COLUMNS, SITE_LIST_COLUMNS, decode_list, encode_list, slugify,
+)
 
 SITE_FIELDS = tuple(SiteCreate.model_fields)
 SOURCE_FIELDS = tuple(SourceCreate.model_fields)
@@ -210,6 +217,11 @@ def _insert(connection: sqlite3.Connection, table: str, row: dict) -> None:
     connection.execute(f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
 
 
+def _assignments(row: dict) -> str:
+    """`"column" = ?, ...` for an UPDATE of the row's columns."""
+    return ", ".join(f'"{c}" = ?' for c in row)
+
+
 def site_row(site: dict) -> dict:
     """A site record as its stored row, column -> cell: the point blob, lists as JSON arrays, and its id last."""
     located = site["lon"] is not None
@@ -330,3 +342,241 @@ def update_source(connection: sqlite3.Connection, source_id: str, data: SourceUp
     store.touch_contents(connection, "sources")
     return record_change(connection, at=at, actor=actor, action="update", entity="source", entity_id=source_id,
                          site_id=None, before=before, after=source)
+
+
+# --- missiles --------------------------------------------------------------------------------------
+
+MISSILE_FIELDS = ("name", "aliases", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "source_ids",
+                  "notes")
+MISSILE_STORED = MISSILE_FIELDS + store.EDIT_COLUMNS["missiles"]
+
+
+def _missile_fields(data: MissileFields, names) -> dict:
+    """The given fields of a missile body keyed by column (`class` for the model's missile_class)."""
+    return {("class" if name == "missile_class" else name): getattr(data, name) for name in names}
+
+
+def missile_record(connection: sqlite3.Connection, missile_id: str) -> dict | None:
+    """A stored missile as a plain record (lists as lists), or None."""
+    columns = ", ".join(f'"{c}"' for c in MISSILE_STORED)
+    row = connection.execute(f"SELECT {columns} FROM missiles WHERE id = ?", (missile_id,)).fetchone()
+    if row is None:
+        return None
+    record = {"id": missile_id, **dict(zip(MISSILE_STORED, row))}
+    return {k: decode_list(v) if k in MISSILE_LIST_COLUMNS else v for k, v in record.items()}
+
+
+def check_missile_fields(missile: dict) -> None:
+    """A missile's range fields agree with each other (as the build checks missiles.csv)."""
+    low, high = missile["range_min_km"], missile["range_max_km"]
+    if low is not None and high is None:
+        raise InvalidParameter("range_min_km given without range_max_km", parameter="range_min_km")
+    if low is not None and low > high:
+        raise InvalidParameter(f"range_min_km {low:g} exceeds range_max_km {high:g}", parameter="range_min_km")
+    for field in ("range_kind", "confidence"):
+        if (missile[field] is None) != (high is None):
+            raise InvalidParameter(f"{field} must be given exactly when range_max_km is given", parameter=field)
+
+
+def _check_missile(connection: sqlite3.Connection, missile: dict) -> None:
+    """A whole missile record agrees with itself and cites only known sources."""
+    _check_refs(connection, "source_ids", "sources", missile["source_ids"])
+    check_missile_fields(missile)
+
+
+def _missile_row(missile: dict) -> dict:
+    """A missile record as its stored row (lists as JSON arrays), its id last."""
+    row = {c: (encode_list(missile[c]) if c in MISSILE_LIST_COLUMNS else missile[c]) for c in MISSILE_STORED}
+    return {**row, "id": missile["id"]}
+
+
+def new_missile(data: MissileCreate, *, missile_id: str, at: str, actor: str) -> dict:
+    """A new missile's record: the client's fields (lists never None) and the server's."""
+    missile = _missile_fields(data, MissileFields.model_fields)
+    missile.update(aliases=missile["aliases"] or [], source_ids=missile["source_ids"] or [], id=missile_id,
+                   created_at=at, created_by=actor, updated_at=at, updated_by=actor)
+    return missile
+
+
+def create_missile(connection: sqlite3.Connection, data: MissileCreate, actor: str) -> dict:
+    """Add a missile system; its id comes from its name. Returns the change."""
+    at = store.utc_now()
+    missile = new_missile(data, missile_id=_free_id(connection, "missiles", slugify(data.name, "missile")), at=at,
+                          actor=actor)
+    _check_missile(connection, missile)
+    _insert(connection, "missiles", _missile_row(missile))
+    store.touch_contents(connection, "missiles")
+    return record_change(connection, at=at, actor=actor, action="create", entity="missile", entity_id=missile["id"],
+                         site_id=None, before=None, after=missile)
+
+
+def update_missile(connection: sqlite3.Connection, missile_id: str, data: MissileUpdate, actor: str) -> dict | None:
+    """Change the given fields of a missile; a new class re-derives the missile classes of the sites that hold it
+    (each such site's change recorded too). The missile's change, or None if nothing differs."""
+    before = missile_record(connection, missile_id)
+    if before is None:
+        raise NotFound(f"no missile with id {missile_id!r}", parameter="missile_id")
+    changes = _missile_fields(data, data.model_fields_set)
+    missile = {**before, **{k: ([] if v is None and k in MISSILE_LIST_COLUMNS else v) for k, v in changes.items()}}
+    _check_missile(connection, missile)
+    if _diff(before, missile) == {}:
+        return None
+    at = store.utc_now()
+    missile.update(updated_at=at, updated_by=actor)
+    row = _missile_row(missile)
+    row.pop("id")
+    connection.execute(f"UPDATE missiles SET {_assignments(row)} WHERE id = ?",
+                       [*row.values(), missile_id])
+    store.touch_contents(connection, "missiles")
+    if missile["class"] != before["class"]:
+        _rederive_classes(connection, missile_id, at=at, actor=actor)
+    return record_change(connection, at=at, actor=actor, action="update", entity="missile", entity_id=missile_id,
+                         site_id=None, before=before, after=missile)
+
+
+def sites_holding(connection: sqlite3.Connection, missile_id: str) -> list[str]:
+    """The ids of the sites (retired ones too) whose missile_types list the missile."""
+    rows = connection.execute("SELECT id, missile_types FROM sites WHERE instr(missile_types, ?) > 0",
+                              (json.dumps(missile_id),)).fetchall()
+    return [site_id for site_id, cell in rows if missile_id in decode_list(cell)]
+
+
+def _rederive_classes(connection: sqlite3.Connection, missile_id: str, *, at: str, actor: str) -> None:
+    """Re-derive missile_classes of every site holding the missile, recording each site whose classes changed."""
+    for site_id in sites_holding(connection, missile_id):
+        before = site_record(connection, site_id)
+        classes = vocab.site_classes(before["missile_types"], before["missile_classes_reported"],
+                                     _missile_classes(connection, before["missile_types"]))
+        if classes == before["missile_classes"]:
+            continue
+        connection.execute("UPDATE sites SET missile_classes = ? WHERE id = ?", (encode_list(classes), site_id))
+        record_change(connection, at=at, actor=actor, action="update", entity="site", entity_id=site_id,
+                      site_id=site_id, before=before, after={**before, "missile_classes": classes})
+    store.touch_contents(connection, "sites")
+
+
+# --- places ----------------------------------------------------------------------------------------
+
+PLACE_FIELDS = tuple(PlaceCreate.model_fields)
+PLACE_STORED = tuple(f for f in PLACE_FIELDS if f not in ("lon", "lat")) + store.EDIT_COLUMNS["places"]
+
+
+def place_record(connection: sqlite3.Connection, place_id: str) -> dict | None:
+    """A stored place as a plain record (lon/lat, lists as lists), or None."""
+    columns = ", ".join(f'"{c}"' for c in PLACE_STORED)
+    row = connection.execute(f"SELECT geom, {columns} FROM places WHERE id = ?", (place_id,)).fetchone()
+    if row is None:
+        return None
+    point = store.blob_geometry(row[0])
+    record = {"id": place_id, "lon": point.x, "lat": point.y, **dict(zip(PLACE_STORED, row[1:]))}
+    return {k: decode_list(v) if k in PLACE_LIST_COLUMNS else v for k, v in record.items()}
+
+
+def place_names(connection: sqlite3.Connection, *, other_than: str | None = None) -> dict[str, str]:
+    """Every casefolded id, name and alias `near=` answers to, with the place it names (one place left out)."""
+    names: dict[str, str] = {}
+    for place_id, name, aliases in connection.execute("SELECT id, name, aliases FROM places"):
+        if place_id != other_than:
+            for text in (place_id, name, *decode_list(aliases)):
+                names.setdefault(str(text).casefold(), place_id)
+    return names
+
+
+def check_place_names(place: dict, taken: dict[str, str]) -> None:
+    """The place's name and aliases name no other place (case-insensitive) and repeat none of each other."""
+    seen: set[str] = set()
+    for field, text in [("name", place["name"]), *(("aliases", alias) for alias in place["aliases"])]:
+        key = text.casefold()
+        if key in taken:
+            raise InvalidParameter(f"{field}: {text!r} already names the place {taken[key]!r}", parameter=field)
+        if key in seen:
+            raise InvalidParameter(f"{field}: {text!r} is given twice (names are compared case-insensitively)",
+                                   parameter=field)
+        seen.add(key)
+
+
+def _check_place(connection: sqlite3.Connection, place: dict) -> None:
+    """A whole place record cites a known source and names no other place."""
+    _check_refs(connection, "source_id", "sources", [place["source_id"]])
+    check_place_names(place, place_names(connection, other_than=place["id"]))
+
+
+def place_row(place: dict) -> dict:
+    """A place record as its stored row, column -> cell: the point blob, lists as JSON arrays, and its id last."""
+    row = {"geom": store.point_blob(place["lon"], place["lat"])}
+    row.update({c: (encode_list(place[c]) if c in PLACE_LIST_COLUMNS else place[c]) for c in PLACE_STORED})
+    return {**row, "id": place["id"]}
+
+
+def new_place(data: PlaceCreate, *, place_id: str, at: str, actor: str) -> dict:
+    """A new place's record: the client's fields (aliases never None) and the server's."""
+    place = {field: getattr(data, field) for field in PLACE_FIELDS}
+    place.update(aliases=place["aliases"] or [], id=place_id, created_at=at, created_by=actor, updated_at=at,
+                 updated_by=actor)
+    return place
+
+
+def create_place(connection: sqlite3.Connection, data: PlaceCreate, actor: str) -> dict:
+    """Add a reference place; its id comes from its name. Returns the change."""
+    at = store.utc_now()
+    place = new_place(data, place_id=_free_id(connection, "places", slugify(data.name, "place")), at=at, actor=actor)
+    _check_place(connection, place)
+    _insert(connection, "places", place_row(place))
+    store.touch_contents(connection, "places", shapely.Point(place["lon"], place["lat"]))
+    return record_change(connection, at=at, actor=actor, action="create", entity="place", entity_id=place["id"],
+                         site_id=None, before=None, after=place)
+
+
+def update_place(connection: sqlite3.Connection, place_id: str, data: PlaceUpdate, actor: str) -> dict | None:
+    """Change the given fields of a place (a new lon/lat moves it). The change, or None if nothing differs."""
+    before = place_record(connection, place_id)
+    if before is None:
+        raise NotFound(f"no place with id {place_id!r}", parameter="place_id")
+    changes = {field: getattr(data, field) for field in data.model_fields_set}
+    place = {**before, **{k: ([] if v is None and k in PLACE_LIST_COLUMNS else v) for k, v in changes.items()}}
+    _check_place(connection, place)
+    if _diff(before, place) == {}:
+        return None
+    at = store.utc_now()
+    place.update(updated_at=at, updated_by=actor)
+    row = place_row(place)
+    row.pop("id")
+    connection.execute(f"UPDATE places SET {_assignments(row)} WHERE id = ?",
+                       [*row.values(), place_id])
+    store.touch_contents(connection, "places", shapely.Point(place["lon"], place["lat"]))
+    return record_change(connection, at=at, actor=actor, action="update", entity="place", entity_id=place_id,
+                         site_id=None, before=before, after=place)
+
+
+# --- named lines attached to countries ------------------------------------------------------------
+
+
+def attach_borders(connection: sqlite3.Connection, border_id: str, countries: list[str], actor: str, *,
+                   detach: bool = False) -> list[dict]:
+    """Attach a named line (a row of the borders layer) to countries, so their sites are measured against it (or
+    detach it); each pair that changes is recorded. Returns the changes (none when every pair already was so)."""
+    row = connection.execute("SELECT kind FROM borders WHERE id = ?", (border_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no border with id {border_id!r} (coastlines and land borders are measured without"
+                       " attaching)", parameter="border_id")
+    at, changes = store.utc_now(), []
+    for country in dict.fromkeys(countries):
+        problem = alpha3(blank_ok=False)(country, {})
+        if problem:
+            raise InvalidParameter(problem, parameter="country")
+        attached = connection.execute(f'SELECT 1 FROM "{ATTACHED_TABLE}" WHERE border_id = ? AND country = ?',
+                                      (border_id, country)).fetchone() is not None
+        if attached != detach:
+            continue
+        pair = {"border_id": border_id, "country": country}
+        if detach:
+            connection.execute(f'DELETE FROM "{ATTACHED_TABLE}" WHERE border_id = ? AND country = ?',
+                               (border_id, country))
+        else:
+            _insert(connection, ATTACHED_TABLE, pair)
+        changes.append(record_change(connection, at=at, actor=actor, action="detach" if detach else "attach",
+                                     entity="attached_border", entity_id=f"{border_id}:{country}", site_id=None,
+                                     before=pair if detach else None, after=None if detach else pair))
+    if changes:
+        store.touch_contents(connection, ATTACHED_TABLE)
+    return changes

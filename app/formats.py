@@ -22,7 +22,8 @@ LIST_COLUMNS = vocab.LIST_COLUMNS["sites"]  # the site columns that hold lists
 SITE_COLUMNS = (
     "id", "name", "aliases", "country", "province", "facility_type", "declared_status", "current_status",
     "status_observed_on", "missile_types", "missile_classes", "unit_size", "belt", "belt_notes",
-    "coord_confidence", "coord_precision_m", "coord_source_id", "notes", "source_ids",
+    "coord_confidence", "coord_precision_m", "coord_precision_basis", "coord_precision_reason", "coord_source_id", "notes",
+    "source_ids",
 )
 CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -70,6 +71,21 @@ def site_properties(row: pd.Series) -> dict:
 def rounded_km(value) -> float | None:
     """A distance in km rounded to the metre, or None when unknown."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 3)
+
+
+def reach_pairs(pairs: pd.DataFrame, *, with_site: bool = True) -> list[dict]:
+    """Rows of `Catalogue.reach` as JSON: each missile's range, its margin in km with the interval the site's
+    coordinate precision puts around it (null when the precision is unknown), and the verdict."""
+    items = []
+    for row in pairs.itertuples():
+        interval = None if pd.isna(row.margin_low_km) else [rounded_km(row.margin_low_km), rounded_km(row.margin_high_km)]
+        items.append({**({"site_id": row.site_id} if with_site else {}), "missile_id": row.missile_id,
+                      "range_min_km": _clean(row.range_min_km), "range_max_km": row.range_max_km,
+                      "range_kind": row.range_kind, "margin_km": rounded_km(row.margin_km),
+                      "margin_interval_km": interval,
+                      "coord_precision_m": None if pd.isna(row.precision_km) else round(row.precision_km * 1000, 3),
+                      "verdict": row.verdict})
+    return items
 
 
 def site_features(page: SitePage) -> list[dict]:

@@ -1,5 +1,5 @@
-"""Import sites from CSV, GeoJSON or KML: every row checked as POST /sites checks a body, then all written in bulk in
-one transaction."""
+"""Import sites, missile systems or places from CSV, GeoJSON or KML: every row checked as the matching POST checks a
+body, then all written in one transaction (sites in bulk)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,29 @@ import shapely
 
 from app import edits, store
 from app.errors import CatalogueError
-from app.models import LIST_FIELDS, SiteCreate
+from app.models import LIST_FIELDS, MissileCreate, PlaceCreate, SiteCreate
 from app.vocab import decode_list
 
 SITE_FIELDS = tuple(SiteCreate.model_fields)
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """What an import adds: its name, the body model each row must pass, its fields as a file names them, which of
+    them are lists, and whether a row has a point (lon/lat from a geometry)."""
+
+    name: str
+    model: type
+    fields: tuple[str, ...]
+    lists: frozenset[str]
+    located: bool
+
+
+SITES = RecordKind("sites", SiteCreate, SITE_FIELDS, LIST_FIELDS, True)
+MISSILES = RecordKind("missiles", MissileCreate, tuple(f.alias or n for n, f in MissileCreate.model_fields.items()),
+                      frozenset({"aliases", "source_ids"}), False)
+PLACES = RecordKind("places", PlaceCreate, tuple(PlaceCreate.model_fields), frozenset({"aliases"}), True)
+RECORD_KINDS = {kind.name: kind for kind in (SITES, MISSILES, PLACES)}
 KINDS = {".csv": "csv", ".geojson": "geojson", ".json": "geojson", ".kml": "kml"}
 KML_NAMESPACES = ("http://www.opengis.net/kml/2.2", "http://earth.google.com/kml/2.2",
                   "http://earth.google.com/kml/2.1", "http://earth.google.com/kml/2.0", "")
@@ -44,7 +63,8 @@ class Row:
 
 @dataclass
 class Outcome:
-    """What became of one row: the site id it got (or would get) or the reason it was refused."""
+    """What became of one row: the id it got (or would get; `site_id` whatever the kind) or the reason it was
+    refused."""
 
     number: int
     name: str | None
@@ -60,6 +80,7 @@ class ImportResult:
 
     path: Path
     unit: str  # "line" (CSV) or "feature" (GeoJSON, KML): what a row number counts
+    kind: str = "sites"  # what the rows add: sites, missiles or places
     outcomes: list[Outcome] = field(default_factory=list)
     written: bool = False
     dry_run: bool = False
@@ -87,10 +108,11 @@ def file_kind(path: Path) -> str:
     return kind
 
 
-def read_rows(path: Path) -> tuple[str, list[Row]]:
-    """The rows of a CSV, GeoJSON or KML file, with what a row number counts ("line" or "feature")."""
+def read_rows(path: Path, kind: RecordKind = SITES) -> tuple[str, list[Row]]:
+    """The rows of a CSV, GeoJSON or KML file of one kind of record, with what a row number counts ("line" or
+    "feature")."""
     path = Path(path)
-    kind = file_kind(path)
+    file_type = file_kind(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -99,44 +121,47 @@ def read_rows(path: Path) -> tuple[str, list[Row]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MalformedFile(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
-    reader = {"csv": read_csv, "geojson": read_geojson, "kml": read_kml}[kind]
+    reader = {"csv": read_csv, "geojson": read_geojson, "kml": read_kml}[file_type]
     try:
-        rows = reader(text)
+        rows = reader(text, kind)
     except MalformedFile as exc:
         raise MalformedFile(f"{path}: {exc}") from None
-    return ("line" if kind == "csv" else "feature"), rows
+    return ("line" if file_type == "csv" else "feature"), rows
 
 
-def _cell_value(name: str, value: str):
+def _cell_value(name: str, value: str, kind: RecordKind = SITES):
     """A text cell as a field value: a list field as a JSON array, or `;`-separated (items stripped, blanks dropped)."""
-    return decode_list(value) if name in LIST_FIELDS else value
+    return decode_list(value) if name in kind.lists else value
 
 
-def _text_fields(pairs: Iterable[tuple[str, str | None]]) -> dict:
-    """Named text cells as SiteCreate input: an empty cell of a known field is left out (its default applies);
+def _text_fields(pairs: Iterable[tuple[str, str | None]], kind: RecordKind = SITES) -> dict:
+    """Named text cells as the kind's body: an empty cell of a known field is left out (its default applies);
     a cell of an unknown field is kept whatever its value, so validation refuses it."""
     fields = {}
     for name, value in pairs:
         value = "" if value is None else value
-        if name in SITE_FIELDS:
+        if name in kind.fields:
             if value.strip():
-                fields[name] = _cell_value(name, value)
+                fields[name] = _cell_value(name, value, kind)
         else:
             fields[name] = value
     return fields
 
 
-def read_csv(text: str) -> list[Row]:
-    """CSV with a header of SiteCreate field names; list fields `; `-separated. Row numbers are file lines."""
+def read_csv(text: str, kind: RecordKind = SITES) -> list[Row]:
+    """CSV with a header of the kind's field names (POST's body fields); list fields `; `-separated. Row numbers are
+    file lines."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    singular = kind.name[:-1]
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
-            raise MalformedFile("no header line (expected SiteCreate field names, e.g. name,country,facility_type,...)")
+            raise MalformedFile(f"no header line (expected {singular} field names, e.g."
+                                f" {','.join(kind.fields[:3])},...)")
         header = [cell.strip() for cell in header]
-        if not set(header) & set(SITE_FIELDS):
-            raise MalformedFile(f"line 1 is not a header: none of {header[:5]!r} is a site field"
-                                f" (expected names such as {', '.join(SITE_FIELDS[:4])})")
+        if not set(header) & set(kind.fields):
+            raise MalformedFile(f"line 1 is not a header: none of {header[:5]!r} is a {singular} field"
+                                f" (expected names such as {', '.join(kind.fields[:4])})")
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
             raise MalformedFile(f"header repeats column {repeated[0]!r}")
@@ -150,13 +175,13 @@ def read_csv(text: str) -> list[Row]:
             if len(cells) > len(header):
                 rows.append(Row(start, problem=f"{len(cells)} cells but the header has {len(header)} columns"))
                 continue
-            rows.append(Row(start, _text_fields(zip(header, cells + [""] * (len(header) - len(cells))))))
+            rows.append(Row(start, _text_fields(zip(header, cells + [""] * (len(header) - len(cells))), kind)))
     except csv.Error as exc:
         raise MalformedFile(f"line {reader.line_num}: {exc}") from None
     return rows
 
 
-def read_geojson(text: str) -> list[Row]:
+def read_geojson(text: str, kind: RecordKind = SITES) -> list[Row]:
     """A GeoJSON FeatureCollection (or one Feature): Point geometry is lon/lat, null geometry an unknown
     coordinate, properties are the fields. Row numbers count features from 1."""
     try:
@@ -172,10 +197,10 @@ def read_geojson(text: str) -> list[Row]:
     else:
         kind = document.get("type") if isinstance(document, dict) else type(document).__name__
         raise MalformedFile(f"not a GeoJSON FeatureCollection or Feature (type {kind!r})")
-    return [_geojson_row(number, feature) for number, feature in enumerate(features, 1)]
+    return [_geojson_row(number, feature, kind) for number, feature in enumerate(features, 1)]
 
 
-def _geojson_row(number: int, feature) -> Row:
+def _geojson_row(number: int, feature, kind: RecordKind = SITES) -> Row:
     """One GeoJSON feature as a row."""
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         return Row(number, problem="not a GeoJSON Feature")
@@ -184,15 +209,18 @@ def _geojson_row(number: int, feature) -> Row:
         properties = {}
     if not isinstance(properties, dict):
         return Row(number, problem="properties: not an object")
-    fields = _json_fields(properties)
+    fields = _json_fields(properties, kind)
     if "geometry" not in feature:
         return Row(number, fields, "geometry: missing (give null for an unknown coordinate)")
     geometry = feature["geometry"]
     if geometry is None:
         return Row(number, fields)
+    if not kind.located:
+        return Row(number, fields, f"geometry: a {kind.name[:-1]} has none (give null)")
     if not isinstance(geometry, dict) or geometry.get("type") != "Point":
-        kind = geometry.get("type") if isinstance(geometry, dict) else type(geometry).__name__
-        return Row(number, fields, f"geometry: {kind} is not a Point (a site is one point, or null when unknown)")
+        shape = geometry.get("type") if isinstance(geometry, dict) else type(geometry).__name__
+        return Row(number, fields, f"geometry: {shape} is not a Point (a {kind.name[:-1]} is one point"
+                                   + (", or null when unknown)" if kind is SITES else ")"))
     coordinates = geometry.get("coordinates")
     if not isinstance(coordinates, list) or len(coordinates) not in (2, 3):
         return Row(number, fields, "geometry: a Point's coordinates must be [lon, lat]")
@@ -203,21 +231,21 @@ def _geojson_row(number: int, feature) -> Row:
     return Row(number, fields)
 
 
-def _json_fields(properties: dict) -> dict:
-    """GeoJSON properties as SiteCreate input: a null or blank value of a known field is left out (as an empty CSV
+def _json_fields(properties: dict, kind: RecordKind = SITES) -> dict:
+    """GeoJSON properties as the kind's body: a null or blank value of a known field is left out (as an empty CSV
     cell), a list field may also be one `; `-separated string (as GIS tools write lists); unknown fields are kept."""
     fields = {}
     for name, value in properties.items():
-        if name in SITE_FIELDS:
+        if name in kind.fields:
             if value is None or (isinstance(value, str) and not value.strip()):
                 continue
-            if name in LIST_FIELDS and isinstance(value, str):
-                value = _cell_value(name, value)
+            if name in kind.lists and isinstance(value, str):
+                value = _cell_value(name, value, kind)
         fields[name] = value
     return fields
 
 
-def read_kml(text: str) -> list[Row]:
+def read_kml(text: str, kind: RecordKind = SITES) -> list[Row]:
     """KML: each Placemark (in document order, in any Folder) is a row; its name is the site's name, its Point
     (lon,lat) the coordinate, its ExtendedData Data (or SimpleData) elements the other fields."""
     from lxml import etree
@@ -233,10 +261,10 @@ def read_kml(text: str) -> list[Row]:
         raise MalformedFile(f"not KML: the root element is <{local or root.tag}>"
                             + (f" in namespace {namespace!r}" if namespace else "") + ", not <kml>")
     ns = f"{{{namespace}}}" if namespace else ""
-    return [_kml_row(number, element, ns) for number, element in enumerate(root.iter(f"{ns}Placemark"), 1)]
+    return [_kml_row(number, element, ns, kind) for number, element in enumerate(root.iter(f"{ns}Placemark"), 1)]
 
 
-def _kml_row(number: int, element, ns: str) -> Row:
+def _kml_row(number: int, element, ns: str, kind: RecordKind = SITES) -> Row:
     """One KML Placemark as a row, parsed by fastkml."""
     from fastkml import Placemark
     from fastkml.data import Data, SchemaData
@@ -257,7 +285,7 @@ def _kml_row(number: int, element, ns: str) -> Row:
         if name not in named:
             pairs.append((name, ""))
             named.add(name)
-    fields = _text_fields(pairs)
+    fields = _text_fields(pairs, kind)
     if placemark.name is not None and placemark.name.strip():
         if "name" in fields and fields["name"].strip() != placemark.name.strip():
             return Row(number, fields, f"name: the Placemark's <name> {placemark.name!r} and its Data name"
@@ -266,9 +294,12 @@ def _kml_row(number: int, element, ns: str) -> Row:
     geometry = placemark.geometry
     if geometry is None:
         return Row(number, fields)
+    if not kind.located:
+        return Row(number, fields, f"geometry: a {kind.name[:-1]} has none")
     if getattr(geometry, "geom_type", type(geometry).__name__) != "Point":
-        kind = getattr(geometry, "geom_type", type(geometry).__name__)
-        return Row(number, fields, f"geometry: {kind} is not a Point (a site is one point, or none when unknown)")
+        shape = getattr(geometry, "geom_type", type(geometry).__name__)
+        return Row(number, fields, f"geometry: {shape} is not a Point (a {kind.name[:-1]} is one point"
+                                   + (", or none when unknown)" if kind is SITES else ")"))
     for name in ("lon", "lat"):
         if name in fields:
             return Row(number, fields, f"{name}: the coordinate comes from the Point, not ExtendedData")
@@ -491,20 +522,102 @@ def _read_transaction(connection: sqlite3.Connection):
         connection.execute("ROLLBACK")
 
 
+def import_records(connection: sqlite3.Connection, rows: list[Row], *, kind: RecordKind, actor: str, unit: str,
+                   path: Path, skip_bad: bool = False, dry_run: bool = False,
+                   advance: Callable[[], None] | None = None) -> ImportResult:
+    """Check every row of missiles or places, then add each good one in ONE `BEGIN IMMEDIATE` transaction.
+
+    Each row is validated by the POST body model and checked as the POST checks it (its sources against the stored
+    catalogue, a missile's range fields, a place's name and aliases against every other place's and the file's
+    earlier rows), all before anything is written; then each is written as POST writes it, with its change record.
+    The same rules as import_rows decide whether anything is written.
+    """
+    result = ImportResult(path=Path(path), unit=unit, kind=kind.name, dry_run=dry_run)
+    started = time.perf_counter()
+    with _read_transaction(connection):
+        sources = dict.fromkeys(row[0] for row in connection.execute("SELECT id FROM sources"))
+        names = edits.place_names(connection) if kind is PLACES else {}
+    good = []
+    for row in rows:
+        outcome, data = _check_record(row, kind, sources, names)
+        result.outcomes.append(outcome)
+        if data is not None:
+            good.append((outcome, data))
+        if advance is not None:
+            advance()
+    result.check_seconds = time.perf_counter() - started
+    if not good or (result.bad and not skip_bad):
+        return result
+    create = edits.create_missile if kind is MISSILES else edits.create_place
+    started = time.perf_counter()
+    with (_read_transaction if dry_run else store.transaction)(connection):
+        if dry_run:
+            ids = edits.free_ids(connection, kind.name, [_id_base(kind, data) for _, data in good])
+        else:
+            ids = [create(connection, data, actor)["entity_id"] for _, data in good]
+    for (outcome, _), record_id in zip(good, ids):
+        outcome.site_id = record_id
+    if not dry_run:
+        result.write_seconds, result.written = time.perf_counter() - started, True
+    return result
+
+
+def _id_base(kind: RecordKind, data) -> str:
+    """The id a new missile or place is named by, before a -2, -3 ... makes it free."""
+    return edits.slugify(data.name, kind.name[:-1])
+
+
+def _check_record(row: Row, kind: RecordKind, sources: dict, names: dict[str, str]):
+    """One row's outcome and, when good, its validated body; a good place's names join `names` (later rows may
+    not reuse them)."""
+    fields = row.fields or {}
+    name = fields.get("name") if isinstance(fields.get("name"), str) else None
+    outcome = Outcome(row.number, name, lon=_number(fields.get("lon")), lat=_number(fields.get("lat")))
+    if row.problem is not None:
+        outcome.problem = row.problem
+        return outcome, None
+    try:
+        data = kind.model.model_validate(fields)
+        if kind is MISSILES:
+            missile = edits.new_missile(data, missile_id="", at="", actor="")
+            edits.check_refs_known({"source_ids": missile["source_ids"], "missile_types": []}, sources, {})
+            edits.check_missile_fields(missile)
+        else:
+            place = edits.new_place(data, place_id="", at="", actor="")
+            if place["source_id"] not in sources:
+                raise CatalogueError(f"source_id: unknown source id {place['source_id']!r}", parameter="source_id")
+            edits.check_place_names(place, names)
+            base = _id_base(kind, data)
+            names.update({text.casefold(): base for text in (place["name"], *place["aliases"])})
+    except pydantic.ValidationError as exc:
+        outcome.problem = validation_message(exc)
+        return outcome, None
+    except CatalogueError as exc:
+        outcome.problem = exc.message
+        return outcome, None
+    outcome.name = data.name
+    return outcome, data
+
+
 def import_file(path: Path, gpkg: Path, *, actor: str, skip_bad: bool = False, dry_run: bool = False,
-                on_rows: Callable[[int], Callable[[], None] | None] | None = None) -> ImportResult:
-    """Read a file and import its rows into the GeoPackage at `gpkg` (see import_rows).
+                on_rows: Callable[[int], Callable[[], None] | None] | None = None,
+                kind: RecordKind = SITES) -> ImportResult:
+    """Read a file and import its rows of one kind into the GeoPackage at `gpkg` (see import_rows and
+    import_records).
 
     `on_rows(count)` is called once the file is read and may return a callback called after each row is checked.
     """
     with _gc_paused():
-        unit, rows = read_rows(path)
+        unit, rows = read_rows(path, kind)
     gpkg = Path(gpkg)
     if not gpkg.is_file():
         raise FileNotFoundError(f"GeoPackage not found: {gpkg}")
     advance = on_rows(len(rows)) if on_rows is not None else None
     with closing(store.connect(gpkg)) as connection, _gc_paused():
         store.ensure_edit_schema(connection)
+        if kind is not SITES:
+            return import_records(connection, rows, kind=kind, actor=actor, unit=unit, path=path, skip_bad=skip_bad,
+                                  dry_run=dry_run, advance=advance)
         return import_rows(connection, rows, actor=actor, unit=unit, path=path, skip_bad=skip_bad,
                            dry_run=dry_run, advance=advance)
 

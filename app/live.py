@@ -28,6 +28,11 @@ from app.settings import Settings
 log = logging.getLogger("missile_sites.live")
 T = TypeVar("T")
 POLL_S = 0.1  # how often the refresher looks for other processes' commits
+# Held by the refresher while it uses SQLite, and by os.fork: a child forked while another thread is inside SQLite
+# inherits SQLite's mutexes locked and hangs at its first query (multiprocessing's fork start method does this).
+_FORK_GUARD = threading.Lock()
+os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release,
+                    after_in_child=_FORK_GUARD.release)
 VISIBLE_WAIT_S = 10.0  # longest a write's answer waits for this process's snapshot to include it
 
 
@@ -138,7 +143,8 @@ class LiveCatalogue:
                 break
             try:
                 self._check_file()
-                self._advance()
+                with _FORK_GUARD:
+                    self._advance()
             except StorageUnavailable:
                 continue
             except Exception:  # keep serving the last good snapshot; the next poll tries again

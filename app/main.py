@@ -10,7 +10,7 @@ from app.errors import READ_ERRORS, WRITE_ERRORS, install_error_handlers
 from app.http_methods import install_http_methods
 from app.live import LiveCatalogue, live_path
 from app.openapi import QUERY_PARAMETERS
-from app.routers import changes, docs, edits, maps, ogc, reach, reference, sites
+from app.routers import changes, cities, docs, edits, launches, maps, ogc, reach, reference, sites
 from app.settings import Settings
 from app.store import LiveFileProblem
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_http_methods(app)
     app.include_router(edits.router, dependencies=[QUERY_PARAMETERS], responses=WRITE_ERRORS)
     for router in (sites.router, reach.router, reference.router, maps.router, ogc.router, changes.router,
-                   docs.router):
+                   cities.router, launches.router, docs.router):
         app.include_router(router, dependencies=[READ_ACCESS, QUERY_PARAMETERS], responses=READ_ERRORS)
     return app
 

@@ -431,7 +431,8 @@ def border_overlay(borders, focus=None) -> dict:
         if features:
             style = {**BORDER_STYLES.get(kind, BORDER_STYLES["land_border"]), "className": f"border border-{kind}"}
             shapes.append({"style": style, "geojson": _collection(features)})
-    return {"name": "Borders: MDL, DMZ edges, land borders", "shapes": shapes}
+    drawn = [kind for kind in ("mdl", "dmz_edge", "land_border") if kind in set(borders["kind"])]
+    return {"name": "Borders: " + ", ".join(BORDER_LABELS[kind] for kind in drawn), "shapes": shapes}
 
 
 def ring_outline(area) -> shapely.MultiLineString:
@@ -556,13 +557,15 @@ def _records(frame) -> list[tuple]:
 # --- controls, legend, footer ------------------------------------------------------------------
 
 
-def legend_data(colours: dict[str, str], statuses) -> dict:
-    """The legend: colour by missile class, shape by status, line styles of the borders."""
+def legend_data(colours: dict[str, str], statuses, border_kinds=None) -> dict:
+    """The legend: colour by missile class, shape by status, line styles of the borders drawn (of the kinds given;
+    all when None)."""
     return {
         "classes": [{"name": str(name), "colour": colour} for name, colour in colours.items()],
         "statuses": [{"status": s, "text": f"{s.replace('_', ' ')}: {STATUS_SHAPES[s]}"}
                      for s in STATUS_SHAPES if s in statuses or not statuses],
-        "borders": [{"name": BORDER_LABELS[kind], "style": style} for kind, style in BORDER_STYLES.items()],
+        "borders": [{"name": BORDER_LABELS[kind], "style": style} for kind, style in BORDER_STYLES.items()
+                    if border_kinds is None or kind in border_kinds],
     }
 
 
@@ -769,7 +772,7 @@ def site_map(
         "title": f"missile-sites map: {query}" if query else "missile-sites map",
         "land": land_geojson(countries, focus), "land_style": LAND_STYLE, "overlays": overlays,
         "centre": centre_point(*centre, centre_label) if centre is not None and not radius_km else None,
-        "sites": markers, "sources": source_table, "legend": legend_data(colours, statuses),
+        "sites": markers, "sources": source_table, "legend": legend_data(colours, statuses, set(borders["kind"])),
         "footer": footer_data(query=query, data_version=data_version, generated_at=generated_at,
                               source_ids=list(source_table), shown=len(markers["items"]), matched=number_matched,
                               unlocated=unlocated),
@@ -790,14 +793,15 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
     """
     sites = page.sites
     site_sources = catalogue.sources_by_site(sites)
-    cited = [i for ids in site_sources.values() for i in ids] + list(catalogue.borders["source_id"].dropna())
+    borders = catalogue.map_borders(sites.index)
+    cited = [i for ids in site_sources.values() for i in ids] + list(borders["source_id"].dropna())
     centre, label = None, "query centre"
     if page.centre is not None:
         centre = (page.centre.lon, page.centre.lat)
         label = catalogue.places.loc[page.centre.place_id, "name"] if page.centre.place_id else \
             f"{page.centre.lat:.4f}, {page.centre.lon:.4f}"
     return site_map(
-        sites, borders=catalogue.borders, countries=catalogue.countries,
+        sites, borders=borders, countries=catalogue.countries,
         rings=_page_rings(catalogue, sites) if rings else None, centre=centre, centre_label=label,
         radius_km=radius_km, query=query, data_version=catalogue.version, sources=catalogue.sources_for(cited),
         generated_at=generated_at, border_distances=page.border_distances,

@@ -4,6 +4,9 @@ Schema 1: the first format (list cells `; `-joined text, no metadata table, ids 
 Schema 2: list cells are JSON arrays registered in `gpkg_data_columns` as `application/json`; a
 `catalogue_meta` table holds `schema_version` and `build_id`; every table with an `id` column has a
 UNIQUE index on it.
+Schema 3: places have an `aliases` list (the names `near=` also answers to); an `attached_borders` table
+attaches named lines to the countries whose sites are measured against them (at first each line that is not a
+land border, to the countries it separates: the MDL and the DMZ edges to KOR and PRK).
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import hashlib
 import json
 import sqlite3
 
-from app.vocab import LIST_COLUMNS, encode_list, split_legacy
+from app.vocab import LIST_COLUMNS, decode_list, encode_list, split_legacy
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 META_TABLE = "catalogue_meta"
 META_DESCRIPTION = "The catalogue file's schema version and the id of the build it came from."
 META_DDL = (f'CREATE TABLE "{META_TABLE}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,'
             ' "key" TEXT NOT NULL UNIQUE, "value" TEXT NOT NULL)')
+ATTACHED_TABLE = "attached_borders"
+ATTACHED_DESCRIPTION = "Named lines (MDL, DMZ edges, ...) attached to the countries whose sites are measured against them."
+ATTACHED_DDL = (f'CREATE TABLE "{ATTACHED_TABLE}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,'
+                ' "border_id" TEXT NOT NULL, "country" TEXT NOT NULL, UNIQUE ("border_id", "country"))')
 JSON_MIME_TYPE = "application/json"
 SCHEMA_EXTENSION = "http://www.geopackage.org/spec121/#extension_schema"
 SCHEMA_DDL = (
@@ -105,30 +112,40 @@ def migrate(connection: sqlite3.Connection) -> bool:
     """Bring the file to the current schema in ONE `BEGIN IMMEDIATE` transaction; True if it changed anything.
 
     Idempotent: at the current version it costs two small queries and writes nothing. Raises MigrationError
-    (and changes nothing) when ids repeat or the file is newer than this program.
+    (and changes nothing) when ids repeat or the file is newer than this program. Each step brings one version
+    to the next (1 -> 2 -> 3), all in the same transaction.
     """
     if schema_version(connection) == SCHEMA_VERSION:
         return False
     connection.execute("BEGIN IMMEDIATE")
     try:
-        version = schema_version(connection)  # another process may have migrated while we waited for the lock
-        if version == "1":
-            _upgrade_1_to_2(connection)
-        elif version != SCHEMA_VERSION:
-            raise MigrationError(f"schema_version {version!r} is not one this program knows (it writes"
-                                 f" {SCHEMA_VERSION!r}): the file comes from a newer missile-sites")
+        first = version = schema_version(connection)  # another process may have migrated while we waited
+        while version != SCHEMA_VERSION:
+            if version not in UPGRADES:
+                raise MigrationError(f"schema_version {version!r} is not one this program knows (it writes"
+                                     f" {SCHEMA_VERSION!r}): the file comes from a newer missile-sites")
+            UPGRADES[version](connection)
+            version = schema_version(connection)
     except BaseException:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
-    return version != SCHEMA_VERSION
+    return first != SCHEMA_VERSION
 
 
 def _upgrade_1_to_2(connection: sqlite3.Connection) -> None:
     """Schema 1 -> 2: lists as JSON arrays, catalogue_meta with a legacy build id, unique ids."""
     legacy_id = legacy_build_id(connection)
     convert_lists(connection)
-    finish_schema(connection, build_id=legacy_id, at=_now())
+    _schema_2(connection, build_id=legacy_id, at=_now())
+
+
+def _upgrade_2_to_3(connection: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: places get an (empty) aliases list; named lines attached to their countries."""
+    _schema_3(connection, at=_now())
+
+
+UPGRADES = {"1": _upgrade_1_to_2, "2": _upgrade_2_to_3}
 
 
 def convert_lists(connection: sqlite3.Connection) -> int:
@@ -181,10 +198,14 @@ def _logged_site_lists(connection: sqlite3.Connection) -> dict[str, dict]:
 
 
 def finish_schema(connection: sqlite3.Connection, *, build_id: str, at: str) -> None:
-    """The schema-2 parts beside the layers: JSON list columns registered, unique ids, catalogue_meta.
+    """The parts beside the layers at the current schema (see the module's docstring); the build calls it on a
+    fresh file, inside its transaction."""
+    _schema_2(connection, build_id=build_id, at=at)
+    _schema_3(connection, at=at)
 
-    Runs inside the caller's transaction; the build calls it on a fresh file, the migration on an old one.
-    """
+
+def _schema_2(connection: sqlite3.Connection, *, build_id: str, at: str) -> None:
+    """The schema-2 parts beside the layers: JSON list columns registered, unique ids, catalogue_meta."""
     register_json_columns(connection)
     unique_ids(connection)
     connection.execute(META_DDL)
@@ -192,7 +213,24 @@ def finish_schema(connection: sqlite3.Connection, *, build_id: str, at: str) -> 
         "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change)"
         " VALUES (?, 'attributes', ?, ?, ?)", (META_TABLE, META_TABLE, META_DESCRIPTION, at))
     connection.executemany(f'INSERT INTO "{META_TABLE}" (key, value) VALUES (?, ?)',
-                           [("schema_version", SCHEMA_VERSION), ("build_id", build_id)])
+                           [("schema_version", "2"), ("build_id", build_id)])
+
+
+def _schema_3(connection: sqlite3.Connection, *, at: str) -> None:
+    """The schema-3 parts: places' aliases column (JSON), the attached_borders table seeded with every line that is
+    not a land border attached to the countries it separates, and schema_version 3."""
+    if "aliases" not in {name for name, _ in _columns(connection, "places")}:
+        connection.execute('ALTER TABLE "places" ADD COLUMN "aliases" TEXT')
+    register_json_columns(connection)
+    connection.execute(ATTACHED_DDL)
+    connection.execute(
+        "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change)"
+        " VALUES (?, 'attributes', ?, ?, ?)", (ATTACHED_TABLE, ATTACHED_TABLE, ATTACHED_DESCRIPTION, at))
+    lines = connection.execute("SELECT id, countries FROM borders WHERE kind != 'land_border' ORDER BY id").fetchall()
+    connection.executemany(f'INSERT INTO "{ATTACHED_TABLE}" (border_id, country) VALUES (?, ?)',
+                           [(border_id, country) for border_id, countries in lines
+                            for country in sorted(decode_list(countries))])
+    connection.execute(f'UPDATE "{META_TABLE}" SET value = ? WHERE key = ?', (SCHEMA_VERSION, "schema_version"))
 
 
 def register_json_columns(connection: sqlite3.Connection) -> None:

@@ -47,6 +47,8 @@ Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_l
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False), BeforeValidator(_not_bool)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False), BeforeValidator(_not_bool)]
 Precision = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False), BeforeValidator(_not_bool)]
+MAX_RANGE_KM = 20_040  # half the Earth's circumference: no range reaches farther
+RangeKm = Annotated[float, Field(ge=0, le=MAX_RANGE_KM, allow_inf_nan=False), BeforeValidator(_not_bool)]
 
 
 def _vocabulary(name: str):
@@ -189,14 +191,93 @@ class SourceCreate(SourceFields):
     publisher: Name
 
 
+class MissileFields(WriteModel):
+    """The fields of a missile system a client may set; every field optional (a PATCH)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=False)
+
+    name: Name | None = None
+    aliases: Names | None = None
+    missile_class: MissileClass | None = Field(None, alias="class")
+    range_min_km: RangeKm | None = None
+    range_max_km: RangeKm | None = None
+    range_kind: _vocabulary("range_kind") | None = None
+    confidence: _vocabulary("confidence") | None = None
+    source_ids: Ids | None = None
+    notes: Text | None = None
+
+
+class MissileUpdate(MissileFields, UpdateModel):
+    """PATCH /missiles/{id}: the fields to change; null clears an optional field."""
+
+    @field_validator("name", "missile_class", "source_ids")
+    @classmethod
+    def _kept(cls, value, info: ValidationInfo):
+        """A missile keeps a name, a class and its sources (the error names the field)."""
+        if value in (None, []):
+            raise ValueError(f"{'class' if info.field_name == 'missile_class' else info.field_name} cannot be cleared")
+        return value
+
+
+class MissileCreate(MissileFields):
+    """POST /missiles: a new missile system; the server gives its id from its name. A range needs its kind and
+    confidence, and every missile its sources."""
+
+    name: Name
+    missile_class: MissileClass = Field(alias="class")
+    source_ids: Annotated[Ids, Field(min_length=1)]
+
+
+class PlaceFields(WriteModel):
+    """The fields of a reference place a client may set; every field optional (a PATCH)."""
+
+    name: Name | None = None
+    aliases: Names | None = None
+    kind: _vocabulary("place_kind") | None = None
+    country: Country | None = None
+    lon: Longitude | None = None
+    lat: Latitude | None = None
+    source_id: Id | None = None
+    notes: Text | None = None
+
+    @model_validator(mode="after")
+    def _lon_lat_together(self):
+        """A place moves with both coordinates at once."""
+        if ("lon" in self.model_fields_set) != ("lat" in self.model_fields_set):
+            raise ValueError("give lon and lat together")
+        return self
+
+
+class PlaceUpdate(PlaceFields, UpdateModel):
+    """PATCH /places/{id}: the fields to change; null clears an optional field."""
+
+    @field_validator("name", "kind", "lon", "lat", "source_id")
+    @classmethod
+    def _kept(cls, value, info: ValidationInfo):
+        """A place keeps its name, kind, coordinate and source (the error names the field)."""
+        if value is None:
+            raise ValueError(f"{info.field_name} cannot be cleared")
+        return value
+
+
+class PlaceCreate(PlaceFields):
+    """POST /places: a new reference place; the server gives its id from its name."""
+
+    name: Name
+    kind: _vocabulary("place_kind")
+    lon: Longitude
+    lat: Latitude
+    source_id: Id
+
+
 class Change(BaseModel):
     """One recorded change: who made it, when, and each field's value before and after."""
 
     id: int
     at: str
     actor: str
-    action: Literal["create", "update", "retire", "add"]
-    entity: Literal["site", "observation", "source"]
+    action: Literal["create", "update", "retire", "add", "attach", "detach"]
+    entity: Literal["site", "observation", "source", "missile", "place", "attached_border"]
     entity_id: str
     site_id: str | None
     diff: dict[str, tuple[object, object]] = Field(description="field -> [from, to]")
@@ -282,4 +363,59 @@ class SourceWritten(BaseModel):
     """What a source write answers: the source as stored now and the change made (null when nothing changed)."""
 
     record: SourceRead
+    change: Change | None
+
+
+class MissileRead(BaseModel):
+    """A missile system as stored, with the server-owned id, times and editors."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    id: str
+    name: str
+    aliases: list[str]
+    missile_class: str = Field(alias="class")
+    range_min_km: float | None
+    range_max_km: float | None
+    range_kind: str | None
+    confidence: str | None
+    source_ids: list[str]
+    notes: str | None
+    created_at: str | None = Field(description="UTC; null for missiles from the bundled build.")
+    created_by: str | None
+    updated_at: str | None
+    updated_by: str | None
+
+
+class PlaceRead(BaseModel):
+    """A reference place as stored, with the server-owned id, times and editors."""
+
+    id: str
+    name: str
+    aliases: list[str]
+    kind: str
+    country: str | None
+    lon: float
+    lat: float
+    source_id: str
+    notes: str | None
+    created_at: str | None = Field(description="UTC; null for places from the bundled build.")
+    created_by: str | None
+    updated_at: str | None
+    updated_by: str | None
+
+
+class MissileWritten(BaseModel):
+    """What a missile write answers: the missile as stored now and the change made (null when nothing changed)."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    record: MissileRead
+    change: Change | None
+
+
+class PlaceWritten(BaseModel):
+    """What a place write answers: the place as stored now and the change made (null when nothing changed)."""
+
+    record: PlaceRead
     change: Change | None

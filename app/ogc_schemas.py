@@ -51,7 +51,16 @@ SITE_PROPERTIES = (
 )
 PROPERTIES: dict[str, tuple[Property, ...]] = {
     "sites": SITE_PROPERTIES,
-    "places": tuple(Property(n, STRING) for n in ("id", "name", "kind", "country", "source_id", "notes")),
+    "places": (*(Property(n, STRING) for n in ("id", "name")), Property("aliases", STRING_LIST, "other names"),
+               *(Property(n, STRING) for n in ("kind", "country", "source_id", "notes"))),
+    "missiles": (
+        *(Property(n, STRING) for n in ("id", "name")), Property("aliases", STRING_LIST, "other names"),
+        Property("class", STRING),
+        Property("range_min_km", {"type": "number", "minimum": 0, "maximum": 40_075}, "published minimum range, km"),
+        Property("range_max_km", {"type": "number", "minimum": 0, "maximum": 40_075}, "published maximum range, km"),
+        *(Property(n, STRING) for n in ("range_kind", "confidence")),
+        Property("source_ids", STRING_LIST, "the sources of the range"), Property("notes", STRING),
+    ),
     "borders": (*(Property(n, STRING) for n in ("id", "name", "kind")),
                 Property("countries", STRING_LIST, "the countries a land border separates (alpha-3)"),
                 *(Property(n, STRING) for n in ("source_id", "source_version"))),

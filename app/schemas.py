@@ -112,7 +112,9 @@ class BorderParams:
 class PageParams:
     """Order and paging."""
 
-    sort: Annotated[Literal["distance", "name"] | None, Query(description="Order: distance (needs a centre) or name.")] = None
+    sort: Annotated[Literal["distance", "name", "border"] | None, Query(
+        description="Order: distance (needs a centre), name, or border: distance to the `border` named, nearest "
+                    "first (e.g. the first belt in order from the MDL).")] = None
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
 
@@ -170,3 +172,28 @@ def run_site_query(catalogue: Catalogue, centre: CentreParams, radius: RadiusPar
         where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
         sort=page.sort or ("distance" if where is not None else "name"), limit=page.limit, offset=page.offset,
     )
+
+
+CitySort = Literal["population", "distance", "name"]
+
+
+@dataclass
+class CityParams:
+    """Which cities (GeoNames, >= 15,000 people) and in what order: by country and size, paged."""
+
+    city_country: Annotated[list[str] | None, _values("Cities' GeoNames ISO alpha-3 country, e.g. KOR (repeatable).")] = None
+    min_population: Annotated[int | None, Query(ge=0, le=10_000_000_000, description="Keep cities of at least this many "
+                                                "people.")] = None
+    sort: Annotated[CitySort | None, Query(description="population (largest first), distance or name.")] = None
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
+
+    def countries(self, catalogue: Catalogue) -> tuple[str, ...]:
+        """The asked countries, each one the cities layer holds; InvalidParameter otherwise."""
+        known = catalogue.city_countries
+        for code in self.city_country or ():
+            if code not in known:
+                raise InvalidParameter(f"no city in country {code!r}: give a GeoNames ISO alpha-3 code such as KOR",
+                                       parameter="city_country")
+        return tuple(self.city_country or ())
+

@@ -30,6 +30,8 @@ EDIT_COLUMNS = {
     "sites": ("created_at", "created_by", "updated_at", "updated_by", "retired_at", "retired_by"),
     "observations": ("recorded_at", "recorded_by"),
     "sources": ("created_at", "created_by", "updated_at", "updated_by"),
+    "missiles": ("created_at", "created_by", "updated_at", "updated_by"),
+    "places": ("created_at", "created_by", "updated_at", "updated_by"),
 }
 CHANGES_DDL = """
 CREATE TABLE IF NOT EXISTS changes (
@@ -107,6 +109,9 @@ def register_gpkg_functions(connection: sqlite3.Connection) -> None:
 
 
 # --- connections and transactions ----------------------------------------------------------------
+
+
+StoreError = sqlite3.Error  # what a read of the file raises when it fails, for code outside the storage boundary
 
 
 class LiveFileProblem(RuntimeError):

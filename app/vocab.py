@@ -18,6 +18,7 @@ import pandas as pd
 MISSILE_CLASSES = ("SRBM", "MRBM", "IRBM", "ICBM", "SLBM")
 VOCAB = {
     "coord_confidence": ("exact", "approximate", "unknown"),
+    "coord_precision_basis": ("source_stated", "source_extent", "sources_differ", "assessed"),
     "facility_type": (
         "missile_operating_base", "missile_base", "launch_site", "launch_area", "test_site", "space_launch_site",
         "submarine_base", "nuclear_test_site", "nuclear_complex", "support_facility", "airfield",
@@ -31,6 +32,7 @@ VOCAB = {
     "kind": ("imagery", "report", "event"),
     "status_seen": ("active", "inactive", "under_construction", "unknown"),
     "range_kind": ("maximum", "observed_flight", "claimed", "estimate"),
+    "range_max_qualifier": ("at_least",),  # "3,000+ km", "over 15,000 km": the figure is a lower bound
     "confidence": ("normal", "low"),
     "place_kind": ("capital", "territorial_capital", "city", "military_base", "air_base", "airfield", "reference_point"),
     "target_kind": ("place", "border"),
@@ -43,9 +45,12 @@ LIST_FIELDS = frozenset({"aliases", "missile_types", "missile_classes_reported",
 LIST_COLUMNS = {
     "sites": ("aliases", "missile_types", "missile_classes_reported", "source_ids", "missile_classes"),
     "missiles": ("aliases", "source_ids"),
+    "places": ("aliases",),
     "borders": ("countries",),
 }
 SITE_LIST_COLUMNS = frozenset(LIST_COLUMNS["sites"])
+MISSILE_LIST_COLUMNS = frozenset(LIST_COLUMNS["missiles"])
+PLACE_LIST_COLUMNS = frozenset(LIST_COLUMNS["places"])
 LIST_COLUMN_NAMES = frozenset(c for columns in LIST_COLUMNS.values() for c in columns)  # a list in every table
 
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

@@ -231,7 +231,7 @@ def border_distances(sizes) -> None:
     from app.catalogue import Catalogue
 
     catalogue = Catalogue(BUNDLED)
-    lines = [catalogue.borders.loc[b].geometry for b in catalogue.measured_border_ids]
+    lines = [catalogue.border_row(b).geometry for b in catalogue.measured_border_ids]
     vertices = sum(len(geodesy._segments(geodesy._line_parts(g))[0]) for g in lines)
     rows = []
     for n, where in [(n, "Korea") for n in sizes] + [(10_000, "worldwide")]:
@@ -266,7 +266,7 @@ def synthetic_page(catalogue, n: int, seed: int = 3):
     sites["name"] = [f"{name} {i}" for i, name in enumerate(sites["name"])]
     distances = {site_id: {} for site_id in sites.index}
     for border_id in catalogue.measured_border_ids:
-        km = LineIndex(catalogue.borders.loc[border_id].geometry).distances(lons, lats)[0] / 1000
+        km = LineIndex(catalogue.border_row(border_id).geometry).distances(lons, lats)[0] / 1000
         for site_id, value in zip(sites.index, km.tolist()):
             distances[site_id][border_id] = value
     return SitePage(sites, n, None, distances)

@@ -49,13 +49,15 @@ assert (near_seoul.sites["distance_km"] <= 150).all()
 
 # %% [markdown]
 # ## Distance of every site to the borders
-# Each located site's geodesic distance to the Military Demarcation Line, the DMZ edges and its
-# countries' land borders, in km (nearest first in `site_border_table`).
+# Each located site's geodesic distance to the lines that matter to it, in km: its country's land
+# borders, its coastline (`coast-prk`), and the lines attached to its country (the Military
+# Demarcation Line and the DMZ edges for the Koreas); nearest first in `site_border_table`.
 
 # %%
 table = catalogue.site_borders.pivot_table(index="site_id", columns="border_id", values="distance_km")
 kinds = catalogue.borders["kind"]
-first_columns = sorted((c for c in table.columns if kinds[c] in ("mdl", "dmz_edge")), key=lambda c: kinds[c] != "mdl")
+first_columns = sorted((c for c in table.columns if kinds.get(c) in ("mdl", "dmz_edge")),
+                       key=lambda c: kinds.get(c) != "mdl")
 border_table = table[first_columns + [c for c in table.columns if c not in first_columns]].round(1)
 border_table.sort_values(first_columns[0]).head(15)
 
@@ -68,7 +70,8 @@ first_belt.sites[["name", "border_distance_km"]]
 
 # %% [markdown]
 # ## Which sites' missiles reach Tokyo and Guam?
-# `reach` lists each (site, missile) pair whose published range covers the target, with the margin.
+# `reach` lists each (site, missile) pair whose published range covers the target, with the margin, its
+# interval (± the site's coordinate precision) and a verdict (`reaches`, `reaches_unless_coordinate_errs`, ...).
 # Sites whose reach cannot be judged (no coordinate or no published range) are listed apart.
 
 # %%

@@ -213,12 +213,32 @@ def test_reach_tokyo(client):
         lon, lat = item["geometry"]["coordinates"]
         distance_km = GEOD.inv(lon, lat, 139.69171, 35.6895)[2] / 1000
         assert item["properties"]["distance_km"] == pytest.approx(distance_km, abs=0.001)
-        for missile in item["properties"]["reaching_missiles"]:
-            assert missile["range_max_km"] >= distance_km
+        for missile in item["properties"]["missiles"]:
+            assert missile["verdict"] != "falls_short"  # listed only with short_km
             assert missile["margin_km"] == pytest.approx(missile["range_max_km"] - distance_km, abs=0.001)
-    reaching = {m["missile_id"] for f in body["features"] for m in f["properties"]["reaching_missiles"]}
+            precision_km = (missile["coord_precision_m"] or 0) / 1000
+            assert missile["range_max_km"] >= distance_km - precision_km
+            if missile["margin_interval_km"] is not None:
+                assert missile["margin_interval_km"] == pytest.approx(
+                    [missile["margin_km"] - precision_km, missile["margin_km"] + precision_km], abs=0.002)
+    reaching = {m["missile_id"] for f in body["features"] for m in f["properties"]["missiles"]}
     assert not {"hwasong-5", "hwasong-6"} & reaching, "Scud ranges (300/500 km) do not reach Tokyo"
     assert "yeongjeo-dong" in body["not_assessed"]
+    listed = [(p["site_id"], p["missile_id"]) for pairs in body["verdicts"].values() for p in pairs]
+    assert sorted(listed) == sorted((f["id"], m["missile_id"]) for f in body["features"] for m in f["properties"]["missiles"])
+    assert body["verdicts"]["falls_short"] == [] and ("sino-ri", "hwasong-7") not in listed
+
+
+def test_reach_lists_what_falls_short_by_at_most_short_km(client):
+    body = client.get("/reach", params={"near": "Tokyo", "short_km": 50}).json()
+    short = {(p["site_id"], p["missile_id"]): p for p in body["verdicts"]["falls_short"]}
+    sino_ri = short[("sino-ri", "hwasong-7")]  # Sino-ri's Hwasong-7 falls ~37 km short of Tokyo
+    assert -38 < sino_ri["margin_km"] < -36 and sino_ri["verdict"] == "falls_short" and body["short_km"] == 50
+    assert all(-50 <= p["margin_km"] < 0 for p in short.values())
+    assert ("sino-ri", "hwasong-7") not in {(p["site_id"], p["missile_id"]) for p in
+                                             client.get("/reach", params={"near": "Tokyo", "short_km": 30}).json()[
+                                                 "verdicts"]["falls_short"]}
+    assert client.get("/reach", params={"near": "Tokyo", "short_km": -1}).status_code == 422
 
 
 def test_border_distance_from_seoul(client):

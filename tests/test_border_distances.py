@@ -111,3 +111,23 @@ def test_a_part_of_zero_length_counts():
     d, x, y = distances_to_line([20.1], [20.0], line)
     assert d[0] == pytest.approx(geodesy.distance_m(20.1, 20.0, 20.0, 20.0), abs=1e-6)
     assert (x[0], y[0]) == (20.0, 20.0)
+
+
+def test_a_matrix_measures_only_the_pairs_asked_and_an_update_equals_a_fresh_measure():
+    from app.border_distances import BorderMatrix
+
+    lines = {"a": LineString([(0, 0), (1, 1)]), "b": LineString([(10, 0), (10, 5)])}
+    ids, lons, lats = ["p", "q", "r"], [0.5, 5.0, 9.0], [0.0, 1.0, 2.0]
+    mask = np.array([[True, False], [True, True], [False, True]])
+    matrix = BorderMatrix.measure(ids, lons, lats, lines, mask)
+    assert (matrix.measured == mask).all()
+    assert matrix.distance_m[0, 0] == pytest.approx(distances_to_line([0.5], [0.0], lines["a"])[0][0])
+    # q moves, r leaves, s arrives, a line "c" is added and "a" no longer asked of p
+    lines2 = {"b": lines["b"], "c": LineString([(0, 10), (5, 10)]), "a": lines["a"]}
+    ids2, lons2, lats2 = ["q", "s", "p"], [5.5, 3.0, 0.5], [1.0, 3.0, 0.0]
+    mask2 = np.array([[True, True, True], [False, True, True], [True, False, False]])
+    updated = matrix.updated(ids2, lons2, lats2, lines2, mask2)
+    fresh = BorderMatrix.measure(ids2, lons2, lats2, lines2, mask2)
+    assert updated.line_ids == ("b", "c", "a") and (updated.measured == mask2).all()
+    for name in ("distance_m", "nearest_lon", "nearest_lat"):
+        assert np.allclose(getattr(updated, name), getattr(fresh, name), equal_nan=True), name

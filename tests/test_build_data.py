@@ -89,11 +89,13 @@ def test_build_returns_the_output_path_and_leaves_no_temporary_file(built):
         ("sites", "Point", 23),
         ("missiles", None, 18),
         ("places", "Point", 15),
-        ("reported_distances", None, 25),
+        ("reported_distances", None, 26),
         ("observations", None, None),
         ("sources", None, None),
         ("borders", "MultiLineString", None),
         ("countries", "MultiPolygon", None),
+        ("cities", "Point", 33_961),
+        ("launches", "Point", 339),
     ],
 )
 def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
@@ -107,18 +109,19 @@ def test_layer_geometry_type_and_count(built, layer, geometry_type, count):
     ("layer", "columns"),
     [
         ("sites", ["id", "name", "aliases", "country", "province", "coord_confidence", "coord_precision_m",
-                   "coord_source_id", "facility_type", "declared_status", "missile_types", "missile_classes_reported",
+                   "coord_precision_basis", "coord_precision_reason", "coord_source_id", "facility_type", "declared_status", "missile_types", "missile_classes_reported",
                    "unit_size", "belt", "belt_notes", "notes", "source_ids", "missile_classes", "current_status",
                    "status_observed_on"]),
-        ("missiles", ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_kind", "confidence",
-                      "source_ids", "notes"]),
+        ("missiles", ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_max_qualifier",
+                      "range_kind", "confidence", "source_ids", "notes"]),
         ("observations", ["id", "site_id", "observed_on", "kind", "status_seen", "source_id", "notes"]),
         ("sources", ["id", "title", "publisher", "published_on", "url", "notes"]),
         ("reported_distances", ["site_id", "target_kind", "target_id", "reported_km", "source_id", "notes",
                                 "explanation"]),
-        ("places", ["id", "name", "kind", "country", "source_id", "notes"]),
+        ("places", ["id", "name", "kind", "country", "source_id", "notes", "aliases"]),
         ("borders", ["id", "name", "kind", "countries", "source_id", "source_version"]),
         ("countries", ["id", "iso_n3", "name", "source_id"]),
+        ("cities", ["id", "name", "country", "population", "source_id"]),
     ],
 )
 def test_layer_columns(built, layer, columns):
@@ -132,6 +135,7 @@ def test_layer_columns(built, layer, columns):
         ("missiles", "range_min_km", "float64"),
         ("missiles", "range_max_km", "float64"),
         ("reported_distances", "reported_km", "float64"),
+        ("cities", "population", "int64"),
     ],
 )
 def test_numeric_columns_are_real(built, layer, column, expected_dtype):
@@ -169,7 +173,14 @@ def test_site_geometry(layers, site_id, lon_lat):
         ("sites", "sakkanmol", "belt", "first"),
         ("sites", "sakkanmol", "current_status", "active"),
         ("sites", "sakkanmol", "status_observed_on", "2018-11-12"),
-        ("sites", "kumchon-ni", "coord_precision_m", 31.0),
+        ("sites", "kumchon-ni", "coord_precision_m", 2700.0),
+        ("sites", "kumchon-ni", "coord_precision_basis", "assessed"),
+        ("sites", "sakkanmol", "coord_precision_m", 1600.0),
+        ("sites", "sakkanmol", "coord_precision_basis", "source_extent"),
+        ("sites", "hwangju-launch-area", "coord_precision_m", 15000.0),
+        ("sites", "pyongyang-sunan-international-airport", "coord_precision_basis", "sources_differ"),
+        ("sites", "yeongjeo-dong", "coord_precision_basis", None),
+        ("sites", "yeongjeo-dong", "coord_precision_reason", None),
         ("sites", "kal-gol", "coord_confidence", "approximate"),
         ("sites", "hoejung-ni", "missile_types", None),
         ("sites", "hoejung-ni", "missile_classes", ["ICBM", "IRBM"]),
@@ -179,10 +190,21 @@ def test_site_geometry(layers, site_id, lon_lat):
         ("sites", "yeongjeo-dong", "coord_confidence", "unknown"),
         ("sites", "yeongjeo-dong", "coord_precision_m", None),
         ("sites", "yeongjeo-dong", "coord_source_id", None),
-        ("sites", "hwangju-launch-area", "coord_precision_m", None),
         ("sites", "okpyong-dong", "current_status", "unknown"),
         ("sites", "sil-li-ballistic-missile-support-facility", "current_status", "under_construction"),
-        ("sites", "sil-li-ballistic-missile-support-facility", "status_observed_on", "2020-05"),
+        ("sites", "sil-li-ballistic-missile-support-facility", "status_observed_on", "2020-05-05"),
+        ("sites", "sil-li-ballistic-missile-support-facility", "aliases", ["Sil-li", "신리"]),
+        ("sites", "pyongyang-sunan-international-airport", "coord_confidence", "approximate"),
+        ("sites", "kittaeryong-missile-base", "missile_types", ["hwasong-5", "hwasong-6", "hwasong-7"]),
+        ("missiles", "hwasong-10", "range_max_qualifier", "at_least"),
+        ("missiles", "hwasong-10", "range_kind", "estimate"),
+        ("missiles", "hwasong-17", "range_max_qualifier", "at_least"),
+        ("missiles", "hwasong-7", "range_max_qualifier", None),
+        ("sources", "csis-bp-changes-part-1-2024", "published_on", "2024-06-10"),
+        ("sources", "csis-bp-sil-li-2020", "url", "https://beyondparallel.csis.org/sil-li-ballistic-missile-support-facility/"),
+        ("sources", "donga-97338781", "published_on", "2019-09-09"),
+        ("sources", "nti-okpyong-dong", "published_on", "2003-03-01"),
+        ("observations", "kal-gol-2022-11-03-event", "source_id", "cns-nk-missile-test-db-tests"),
         ("sites", "sohae-satellite-launching-station", "declared_status", "acknowledged"),
         ("sites", "sinpo-shipyard", "declared_status", "unknown"),
         ("missiles", "hwasong-16b", "range_max_km", None),
@@ -196,7 +218,6 @@ def test_site_geometry(layers, site_id, lon_lat):
         ("places", "panmunjom", "country", None),
         ("places", "andersen-afb", "country", "GUM"),
         ("sources", "csis-bp-sakkanmol-2018", "published_on", "2018-11-12"),
-        ("sources", "csis-bp-sil-li-2020", "url", None),
         ("observations", "sakkanmol-2018-03-29-imagery", "status_seen", "active"),
         ("countries", "PRK", "iso_n3", "408"),
         ("countries", "NE_KOSOVO", "iso_n3", None),
@@ -335,20 +356,32 @@ def test_debian_gdal_36_opens_it_without_a_version_warning(built, capsys):
 @pytest.mark.parametrize(
     ("file", "old", "new", "message"),
     [
-        ("sites.csv", "undeclared,hwasong-5; hwasong-6,", "undeclared,hwasong-5; hwasong-99,",
+        ("cns_facilities.csv", "unknown,Unknown,,", "unknown,Unknown,sohae-satellite-launching-station,",
+     r"cns_facilities\.csv: the placeholder 'unknown' must be listed and matched to no site"),
+    ("cns_missiles.csv", "nodong,Nodong,MRBM,hwasong-7,", "nodong,Nodong,MRBM,hwasong-77,",
+     r"cns_missiles\.csv: line \d+: missile_id: unknown missile id 'hwasong-77'"),
+    ("sites.csv", "undeclared,hwasong-5; hwasong-6,", "undeclared,hwasong-5; hwasong-99,",
          r"sites\.csv: line \d+: missile_types: unknown missile id 'hwasong-99'"),
         ("sites.csv", "126.107945,38.584698", "126.107945,95", r"sites\.csv: line \d+: lat 95 out of range"),
         ("places.csv", "126.9784,37.566,", "186.9784,37.566,", r"places\.csv: line \d+: lon .* out of range"),
         ("observations.csv", "active,csis-bp-sino-ri-2019,Report", "active,no-such-source,Report",
          r"observations\.csv: line \d+: source_id: unknown source id 'no-such-source'"),
         ("missiles.csv", "SRBM,90,500,", "SRBM,900,500,", r"missiles\.csv: line \d+: range_min_km 900 exceeds"),
-        ("missiles.csv", "ICBM,,15000,estimate,low", "ICBM,,15000,estimate,very-low",
+        ("missiles.csv", "ICBM,,15000,,estimate,low", "ICBM,,15000,,estimate,very-low",
          r"missiles\.csv: line \d+: confidence: 'very-low' is not one of"),
         ("observations.csv", "2018-03-29,imagery", "2018-02-30,imagery", r"observations\.csv: line \d+: .*not an ISO date"),
         ("reported_distances.csv", "border,chn-prk,25", "border,chn-xyz,25",
          r"reported_distances\.csv: line \d+: target_id: unknown border id 'chn-xyz'"),
         ("sources.csv", "id,title,", "id,titel,", r"sources\.csv: line 1: header is"),
-        ("sites.csv", ",approximate,11,cns", ",unknown,11,cns", r"sites\.csv: line \d+: coord_confidence must be 'unknown'"),
+        ("missiles.csv", "IRBM,,3000,at_least,", "IRBM,,,at_least,",
+         r"missiles\.csv: line \d+: (range_kind must be given exactly|range_max_qualifier given without)"),
+        ("missiles.csv", "IRBM,,3000,at_least,", "IRBM,,3000,at-least,",
+         r"missiles\.csv: line \d+: range_max_qualifier: 'at-least' is not one of at_least"),
+        ("sites.csv", ",approximate,15000,assessed,\"A CNS launch-location point named", ",unknown,15000,assessed,\"A CNS launch-location point named",
+         r"sites\.csv: line \d+: coord_confidence must be 'unknown'"),
+        ("sites.csv", ",exact,1600,source_extent,", ",exact,1600,,", r"sites\.csv: line \d+: coord_precision_m, coord_precision_basis "
+         "and coord_precision_reason are given together"),
+        ("sites.csv", ",exact,1600,source_extent,", ",exact,1600,decimals,", r"sites\.csv: line \d+: coord_precision_basis: 'decimals'"),
     ],
 )
 def test_corrupted_source_raises_naming_file_line_and_problem(sources_copy, tmp_path, file, old, new, message):
@@ -407,6 +440,7 @@ def test_layer_coordinates_are_finite_lon_lat(layers):
 @pytest.mark.parametrize(("layer", "columns"), [
     ("sites", ["aliases", "missile_types", "missile_classes_reported", "source_ids", "missile_classes"]),
     ("missiles", ["aliases", "source_ids"]),
+    ("places", ["aliases"]),
     ("borders", ["countries"]),
 ])
 def test_list_columns_are_json_arrays_gdal_reads_as_json(built, layers, layer, columns):
@@ -431,11 +465,19 @@ def test_catalogue_meta_holds_the_schema_version_and_the_hash_of_the_inputs(buil
         meta = dict(connection.execute("SELECT key, value FROM catalogue_meta"))
         kind = connection.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'catalogue_meta'").fetchone()
         assert migrations.build_id(connection) == meta["build_id"]
-    assert meta == {"schema_version": "2", "build_id": inputs_sha256(SOURCES)} and kind == ("attributes",)
+    assert meta == {"schema_version": "3", "build_id": inputs_sha256(SOURCES)} and kind == ("attributes",)
     assert len(meta["build_id"]) == 64 and meta["build_id"] != inputs_sha256(SOURCES) + "x"
     notes = sources_copy / "sources.csv"
     notes.write_bytes(notes.read_bytes().replace(b"Report", b"Rapport", 1))
     assert inputs_sha256(sources_copy) != meta["build_id"]
+
+
+def test_the_build_attaches_the_mdl_and_dmz_edges_to_the_two_koreas_only(built):
+    with closing(sqlite3.connect(f"file:{built}?mode=ro", uri=True)) as connection:
+        pairs = connection.execute("SELECT border_id, country FROM attached_borders ORDER BY fid").fetchall()
+        kind = connection.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'attached_borders'").fetchone()
+    assert pairs == [(b, c) for b in ("dmz-north", "dmz-south", "mdl") for c in ("KOR", "PRK")]
+    assert kind == ("attributes",)
 
 
 @pytest.mark.parametrize("table", ["sites", "observations", "sources", "missiles", "places", "borders", "countries"])
@@ -448,3 +490,13 @@ def test_ids_are_unique_by_the_database(built, tmp_path, table):
             connection.execute(f'INSERT INTO "{table}" (id) VALUES (?)', (first,))
         plan = " ".join(r[-1] for r in connection.execute(f'EXPLAIN QUERY PLAN SELECT 1 FROM "{table}" WHERE id = ?', ("x",)))
     assert f"{table}_id_unique" in plan
+
+
+def test_every_located_site_has_a_precision_with_its_basis_and_reason_and_none_counts_decimals(layers):
+    sites = layers["sites"]
+    located = sites[sites.geometry.notna()]
+    assert located["coord_precision_m"].notna().all() and located["coord_precision_basis"].notna().all()
+    assert all(len(reason) > 40 for reason in located["coord_precision_reason"])
+    assert located["coord_precision_m"].min() >= 100  # no resolution of printed decimals (0.11 m, 1.1 m, 11 m, 31 m)
+    unlocated = sites[sites.geometry.isna()]
+    assert unlocated[["coord_precision_m", "coord_precision_basis", "coord_precision_reason"]].isna().all().all()

@@ -6,8 +6,10 @@ import pytest
 
 from app.http_methods import PROBED
 
-REAL_IDS = {"site_id": "kal-gol", "collectionId": "sites", "source_id": "38-north-iha-ri"}
-FEATURE_IDS = {"sites": "kal-gol", "places": "seoul", "borders": "mdl", "observations": "chiha-ri-1998-report"}
+REAL_IDS = {"site_id": "kal-gol", "collectionId": "sites", "source_id": "38-north-iha-ri", "missile_id": "hwasong-5",
+            "place_id": "seoul", "city_id": "1835848"}
+FEATURE_IDS = {"sites": "kal-gol", "places": "seoul", "borders": "mdl", "observations": "chiha-ri-1998-report",
+               "missiles": "hwasong-5"}
 EXTRA_GET_PATHS = ["/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets/swagger-ui-bundle.js",
                    "/docs/assets/redoc.standalone.js"]
 REQUIRED_QUERY = {"/reach": "?near=seoul", "/borders/distance": "?near=seoul"}

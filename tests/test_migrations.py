@@ -1,5 +1,5 @@
-"""Schema migrations: a schema-1 live file (`; `-joined lists, no catalogue_meta, no unique ids) brought to
-schema 2 keeps every value, in one transaction, once."""
+"""Schema migrations: a schema-1 live file (`; `-joined lists, no catalogue_meta, no unique ids) or a schema-2 one
+(no place aliases, no attached_borders) brought to schema 3 keeps every value, in one transaction, once."""
 
 import json
 import sqlite3
@@ -27,15 +27,37 @@ def dump(path: Path) -> dict[str, list[tuple]]:
                 for t in tables if t != migrations.META_TABLE}
 
 
-def make_schema_1(path: Path, *, edited: bool = True) -> Path:
-    """A copy of the bundled catalogue in the first format: lists `; `-joined, no catalogue_meta, no unique ids,
-    no gpkg_data_columns; when `edited`, the old edit schema and a site the old API created with a `;` alias."""
+def _drop_schema_3(connection: sqlite3.Connection) -> None:
+    """Take the schema-3 parts out of a file: places' aliases column and the attached_borders table."""
+    connection.execute("ALTER TABLE places DROP COLUMN aliases")
+    connection.execute("DELETE FROM gpkg_data_columns WHERE table_name = 'places' AND column_name = 'aliases'")
+    connection.execute(f'DROP TABLE "{migrations.ATTACHED_TABLE}"')
+    connection.execute("DELETE FROM gpkg_contents WHERE table_name = ?", (migrations.ATTACHED_TABLE,))
+    connection.execute("UPDATE catalogue_meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def make_schema_2(path: Path) -> Path:
+    """A copy of the bundled catalogue as schema 2 wrote it: no place aliases, no attached_borders."""
     store.copy_consistent(BUNDLED, path)
     with closing(sqlite3.connect(path, isolation_level=None)) as connection:
         store.register_gpkg_functions(connection)
         connection.execute("BEGIN")
+        _drop_schema_3(connection)
+        connection.execute("COMMIT")
+    return path
+
+
+def make_schema_1(path: Path, *, edited: bool = True) -> Path:
+    """A copy of the bundled catalogue in the first format: lists `; `-joined, no catalogue_meta, no unique ids,
+    no gpkg_data_columns, no place aliases; when `edited`, the old edit schema and a site the old API created with a
+    `;` alias."""
+    store.copy_consistent(BUNDLED, path)
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        store.register_gpkg_functions(connection)
+        connection.execute("BEGIN")
+        _drop_schema_3(connection)
         for table, columns in LIST_COLUMNS.items():
-            for column in columns:
+            for column in [c for c in columns if (table, c) != ("places", "aliases")]:
                 rows = connection.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE "{column}" NOTNULL')
                 connection.executemany(f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?',
                                        [("; ".join(json.loads(cell)), rowid) for rowid, cell in rows.fetchall()])
@@ -55,6 +77,8 @@ def make_schema_1(path: Path, *, edited: bool = True) -> Path:
 def _old_edit(connection: sqlite3.Connection) -> None:
     """The edit schema as the old code added it, and one site created through it, with its change record."""
     for table, columns in store.EDIT_COLUMNS.items():
+        if table in ("missiles", "places"):  # edited only since schema 3
+            continue
         for column in columns:
             connection.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" TEXT')
     connection.execute(store.CHANGES_DDL)
@@ -92,7 +116,7 @@ def test_migration_keeps_every_value_and_is_idempotent(old, tmp_path):
         expected_id = migrations.build_id(connection)  # computed the same way on the unmigrated file
     with closing(store.connect(old)) as connection:
         assert migrations.migrate(connection) is True
-        assert migrations.schema_version(connection) == "2"
+        assert migrations.schema_version(connection) == "3"
         assert migrations.build_id(connection) == expected_id and expected_id.startswith("legacy-")
         before = connection.total_changes
         assert migrations.migrate(connection) is False
@@ -101,11 +125,32 @@ def test_migration_keeps_every_value_and_is_idempotent(old, tmp_path):
     assert set(migrated) == set(bundled) | {"changes"}
     for table, rows in bundled.items():  # every bundled row as the build writes it, JSON lists byte for byte
         width = len(rows[0])
-        assert [row[:width] for row in migrated[table][:len(rows)]] == rows, table
+        assert [row[:width] for row in migrated[table][:len(rows)]] == _without_place_aliases(table, rows), table
     with closing(store.connect_readonly(old)) as connection:
         aliases, classes = connection.execute("SELECT aliases, missile_classes FROM sites WHERE id = 'old-base'").fetchone()
     assert json.loads(aliases) == LOGGED_ALIASES  # the item the old format split, whole again from the change log
     assert json.loads(classes) == ["IRBM"]
+
+
+def _without_place_aliases(table: str, rows: list[tuple]) -> list[tuple]:
+    """Bundled rows as a file made before schema 3 has them after migrating: places without aliases (the last
+    column), since that file never had any."""
+    return [row[:-1] + (None,) for row in rows] if table == "places" else rows
+
+
+def test_schema_2_to_3_adds_place_aliases_and_attaches_the_korean_lines_once(tmp_path):
+    path = make_schema_2(tmp_path / "two.gpkg")
+    with closing(store.connect(path)) as connection:
+        assert migrations.migrate(connection) is True and migrations.schema_version(connection) == "3"
+        assert migrations.migrate(connection) is False
+    migrated, bundled = dump(path), dump(BUNDLED)
+    assert set(migrated) == set(bundled)
+    for table, rows in bundled.items():
+        assert migrated[table] == _without_place_aliases(table, rows), table
+    attached = {(border, country) for _, border, country in migrated[migrations.ATTACHED_TABLE]}
+    assert attached == {(b, c) for b in ("mdl", "dmz-north", "dmz-south") for c in ("KOR", "PRK")}
+    info = pyogrio.read_info(path, layer="places")
+    assert dict(zip(info["fields"], info["ogr_subtypes"]))["aliases"] == "OFSTJSON"
 
 
 def test_a_migrated_file_is_a_valid_geopackage_gdal_reads_lists_from(old):
@@ -124,7 +169,7 @@ def test_ensure_edit_schema_migrates(tmp_path):
     path = make_schema_1(tmp_path / "plain.gpkg", edited=False)
     with closing(store.connect(path)) as connection:
         store.ensure_edit_schema(connection)
-        assert migrations.schema_version(connection) == "2"
+        assert migrations.schema_version(connection) == "3"
         assert store.has_edit_schema(connection)
         assert connection.execute("SELECT countries FROM borders WHERE id = 'mdl'").fetchone() == ('["KOR","PRK"]',)
 
@@ -147,7 +192,7 @@ def test_duplicate_ids_stop_the_migration_naming_table_and_id_and_change_nothing
 def test_a_newer_schema_is_refused(tmp_path):
     path = store.copy_consistent(BUNDLED, tmp_path / "newer.gpkg")
     with closing(sqlite3.connect(path)) as connection:
-        connection.execute("UPDATE catalogue_meta SET value = '3' WHERE key = 'schema_version'")
+        connection.execute("UPDATE catalogue_meta SET value = '4' WHERE key = 'schema_version'")
         connection.commit()
     with closing(store.connect(path)) as connection, pytest.raises(migrations.MigrationError, match="newer"):
         migrations.migrate(connection)

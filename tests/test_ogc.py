@@ -95,7 +95,7 @@ def test_conformance_classes(client):
 
 def test_collections(client):
     body = client.get("/collections").json()
-    assert [c["id"] for c in body["collections"]] == ["sites", "places", "borders", "observations"]
+    assert [c["id"] for c in body["collections"]] == ["sites", "places", "borders", "observations", "missiles"]
     sites = client.get("/collections/sites").json()
     assert any(link["rel"] == "items" and link["type"] == "application/geo+json" for link in sites["links"])
     west, south, east, north = sites["extent"]["spatial"]["bbox"][0]
@@ -224,7 +224,7 @@ def test_attribute_filters(client):
 
 def test_observations_have_null_geometry_and_datetime(client):
     body = client.get("/collections/observations/items?limit=1000").json()
-    assert body["numberMatched"] == 44 and all(f["geometry"] is None for f in body["features"])
+    assert body["numberMatched"] == 55 and all(f["geometry"] is None for f in body["features"])
     assert client.get("/collections/observations/items?bbox=-180,-90,180,90").json()["numberMatched"] == 0
     dates = [f["properties"]["observed_on"] for f in body["features"]]
 
@@ -356,16 +356,16 @@ def test_debian_gdal_36_reads_the_schema_and_pages_alike(server_url, capsys):
 
 def test_gdal_oapif_lists_the_collections(server_url):
     layers = [name for name, _ in pyogrio.list_layers(f"OAPIF:{server_url}")]
-    assert layers == ["sites", "places", "borders", "observations"]
+    assert layers == ["sites", "places", "borders", "observations", "missiles"]
     observations = pyogrio.read_dataframe(f"OAPIF:{server_url}", layer="observations", read_geometry=False)
-    assert len(observations) == 44
+    assert len(observations) == 55
 
 
 def test_owslib_lists_collections_and_reads_items(server_url):
     from owslib.ogcapi.features import Features
 
     api = Features(server_url)
-    assert [c["id"] for c in api.collections()["collections"]] == ["sites", "places", "borders", "observations"]
+    assert [c["id"] for c in api.collections()["collections"]] == ["sites", "places", "borders", "observations", "missiles"]
     assert set(CONFORMANCE) <= set(api.conformance()["conformsTo"])
     items = api.collection_items("sites", limit=3)
     assert items["numberReturned"] == 3 and items["numberMatched"] == 23

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-REAL_IDS = {"site_id": "kal-gol", "source_id": "38-north-iha-ri"}
+REAL_IDS = {"site_id": "kal-gol", "source_id": "38-north-iha-ri", "missile_id": "hwasong-5", "place_id": "seoul",
+            "city_id": "1835848"}
 
 
 def _url(path: str) -> str:

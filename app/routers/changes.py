@@ -53,7 +53,8 @@ def list_changes(
         description="Changes at or after this UTC day (YYYY-MM-DD) or RFC 3339 date-time (no offset: UTC).",
     )] = None,
     after: Annotated[int, Query(ge=0, le=2**62, description="Changes after this change id (the `next` link).")] = 0,
-    entity: Annotated[Literal["site", "observation", "source"] | None, Query(description="Only this kind.")] = None,
+    entity: Annotated[Literal["site", "observation", "source", "missile", "place", "attached_border"] | None,
+                      Query(description="Only this kind.")] = None,
     site_id: Annotated[str | None, Query(min_length=1, max_length=200, description="Only changes of this site.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100,
 ) -> dict:

@@ -1,4 +1,5 @@
-"""Analysts' writes: sites, their observations, and sources. Every route needs an editor's token."""
+"""Analysts' writes: sites, their observations, sources, missile systems and places. Every route needs an editor's
+token."""
 
 import json
 from typing import Annotated
@@ -10,8 +11,8 @@ from app.auth import Principal, require_editor
 from app.errors import InvalidParameter
 from app.live import LiveCatalogue
 from app.models import (
-    ObservationCreate, ObservationWritten, SiteCreate, SiteUpdate, SiteWritten, SourceCreate, SourceUpdate,
-    SourceWritten,
+    MissileCreate, MissileUpdate, MissileWritten, ObservationCreate, ObservationWritten, PlaceCreate, PlaceUpdate,
+    PlaceWritten, SiteCreate, SiteUpdate, SiteWritten, SourceCreate, SourceUpdate, SourceWritten,
 )
 
 
@@ -41,6 +42,8 @@ async def unique_member_names(request: Request, _: Editor) -> None:
 router = APIRouter(tags=["edits"], dependencies=[Depends(unique_member_names)])
 SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
 SourceId = Annotated[str, Path(min_length=1, max_length=200, description="Source id.")]
+MissileId = Annotated[str, Path(min_length=1, max_length=200, description="Missile id, e.g. hwasong-12.")]
+PlaceId = Annotated[str, Path(min_length=1, max_length=200, description="Place id, e.g. hagatna.")]
 
 
 def get_live(request: Request) -> LiveCatalogue:
@@ -101,3 +104,32 @@ def create_source(body: SourceCreate, live: Live, editor: Editor, response: Resp
 def update_source(source_id: SourceId, body: SourceUpdate, live: Live, editor: Editor):
     """Change the given fields of a source (null clears an optional one)."""
     return _written(live, edits.update_source, edits.source_record, source_id, body, editor.name)
+
+
+@router.post("/missiles", status_code=201, response_model=MissileWritten, summary="Add a missile system")
+def create_missile(body: MissileCreate, live: Live, editor: Editor, response: Response):
+    """Add a missile system (its id is made from its name) with its class, its sources and, where one is published,
+    its range (`range_max_km` with `range_kind` and `confidence`; `range_min_km` for a minimum)."""
+    answer = _written(live, edits.create_missile, edits.missile_record, body, editor.name)
+    response.headers["Location"] = f"/missiles/{answer['change']['entity_id']}"
+    return answer
+
+
+@router.patch("/missiles/{missile_id}", response_model=MissileWritten, summary="Change a missile system")
+def update_missile(missile_id: MissileId, body: MissileUpdate, live: Live, editor: Editor):
+    """Change the given fields (null clears an optional one); a new class re-derives its sites' missile classes."""
+    return _written(live, edits.update_missile, edits.missile_record, missile_id, body, editor.name)
+
+
+@router.post("/places", status_code=201, response_model=PlaceWritten, summary="Add a reference place")
+def create_place(body: PlaceCreate, live: Live, editor: Editor, response: Response):
+    """Add a place `near=` answers to by its id, name or any of its aliases (its id is made from its name)."""
+    answer = _written(live, edits.create_place, edits.place_record, body, editor.name)
+    response.headers["Location"] = f"/places/{answer['change']['entity_id']}"
+    return answer
+
+
+@router.patch("/places/{place_id}", response_model=PlaceWritten, summary="Change a reference place")
+def update_place(place_id: PlaceId, body: PlaceUpdate, live: Live, editor: Editor):
+    """Change the given fields of a place (null clears an optional one; a new lon/lat moves it)."""
+    return _written(live, edits.update_place, edits.place_record, place_id, body, editor.name)

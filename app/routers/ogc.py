@@ -77,6 +77,8 @@ COLLECTIONS = {
                    "dates: `datetime` keeps them all).", "borders"),
         Collection("observations", "Observations", "Dated observations of sites (no geometry; `datetime` filters "
                    "on observed_on).", "observations"),
+        Collection("missiles", "Missile systems", "Missile systems with their class, published range, kind of range "
+                   "and sources (no geometry; no dates: `datetime` keeps them all).", "missiles"),
     )
 }
 

@@ -1,49 +1,79 @@
-"""Reference tables: /missiles, /places, /borders, /borders/distance, /health."""
+"""Reference tables: /missiles, /places (each whole or one by id), /borders, /borders/distance, /health."""
 
 from typing import Annotated
 
 import os
 
-from fastapi import APIRouter, Depends, Query, Request
+import pandas as pd
 
-from app.catalogue import record, split_list
-from app.errors import StorageUnavailable
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from app.catalogue import record
+from app.errors import NotFound, StorageUnavailable
 from app.formats import feature, feature_collection, rounded_km
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIST_ITEMS, CentreParams
+from app.store import EDIT_COLUMNS
 
 router = APIRouter()
-MISSILE_COLUMNS = ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_kind", "confidence",
-                   "source_ids", "notes"]
+MISSILE_COLUMNS = ["id", "name", "aliases", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind",
+                   "confidence", "source_ids", "notes"]
+
+
+MissileId = Annotated[str, Path(min_length=1, max_length=200, description="Missile id, e.g. hwasong-12.")]
+PlaceId = Annotated[str, Path(min_length=1, max_length=200, description="Place id, e.g. hagatna.")]
+
+
+def _missile_item(row) -> dict:
+    """A missile row as JSON: the reference columns, then who added or changed it and when."""
+    return record(row, [*MISSILE_COLUMNS, *(c for c in EDIT_COLUMNS["missiles"] if c in row.index)])
 
 
 @router.get("/missiles", tags=["reference"], summary="Missile systems and their published ranges")
 def list_missiles(catalogue: CatalogueDep):
     """Every missile with its class, range (blank where no figure is published), kind of range and sources."""
-    items = []
-    for _, row in catalogue.missiles.iterrows():
-        item = record(row, MISSILE_COLUMNS)
-        item["aliases"], item["source_ids"] = split_list(item["aliases"]), split_list(item["source_ids"])
-        items.append(item)
+    items = [_missile_item(row) for _, row in catalogue.missiles.iterrows()]
     return {"missiles": items, "data_version": catalogue.version}
+
+
+@router.get("/missiles/{missile_id}", tags=["reference"], summary="One missile system")
+def get_missile(catalogue: CatalogueDep, missile_id: MissileId):
+    """A missile with its class, range, kind of range and sources."""
+    if missile_id not in catalogue.missiles.index:
+        raise NotFound(f"no missile with id {missile_id!r}", parameter="missile_id")
+    return {**_missile_item(catalogue.missiles.loc[missile_id]), "data_version": catalogue.version}
+
+
+def _place_feature(place_id: str, row) -> dict:
+    """A place row as a GeoJSON feature."""
+    return feature(row.geometry, record(row, [c for c in row.index if c != "geometry"]), place_id)
 
 
 @router.get("/places", response_class=GeoJSONResponse, tags=["reference"], summary="Reference places")
 def list_places(catalogue: CatalogueDep):
-    """The places `near=` accepts, with their sources."""
-    features = [
-        feature(row.geometry, record(row, [c for c in row.index if c != "geometry"]), place_id)
-        for place_id, row in catalogue.places.iterrows()
-    ]
+    """The places `near=` accepts (by id, name or alias), with their sources."""
+    features = [_place_feature(place_id, row) for place_id, row in catalogue.places.iterrows()]
     return feature_collection(features, data_version=catalogue.version)
+
+
+@router.get("/places/{place_id}", response_class=GeoJSONResponse, tags=["reference"], summary="One reference place")
+def get_place(catalogue: CatalogueDep, place_id: PlaceId):
+    """A place with its aliases and source."""
+    if place_id not in catalogue.places.index:
+        raise NotFound(f"no place with id {place_id!r}", parameter="place_id")
+    return {**_place_feature(place_id, catalogue.places.loc[place_id]), "data_version": catalogue.version}
 
 
 @router.get("/borders", tags=["borders"], summary="Border lines")
 def list_borders(catalogue: CatalogueDep):
-    """Every border's id, name, kind and source (the lines themselves are in the GeoPackage)."""
+    """Every border's id, name, kind and source (the lines themselves are in the GeoPackage), the coastlines of the
+    sites' countries, the named lines attached to each country, and the lines sites are measured against."""
     columns = [c for c in catalogue.borders.columns if c != "geometry"]
-    items = [record(row, columns) for _, row in catalogue.borders.iterrows()]
-    return {"borders": items, "measured_for_sites": list(catalogue.measured_border_ids)}
+    coastlines = [b for b in catalogue.measured_border_ids if b not in catalogue.borders.index]
+    lines = pd.concat([catalogue.borders, catalogue.lines_frame(coastlines)])
+    items = [record(row, columns) for _, row in lines.iterrows()]
+    return {"borders": items, "attached": {country: list(ids) for country, ids in catalogue.attached_borders.items()},
+            "measured_for_sites": list(catalogue.measured_border_ids)}
 
 
 @router.get("/borders/distance", tags=["borders"], summary="Distance from a point to the borders")

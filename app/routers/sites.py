@@ -8,6 +8,7 @@ from app.catalogue import record, split_list
 from app.exports import EXPORT_MEDIA_TYPES, export_response, sites_format
 from app.formats import GEOJSON_MEDIA_TYPE, feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
+from app.routers.launches import site_launch_summary
 from app.schemas import (
     MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, as_of_fields,
     run_site_query,
@@ -57,7 +58,8 @@ def get_site(catalogue: CatalogueDep, site_id: SiteId):
         for _, row in catalogue.site_observations(site_id).iterrows()
     ]
     properties["missiles"] = [
-        {**record(row, ["id", "name", "class", "range_min_km", "range_max_km", "range_kind", "confidence", "notes"]),
+        {**record(row, ["id", "name", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind",
+                        "confidence", "notes"]),
          "source_ids": split_list(row["source_ids"])}
         for _, row in catalogue.site_missiles(site).iterrows()
     ]
@@ -66,6 +68,7 @@ def get_site(catalogue: CatalogueDep, site_id: SiteId):
          "nearest_point": [round(row.nearest_lon, 7), round(row.nearest_lat, 7)]}
         for row in catalogue.site_border_table(site_id).itertuples()
     ]
+    properties["launches"] = site_launch_summary(catalogue, site_id)
     properties["sources"] = [
         record(row, ["id", "title", "publisher", "published_on", "url"])
         for _, row in catalogue.sources_for(catalogue.site_source_ids(site)).iterrows()
