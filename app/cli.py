@@ -95,8 +95,12 @@ def _os_error(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}"
 
 
-def _print_table(table: Table, wide: bool) -> None:
-    """A table on stdout: fitted to the terminal (80 columns when not one), or as wide as it needs with --wide."""
+def _print_table(table: Table, wide: bool = False) -> None:
+    """A table on stdout: fitted to the terminal (80 columns when not one; a cell too long for its column folds onto
+    the next line rather than being cut), or as wide as it needs with --wide."""
+    if not wide:
+        for column in table.columns:
+            column.overflow = "fold"
     (Console(width=100_000) if wide else console).print(table)
 
 
@@ -251,6 +255,8 @@ def reach(
     facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
     country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or geojson.")] = OutputFormat.table,
+    wide: Annotated[bool, typer.Option("--wide", help="The margin's interval and the precision in columns of their "
+                                       "own, however wide.")] = False,
     gpkg: GpkgOption = None,
 ) -> None:
     """Which sites' missiles reach a target, as GET /reach: each margin as an interval (± the site's coordinate
@@ -283,8 +289,9 @@ def reach(
     for verdict, meaning in REACH_VERDICTS.items():
         group = pairs[pairs["verdict"] == verdict]
         if len(group):
-            console.print(_reach_table(catalogue, group, f"{verdict}: {meaning.replace('short_km', f'{short_km:g} km')}"
-                                       if short_km is not None else f"{verdict}: {meaning}"))
+            title = (f"{verdict}: {meaning.replace('short_km', f'{short_km:g} km')}" if short_km is not None
+                     else f"{verdict}: {meaning}")
+            _print_table(_reach_table(catalogue, group, title, wide=wide), wide)
     if not len(pairs):
         console.print("no site's missiles reach it" + ("" if short_km is not None else
                                                        " (--short-km lists those falling short)"), highlight=False)
@@ -292,18 +299,24 @@ def reach(
         console.print(f"not assessed (no coordinate or no published range): {', '.join(unassessed)}", highlight=False)
 
 
-def _reach_table(catalogue, pairs, title: str) -> Table:
-    """One verdict's (site, missile) pairs with the distance, range, margin and its interval."""
+def _reach_table(catalogue, pairs, title: str, *, wide: bool = False) -> Table:
+    """One verdict's (site, missile) pairs with the distance, range and margin: narrow (80 columns), the margin as
+    `m ± p` km; wide, its interval and the precision in columns of their own."""
     table = Table(title=title, title_justify="left")
-    for column in ("site", "missile", "distance km", "range km", "margin km", "margin interval km", "precision m"):
+    columns = ("site", "missile", "distance km", "range km", "margin km")
+    for column in columns + (("margin interval km", "precision m") if wide else ()):
         table.add_column(column, justify="right" if "km" in column or column.endswith(" m") else "left")
     for row in pairs.itertuples():
         low = "" if pd.isna(row.range_min_km) else f"{row.range_min_km:,.0f}–"
-        interval = "unknown" if pd.isna(row.margin_low_km) else f"{row.margin_low_km:+,.1f} … {row.margin_high_km:+,.1f}"
-        precision = "unknown" if pd.isna(row.precision_km) else f"{row.precision_km * 1000:,.4g}"
-        table.add_row(catalogue.sites.loc[row.site_id, "name"], catalogue.missiles.loc[row.missile_id, "name"],
-                      f"{row.distance_km:,.1f}", f"{low}{row.range_max_km:,.0f}", f"{row.margin_km:+,.1f}", interval,
-                      precision)
+        known = not pd.isna(row.precision_km)
+        cells = [catalogue.sites.loc[row.site_id, "name"], catalogue.missiles.loc[row.missile_id, "name"],
+                 f"{row.distance_km:,.1f}", f"{low}{row.range_max_km:,.0f}", f"{row.margin_km:+,.1f}"]
+        if wide:
+            cells += [f"{row.margin_low_km:+,.1f} … {row.margin_high_km:+,.1f}" if known else "unknown",
+                      f"{row.precision_km * 1000:,.4g}" if known else "unknown"]
+        else:
+            cells[-1] += f" ± {row.precision_km:,.1f}" if known else " ± ?"
+        table.add_row(*cells)
     return table
 
 
@@ -532,7 +545,7 @@ def import_command(
         _fail(f"{target}: {exc.message}; nothing written")
     _print_bad_rows(result)
     if result.good:
-        console.print(_imported_table(result), highlight=False)
+        _print_table(_imported_table(result))
     bad = f"{len(result.bad)} bad {result.unit}(s)"
     timing = f"checked in {result.check_seconds:.2f} s" + (f", written in {result.write_seconds:.2f} s"
                                                             if result.written else "")
@@ -705,7 +718,7 @@ def cities_near(
                                      min_population=params.min_population, sort=params.sort)
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
-    console.print(_cities_table(f"{min(len(rows), params.limit)} of {len(rows)} cities "
+    _print_table(_cities_table(f"{min(len(rows), params.limit)} of {len(rows)} cities "
                                 f"({int(rows['population'].sum()):,} people)", rows.iloc[:params.limit]))
 
 
@@ -743,7 +756,7 @@ def cities_in_range_command(
         rows = rows[rows["population"] >= params.min_population]
     shown = rows.iloc[:params.limit]
     people = "; ".join(f"{c['class']}: {c['cities']:,} cities, {c['population']:,} people" for c in result.by_class)
-    console.print(_cities_table(f"Cities within range of {', '.join(result.site_ids) or 'no site'}: {len(shown)} of "
+    _print_table(_cities_table(f"Cities within range of {', '.join(result.site_ids) or 'no site'}: {len(shown)} of "
                                 f"{len(rows)}", shown, reached=reach_pairs(result, shown.index),
                                 caption=f"{people or 'no city in range'}" + (
                                     f"; not assessed: {', '.join(result.not_assessed)}" if result.not_assessed else "")))
@@ -755,7 +768,7 @@ def cities_in_range_command(
         plus = "+" if missile.get("range_max_qualifier") == "at_least" else ""
         missiles.add_row(row["missile_id"], f"{missile['range_max_km']:,.0f}{plus}", f"{row['cities']:,}",
                          f"{row['population']:,}", f"{row['cities_certain']:,}", f"{row['population_certain']:,}")
-    console.print(missiles)
+    _print_table(missiles)
 
 
 @cities_cli.command("reach")
@@ -778,7 +791,7 @@ def cities_reach(
         table.add_column(column, justify="right" if "km" in column else "left")
     for item in pairs.itertuples():
         table.add_row(item.site_id, item.missile_id, _km(item.distance_km), f"{item.range_max_km:,.0f}", _km(item.margin_km))
-    console.print(table)
+    _print_table(table)
 
 
 def _city_by_id_or_name(catalogue, text: str):
@@ -826,14 +839,14 @@ def launches_command(
         counts.add_column(column, justify="right" if column == "launches" else "left")
     for item in launch_counts(rows):
         counts.add_row(item["year"], item["missile"], item["missile_name"], str(item["launches"]))
-    console.print(counts)
+    _print_table(counts)
     table = Table(title="Launches")
     for column in ("id", "date", "missile", "facility", "km", "outcome"):
         table.add_column(column, justify="right" if column == "km" else "left")
     for launch_id, row in rows.iterrows():
         table.add_row(launch_id, row["launched_on"], row["missile_name"], row["facility_name"], _km(_nan_none(row["distance_km"])),
                       row["outcome"])
-    console.print(table)
+    _print_table(table)
 
 
 def _nan_none(value):
