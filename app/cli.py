@@ -16,6 +16,7 @@ import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from app.build_data import build
 from app.catalogue import Catalogue
@@ -52,8 +53,13 @@ class OutputFormat(str, Enum):
 
 def _fail(message: str, code: int = 2) -> None:
     """Print an error naming the problem and exit."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _error_line(message)
     raise typer.Exit(code)
+
+
+def _error_line(message: str) -> None:
+    """One line on stderr: `error:` and the problem (the message is printed as text, never as markup)."""
+    errors.print("[bold red]error:[/]", Text(message), highlight=False, soft_wrap=True)
 
 
 def _params(kind, **values):
@@ -62,7 +68,40 @@ def _params(kind, **values):
         return pydantic.TypeAdapter(kind).validate_python({k: v for k, v in values.items() if v is not None})
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
-        _fail(f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}")
+        name = next(str(part) for part in first["loc"] if isinstance(part, str))  # ("status", 0): --status
+        given = f" {first['input']!r}" if len(first["loc"]) > 1 else ""
+        _fail(f"--{name.replace('_', '-')}{given}: {first['msg']}")
+
+
+def _writable(path: Path, option: str) -> Path:
+    """A file path whose folder exists (nothing makes folders), or a one-line error naming the option."""
+    if path.is_dir():
+        _fail(f"{option}: {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        _fail(f"{option}: no such directory: {path.parent}")
+    return path
+
+
+def _existing(path: Path, option: str) -> Path:
+    """A file that exists, or a one-line error naming the option."""
+    if not path.is_file():
+        _fail(f"{option}: no such file: {path}")
+    return path
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as one line: the file and what went wrong with it."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _print_table(table: Table, wide: bool = False) -> None:
+    """A table on stdout: fitted to the terminal (80 columns when not one; a cell too long for its column folds onto
+    the next line rather than being cut), or as wide as it needs with --wide."""
+    if not wide:
+        for column in table.columns:
+            column.overflow = "fold"
+    (Console(width=100_000) if wide else console).print(table)
 
 
 def _live(settings: Settings) -> Path:
@@ -133,6 +172,8 @@ def sites(
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
     offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, geojson or csv.")] = OutputFormat.table,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column of the table (the name, the declared status, "
+                                       "the missiles and each border), however wide.")] = False,
     gpkg: GpkgOption = None,
 ) -> None:
     """Find sites, with the same filters as GET /sites."""
@@ -153,25 +194,47 @@ def sites(
     elif output is OutputFormat.csv:
         sys.stdout.write(features_csv(collection["features"]))
     else:
-        console.print(_sites_table(collection))
+        _print_table(_sites_table(collection, wide=wide, border=band.border), wide)
 
 
-def _sites_table(collection: dict) -> Table:
-    """Site features as a rich table, with distances when the query had a centre."""
+def _sites_table(collection: dict, *, wide: bool = False, border: str | None = None) -> Table:
+    """Site features as a rich table, with distances when the query had a centre.
+
+    Narrow (it fits 80 columns): id, status, missile classes, the distance to the centre, and the distance to
+    `border` (else the nearest border, named). Wide: the name, the declared status, the missiles and every border."""
     features = collection["features"]
-    border_ids = list(dict.fromkeys(b for f in features for b in f["properties"]["border_distances_km"]))
-    table = Table(title=f"{collection['numberReturned']} of {collection['numberMatched']} sites")
-    columns = ["id", "name", "status", "declared", "missiles"]
     has_distance = any("distance_km" in f["properties"] for f in features)
-    for column in columns + (["km"] if has_distance else []) + [f"{b} km" for b in border_ids]:
-        table.add_column(column, justify="right" if column.endswith("km") else "left")
+    table = Table(title=f"{collection['numberReturned']} of {collection['numberMatched']} sites")
+    if wide:
+        border_ids = list(dict.fromkeys(b for f in features for b in f["properties"]["border_distances_km"]))
+        columns = ["id", "name", "status", "declared", "missiles"] + (["km"] if has_distance else [])
+        columns += [f"{b} km" for b in border_ids]
+    else:
+        columns = ["id", "status", "classes"] + (["km"] if has_distance else [])
+        columns += [f"{border} km" if border else "nearest border"]
+    for column in columns:
+        table.add_column(column, justify="right" if column.endswith(("km", "border")) else "left", overflow="fold")
     for item in features:
         p = item["properties"]
-        cells = [p["id"], p["name"], p["current_status"], p["declared_status"], ", ".join(p["missile_types"])]
-        cells += [_km(p.get("distance_km"))] if has_distance else []
-        cells += [_km(p["border_distances_km"][b]) if b in p["border_distances_km"] else "" for b in border_ids]
+        distances = p["border_distances_km"]  # only the lines measured for the site (its country's, attached)
+        if wide:
+            cells = [p["id"], p["name"], p["current_status"], p["declared_status"], ", ".join(p["missile_types"])]
+            cells += [_km(p.get("distance_km"))] if has_distance else []
+            cells += [_km(distances[b]) if b in distances else "" for b in border_ids]
+        else:
+            cells = [p["id"], p["current_status"], ", ".join(p["missile_classes"])]
+            cells += [_km(p.get("distance_km"))] if has_distance else []
+            cells += [(_km(distances[border]) if border in distances else "") if border else _nearest(distances)]
         table.add_row(*cells)
     return table
+
+
+def _nearest(distances: dict) -> str:
+    """The nearest border and its distance, e.g. `kor-prk 54.2`, or `unknown`."""
+    if not distances:
+        return "unknown"
+    border_id = min(distances, key=distances.get)
+    return f"{border_id} {_km(distances[border_id])}"
 
 
 def _km(value) -> str:
@@ -192,6 +255,8 @@ def reach(
     facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
     country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or geojson.")] = OutputFormat.table,
+    wide: Annotated[bool, typer.Option("--wide", help="The margin's interval and the precision in columns of their "
+                                       "own, however wide.")] = False,
     gpkg: GpkgOption = None,
 ) -> None:
     """Which sites' missiles reach a target, as GET /reach: each margin as an interval (± the site's coordinate
@@ -224,8 +289,9 @@ def reach(
     for verdict, meaning in REACH_VERDICTS.items():
         group = pairs[pairs["verdict"] == verdict]
         if len(group):
-            console.print(_reach_table(catalogue, group, f"{verdict}: {meaning.replace('short_km', f'{short_km:g} km')}"
-                                       if short_km is not None else f"{verdict}: {meaning}"))
+            title = (f"{verdict}: {meaning.replace('short_km', f'{short_km:g} km')}" if short_km is not None
+                     else f"{verdict}: {meaning}")
+            _print_table(_reach_table(catalogue, group, title, wide=wide), wide)
     if not len(pairs):
         console.print("no site's missiles reach it" + ("" if short_km is not None else
                                                        " (--short-km lists those falling short)"), highlight=False)
@@ -233,18 +299,24 @@ def reach(
         console.print(f"not assessed (no coordinate or no published range): {', '.join(unassessed)}", highlight=False)
 
 
-def _reach_table(catalogue, pairs, title: str) -> Table:
-    """One verdict's (site, missile) pairs with the distance, range, margin and its interval."""
+def _reach_table(catalogue, pairs, title: str, *, wide: bool = False) -> Table:
+    """One verdict's (site, missile) pairs with the distance, range and margin: narrow (80 columns), the margin as
+    `m ± p` km; wide, its interval and the precision in columns of their own."""
     table = Table(title=title, title_justify="left")
-    for column in ("site", "missile", "distance km", "range km", "margin km", "margin interval km", "precision m"):
+    columns = ("site", "missile", "distance km", "range km", "margin km")
+    for column in columns + (("margin interval km", "precision m") if wide else ()):
         table.add_column(column, justify="right" if "km" in column or column.endswith(" m") else "left")
     for row in pairs.itertuples():
         low = "" if pd.isna(row.range_min_km) else f"{row.range_min_km:,.0f}–"
-        interval = "unknown" if pd.isna(row.margin_low_km) else f"{row.margin_low_km:+,.1f} … {row.margin_high_km:+,.1f}"
-        precision = "unknown" if pd.isna(row.precision_km) else f"{row.precision_km * 1000:,.4g}"
-        table.add_row(catalogue.sites.loc[row.site_id, "name"], catalogue.missiles.loc[row.missile_id, "name"],
-                      f"{row.distance_km:,.1f}", f"{low}{row.range_max_km:,.0f}", f"{row.margin_km:+,.1f}", interval,
-                      precision)
+        known = not pd.isna(row.precision_km)
+        cells = [catalogue.sites.loc[row.site_id, "name"], catalogue.missiles.loc[row.missile_id, "name"],
+                 f"{row.distance_km:,.1f}", f"{low}{row.range_max_km:,.0f}", f"{row.margin_km:+,.1f}"]
+        if wide:
+            cells += [f"{row.margin_low_km:+,.1f} … {row.margin_high_km:+,.1f}" if known else "unknown",
+                      f"{row.precision_km * 1000:,.4g}" if known else "unknown"]
+        else:
+            cells[-1] += f" ± {row.precision_km:,.1f}" if known else " ± ?"
+        table.add_row(*cells)
     return table
 
 
@@ -265,37 +337,59 @@ def build_data(
 def validate(
     gpkg: GpkgOption = None,
     tolerance_km: Annotated[float, typer.Option(min=0, help="Agreement asked of reported distances.")] = 5.0,
+    wide: Annotated[bool, typer.Option("--wide", help="Show each row's explanation, however wide.")] = False,
 ) -> None:
-    """Check the GeoPackage with GDAL's validate_gpkg and compare computed with reported distances."""
+    """Check the GeoPackage with GDAL's validate_gpkg and compare computed with reported distances.
+
+    A reported distance within --tolerance-km is `yes`; beyond it, `explained` when the sources explain the gap
+    (it does not fail), else `NO`. Exit 0: all good; 1: a validate_gpkg problem or a reported distance that disagrees.
+    """
     from osgeo_utils.samples import validate_gpkg
 
-    path = gpkg or _live(Settings())
-    problems = validate_gpkg.check(str(path), abort_at_first_error=False, extra_checks=True,
-                                   warning_as_error=True, myprint=lambda msg: None)
+    path = _existing(gpkg, "--gpkg") if gpkg else _live(Settings())
+    try:
+        problems = validate_gpkg.check(str(path), abort_at_first_error=False, extra_checks=True,
+                                       warning_as_error=True, myprint=lambda msg: None)
+    except Exception as exc:  # validate_gpkg raises on a file it cannot read as SQLite at all
+        _fail(f"{path}: not a GeoPackage validate_gpkg can read: {' '.join(str(exc).split())}")
     for problem in problems:
         errors.print(f"validate_gpkg: {problem}", highlight=False)
     console.print(f"validate_gpkg: {'ok' if not problems else f'{len(problems)} problem(s)'}")
     report = _open(path).check_reported(tolerance_km)
-    console.print(_reported_table(report, tolerance_km))
-    unchecked = int(report["unchecked"].notna().sum())
-    if unchecked:
-        console.print(f"{unchecked} reported distance(s) not checked: their site is retired or has no coordinate")
-    if problems or not report.loc[report["unchecked"].isna(), "ok"].all():
+    verdicts = [_verdict(row, tolerance_km) for row in report.itertuples()]
+    _print_table(_reported_table(report, verdicts, tolerance_km, wide), wide)
+    counts = {name: verdicts.count(name) for name in ("yes", "explained", "NO", "not checked")}
+    disagree = counts["NO"]
+    console.print(
+        f"validate: {'ok' if not problems and not disagree else 'FAILED'} (validate_gpkg "
+        f"{'ok' if not problems else f'{len(problems)} problem(s)'}; {len(report)} reported distances: "
+        f"{counts['yes']} within {tolerance_km:g} km, {counts['explained']} explained, {disagree} disagree, "
+        f"{counts['not checked']} not checked)", highlight=False, soft_wrap=True)
+    if problems or disagree:
         raise typer.Exit(1)
 
 
-def _reported_table(report, tolerance_km: float) -> Table:
-    """Reported against computed distances as a rich table."""
+def _verdict(row, tolerance_km: float) -> str:
+    """A reported distance's verdict: yes (within the tolerance), explained, NO, or not checked."""
+    if isinstance(row.unchecked, str):
+        return "not checked"
+    if abs(row.difference_km) <= tolerance_km:
+        return "yes"
+    return "explained" if isinstance(row.explanation, str) and row.explanation else "NO"
+
+
+def _reported_table(report, verdicts: list[str], tolerance_km: float, wide: bool) -> Table:
+    """Reported against computed distances as a rich table (with --wide, each row's explanation)."""
     table = Table(title=f"Reported vs computed distances (WGS84 geodesic; tolerance {tolerance_km:g} km)")
-    for column in ("site", "to", "reported km", "computed km", "diff km", "ok", "explanation"):
-        table.add_column(column, justify="right" if "km" in column else "left")
-    for row in report.itertuples():
-        checked = not isinstance(row.unchecked, str)
-        table.add_row(row.site_id, row.target_id, f"{row.reported_km:g}",
-                      f"{row.computed_km:.1f}" if checked else "unknown",
-                      f"{row.difference_km:+.1f}" if checked else "",
-                      ("yes" if row.ok else "NO") if checked else f"not checked: {row.unchecked}",
-                      row.explanation if isinstance(row.explanation, str) else "")
+    for column in ("site", "to", "reported km", "computed km", "diff km", "ok") + (("explanation",) if wide else ()):
+        table.add_column(column, justify="right" if "km" in column else "left", overflow="fold")
+    for row, verdict in zip(report.itertuples(), verdicts):
+        checked = verdict != "not checked"
+        cells = [row.site_id, row.target_id, f"{row.reported_km:g}", f"{row.computed_km:.1f}" if checked else "unknown",
+                 f"{row.difference_km:+.1f}" if checked else "", verdict if checked else f"{verdict}: {row.unchecked}"]
+        if wide:
+            cells.append(row.explanation if isinstance(row.explanation, str) else "")
+        table.add_row(*cells)
     return table
 
 
@@ -328,6 +422,9 @@ def map_command(
     from app.maps import catalogue_map, render_html
 
     started = time.perf_counter()
+    for path, option in ((output, "--output"), (png, "--png")):
+        if path is not None:
+            _writable(path, option)
     query = _command_line("map", lat=lat, lon=lon, near=near, within_km=within_km, status=status, declared=declared,
                           missile_class=missile_class, missile_type=missile_type, facility_type=facility_type,
                           country=country, border=border, border_min_km=border_min_km, border_max_km=border_max_km,
@@ -345,9 +442,12 @@ def map_command(
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
     html = render_html(catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query))
     if output is None and png is None:
-        output = Path("map.html")
+        output = _writable(Path("map.html"), "--output")
     if output is not None:
-        output.write_text(html, encoding="utf-8")
+        try:
+            output.write_text(html, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--output: cannot write {_os_error(exc)}")
         console.print(f"wrote {output} ({len(html.encode()) / 1e6:.2f} MB, {len(result.sites)} sites, "
                       f"{time.perf_counter() - started:.2f} s)", highlight=False)
     if png is not None:
@@ -362,6 +462,8 @@ def _write_png(html: str, path: Path) -> None:
         path.write_bytes(map_png(html))
     except BrowserProblem as exc:
         _fail(f"--png: {exc}")
+    except OSError as exc:
+        _fail(f"--png: cannot write {_os_error(exc)}")
     console.print(f"wrote {path}", highlight=False)
 
 
@@ -443,7 +545,7 @@ def import_command(
         _fail(f"{target}: {exc.message}; nothing written")
     _print_bad_rows(result)
     if result.good:
-        console.print(_imported_table(result), highlight=False)
+        _print_table(_imported_table(result))
     bad = f"{len(result.bad)} bad {result.unit}(s)"
     timing = f"checked in {result.check_seconds:.2f} s" + (f", written in {result.write_seconds:.2f} s"
                                                             if result.written else "")
@@ -616,7 +718,7 @@ def cities_near(
                                      min_population=params.min_population, sort=params.sort)
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
-    console.print(_cities_table(f"{min(len(rows), params.limit)} of {len(rows)} cities "
+    _print_table(_cities_table(f"{min(len(rows), params.limit)} of {len(rows)} cities "
                                 f"({int(rows['population'].sum()):,} people)", rows.iloc[:params.limit]))
 
 
@@ -654,7 +756,7 @@ def cities_in_range_command(
         rows = rows[rows["population"] >= params.min_population]
     shown = rows.iloc[:params.limit]
     people = "; ".join(f"{c['class']}: {c['cities']:,} cities, {c['population']:,} people" for c in result.by_class)
-    console.print(_cities_table(f"Cities within range of {', '.join(result.site_ids) or 'no site'}: {len(shown)} of "
+    _print_table(_cities_table(f"Cities within range of {', '.join(result.site_ids) or 'no site'}: {len(shown)} of "
                                 f"{len(rows)}", shown, reached=reach_pairs(result, shown.index),
                                 caption=f"{people or 'no city in range'}" + (
                                     f"; not assessed: {', '.join(result.not_assessed)}" if result.not_assessed else "")))
@@ -666,7 +768,7 @@ def cities_in_range_command(
         plus = "+" if missile.get("range_max_qualifier") == "at_least" else ""
         missiles.add_row(row["missile_id"], f"{missile['range_max_km']:,.0f}{plus}", f"{row['cities']:,}",
                          f"{row['population']:,}", f"{row['cities_certain']:,}", f"{row['population_certain']:,}")
-    console.print(missiles)
+    _print_table(missiles)
 
 
 @cities_cli.command("reach")
@@ -689,7 +791,7 @@ def cities_reach(
         table.add_column(column, justify="right" if "km" in column else "left")
     for item in pairs.itertuples():
         table.add_row(item.site_id, item.missile_id, _km(item.distance_km), f"{item.range_max_km:,.0f}", _km(item.margin_km))
-    console.print(table)
+    _print_table(table)
 
 
 def _city_by_id_or_name(catalogue, text: str):
@@ -737,14 +839,14 @@ def launches_command(
         counts.add_column(column, justify="right" if column == "launches" else "left")
     for item in launch_counts(rows):
         counts.add_row(item["year"], item["missile"], item["missile_name"], str(item["launches"]))
-    console.print(counts)
+    _print_table(counts)
     table = Table(title="Launches")
     for column in ("id", "date", "missile", "facility", "km", "outcome"):
         table.add_column(column, justify="right" if column == "km" else "left")
     for launch_id, row in rows.iterrows():
         table.add_row(launch_id, row["launched_on"], row["missile_name"], row["facility_name"], _km(_nan_none(row["distance_km"])),
                       row["outcome"])
-    console.print(table)
+    _print_table(table)
 
 
 def _nan_none(value):
@@ -792,8 +894,24 @@ def token_hash(token: Annotated[str, typer.Argument(help="The token to hash.")])
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point: every error is one line on stderr (exit 2), never a traceback or a panel."""
+    try:
+        code = cli(prog_name="missile-sites", standalone_mode=False)
+    except typer.Abort:
+        _error_line("aborted")
+        raise SystemExit(1) from None
+    except OSError as exc:
+        _error_line(_os_error(exc))
+        raise SystemExit(2) from None
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line naming the problem, not a traceback
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            context = getattr(exc, "ctx", None)  # click's usage errors (an unknown option, a missing argument)
+            hint = f" (see {context.command_path} --help)" if context is not None else ""
+            _error_line(f"{exc.format_message()}{hint}")
+            raise SystemExit(exc.exit_code) from None
+        _error_line(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+        raise SystemExit(2) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # python -m app.cli

@@ -664,6 +664,8 @@ def backup(source: Path, destination: Path, *, force: bool = False) -> BackupRes
         raise FileNotFoundError(f"GeoPackage not found: {source}")
     if destination.is_dir():
         raise FileExistsError(f"{destination} is a directory; give the backup's file name")
+    if not destination.parent.is_dir():
+        raise FileNotFoundError(f"no such directory: {destination.parent} (backup creates none: make it first)")
     if destination.exists():
         if destination.resolve() == source.resolve() or destination.samefile(source):
             raise FileExistsError(f"{destination} is the GeoPackage being backed up")

@@ -85,7 +85,7 @@
         options: {html: false, iconSize: [18, 18], iconAnchor: [9, 9], className: "site-icon"},
         createIcon: function (oldIcon) {
             var div = L.DivIcon.prototype.createIcon.call(this, oldIcon), site = this.options.site;
-            var marker = el("div", "site-marker");
+            var marker = el("div", this.options.copy ? "site-marker " + COPY_CLASS : "site-marker");
             marker.setAttribute("data-site-id", site.id);
             marker.setAttribute("data-status", site.status);
             div.appendChild(append(marker, statusSymbol(site.status, site.colour, 18)));
@@ -197,39 +197,88 @@
         }
     }
 
-    function shapesLayer(shapes) {
-        var group = L.featureGroup();
+    function shapesLayer(shapes, dx, group) {
+        // The shapes as one group, or (dx: a multiple of 360) their copy one world east or west, added to `group`.
+        group = group || L.featureGroup();
         shapes.forEach(function (shape) {
-            L.geoJSON(shape.geojson, {style: function () { return shape.style; }, onEachFeature: textTooltip})
-                .addTo(group);
+            var style = dx ? copyStyle(shape.style) : shape.style;
+            L.geoJSON(dx ? shifted(shape.geojson, dx) : shape.geojson,
+                {style: function () { return style; }, onEachFeature: textTooltip}).addTo(group);
         });
         return group;
     }
 
-    function centreMarker(centre) {
-        return L.circleMarker([centre.lat, centre.lon], {radius: 4, color: "#111111", fill: true, fillOpacity: 1,
-            className: "query-centre"}).bindTooltip(el("span", null, centre.label));
+    function centreMarker(centre, dx) {
+        return L.circleMarker([centre.lat, centre.lon + (dx || 0)], {radius: 4, color: "#111111", fill: true,
+            fillOpacity: 1, className: dx ? "query-centre " + COPY_CLASS : "query-centre"})
+            .bindTooltip(el("span", null, centre.label));
     }
 
-    function siteLayer(doc, drawn) {
-        var sites = doc.sites, group = sites.cluster ? L.markerClusterGroup({maxClusterRadius: 40}) : L.featureGroup();
-        var markers = sites.items.map(function (site) {
-            var marker = L.marker([site.lat, site.lon], {icon: new SiteIcon({site: site})});
+    function siteMarkers(doc, dx) {
+        return doc.sites.items.map(function (site) {
+            var marker = L.marker([site.lat, site.lon + (dx || 0)], {icon: new SiteIcon({site: site, copy: !!dx})});
             marker.bindTooltip(function () { return el("div", null, site.name); }, {sticky: false});
             marker.bindPopup(function () { return sitePopup(site, doc.sources); }, {maxWidth: 380});
             return marker;
         });
+    }
+
+    function addMarkers(group, markers) {
         if (group.addLayers) { group.addLayers(markers); } else { markers.forEach(function (m) { group.addLayer(m); }); }
-        drawn.markers = markers;
+    }
+
+    function siteLayer(doc, drawn) {
+        var group = doc.sites.cluster ? L.markerClusterGroup({maxClusterRadius: 40}) : L.featureGroup();
+        drawn.markers = siteMarkers(doc, 0);
+        addMarkers(group, drawn.markers);
         return group;
+    }
+
+    /* --- across ±180°: the world's copies east and west, drawn as the view reaches them ---------- */
+
+    var COPY_CLASS = "world-copy", MAX_COPIES = 2;
+
+    function shifted(geojson, dx) {
+        // A deep copy of a GeoJSON object with every longitude moved by dx degrees.
+        function move(coordinates) {
+            return typeof coordinates[0] === "number" ? [coordinates[0] + dx].concat(coordinates.slice(1))
+                : coordinates.map(move);
+        }
+        return JSON.parse(JSON.stringify(geojson), function (key, value) {
+            return key === "coordinates" && typeof this.type === "string" ? move(value) : value;
+        });
+    }
+
+    function copyStyle(style) {
+        return Object.assign({}, style, {className: ((style.className || "") + " " + COPY_CLASS).trim()});
+    }
+
+    function worldCopies(map, draws) {
+        // Leaflet draws a vector layer or marker in one world only; a view across ±180° (a Pacific view) shows the
+        // next world east or west, so each is drawn there too, once, the first time the view reaches it.
+        var done = {0: true};
+        function update() {
+            var bounds = map.getBounds();
+            var first = Math.max(-MAX_COPIES, Math.floor((bounds.getWest() + 180) / 360));
+            var last = Math.min(MAX_COPIES, Math.ceil((bounds.getEast() - 180) / 360));
+            for (var k = first; k <= last; k++) {
+                if (!done[k]) {
+                    done[k] = true;
+                    draws.forEach(function (drawCopy) { drawCopy(360 * k); });
+                }
+            }
+        }
+        map.on("moveend", update);
+        update();
     }
 
     function draw(map, dataElementId) {
         var doc = JSON.parse(document.getElementById(dataElementId).textContent);
         var drawn = {map: map, data: doc, markers: [], overlays: {}};
         document.title = doc.title;
-        L.geoJSON(doc.land, {pane: "basemap", interactive: false, style: function () { return doc.land_style; }})
-            .addTo(map);
+        var landOptions = {pane: "basemap", interactive: false, style: function () { return doc.land_style; }};
+        L.geoJSON(doc.land, landOptions).addTo(map);
+        var copies = [function (dx) { L.geoJSON(shifted(doc.land, dx), landOptions).addTo(map); }];
         var base = {"Offline vector basemap": L.layerGroup().addTo(map)};
         TILE_LAYERS.forEach(function (t) { base[t[0]] = L.tileLayer(t[1], {attribution: t[2], maxZoom: t[3]}); });
         var overlays = [];
@@ -237,9 +286,19 @@
             var group = shapesLayer(overlay.shapes);
             if (overlay.centre) { centreMarker(overlay.centre).addTo(group); }
             overlays.push([overlay.name, group.addTo(map)]);
+            copies.push(function (dx) {
+                shapesLayer(overlay.shapes, dx, group);
+                if (overlay.centre) { centreMarker(overlay.centre, dx).addTo(group); }
+            });
         });
-        if (doc.centre) { centreMarker(doc.centre).addTo(map); }
-        overlays.push([doc.sites.name, siteLayer(doc, drawn).addTo(map)]);
+        if (doc.centre) {
+            centreMarker(doc.centre).addTo(map);
+            copies.push(function (dx) { centreMarker(doc.centre, dx).addTo(map); });
+        }
+        var sites = siteLayer(doc, drawn).addTo(map);
+        overlays.push([doc.sites.name, sites]);
+        copies.push(function (dx) { addMarkers(sites, siteMarkers(doc, dx)); });
+        worldCopies(map, copies);
         var control = new TextLayers({}, {}, {position: "topright", collapsed: true});
         Object.keys(base).forEach(function (name) { control.addBaseLayer(base[name], name); });
         overlays.forEach(function (o) { control.addOverlay(o[1], o[0]); drawn.overlays[o[0]] = o[1]; });

@@ -21,7 +21,7 @@ class TokenEntry(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; each is documented in README.md."""
+    """Every knob of the service; each is documented in docs/operations.md."""
 
     model_config = SettingsConfigDict(env_prefix="MISSILE_SITES_", env_file=".env", extra="ignore")
 

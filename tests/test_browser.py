@@ -18,15 +18,15 @@ from tests.mapdata import HOSTILE, HOSTILE_QUERY, hostile_map
 
 SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
 COUNT_JS = """() => ({
-    markers: document.querySelectorAll('.site-marker').length,
+    markers: document.querySelectorAll('.site-marker:not(.world-copy)').length,
     clusters: document.querySelectorAll('.marker-cluster').length,
     in_clusters: [...document.querySelectorAll('.marker-cluster span')].reduce((n, e) => n + Number(e.textContent), 0),
-    rings: document.querySelectorAll('path.range-ring').length,
-    areas: document.querySelectorAll('path.range-area').length,
-    radius: document.querySelectorAll('path.query-radius').length,
-    mdl: document.querySelectorAll('path.border-mdl').length,
-    dmz: document.querySelectorAll('path.border-dmz_edge').length,
-    land_borders: document.querySelectorAll('path.border-land_border').length,
+    rings: document.querySelectorAll('path.range-ring:not(.world-copy)').length,
+    areas: document.querySelectorAll('path.range-area:not(.world-copy)').length,
+    radius: document.querySelectorAll('path.query-radius:not(.world-copy)').length,
+    mdl: document.querySelectorAll('path.border-mdl:not(.world-copy)').length,
+    dmz: document.querySelectorAll('path.border-dmz_edge:not(.world-copy)').length,
+    land_borders: document.querySelectorAll('path.border-land_border:not(.world-copy)').length,
     land: document.querySelectorAll('.leaflet-basemap-pane path').length,
     images: document.querySelectorAll('img').length,
     footer: (document.querySelector('.map-box.footer') || {}).textContent || '',
@@ -36,7 +36,9 @@ DRAWN_JS = """() => {
     const box = (selector) => [...document.querySelectorAll(selector)].filter((e) => {
         const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0;
     }).length;
-    return {markers: box('.site-marker svg'), rings: box('path.range-ring'), mdl: box('path.border-mdl')};
+    const one = ':not(.world-copy)';  // the world itself (a view across ±180° also draws its copies east and west)
+    return {markers: box(`.site-marker${one} svg`), rings: box(`path.range-ring${one}`), mdl: box(`path.border-mdl${one}`),
+            copies: box('.world-copy')};
 }"""
 
 
@@ -222,3 +224,53 @@ def test_a_clustered_map_renders_every_site_offline(catalogue, tmp_path):
         _screenshot(page, "clustered")
     assert log.problems == []  # before maxZoom was set, Leaflet.markercluster threw and drew no marker
     assert counts["clusters"] > 0 and counts["markers"] + counts["in_clusters"] == 300
+
+
+# Where an ICBM's range areas and its site are drawn (Leaflet's clipped rings, _parts, in layer pixels) in the view,
+# west and east of the ±180° line nearest the centre.
+SIDES_JS = """(siteId) => {
+    const drawn = window.missileSitesMaps[0], map = drawn.map, box = map.getContainer().getBoundingClientRect();
+    const line = map.latLngToLayerPoint([0, map.getCenter().lng < 0 ? -180 : 180]).x;
+    const left = map.containerPointToLayerPoint([0, 0]).x, right = map.containerPointToLayerPoint(map.getSize()).x;
+    const spans = [];  // [west, east] of each drawn part, in layer pixels
+    const walk = (layer) => {
+        if (layer._parts) {
+            layer._parts.forEach((part) => spans.push([Math.min(...part.map((p) => p.x)), Math.max(...part.map((p) => p.x))]));
+        }
+        if (layer.eachLayer) { layer.eachLayer(walk); }
+    };
+    Object.keys(drawn.overlays).filter((name) => name.includes('ICBM')).forEach((name) => walk(drawn.overlays[name]));
+    const markers = [...document.querySelectorAll(`.site-marker[data-site-id="${siteId}"]`)]
+        .map((e) => e.getBoundingClientRect()).filter((r) => r.width > 0 && r.left >= box.left && r.right <= box.right)
+        .map((r) => map.containerPointToLayerPoint([r.left + r.width / 2 - box.left, 0]).x);
+    return {west: spans.some(([w, e]) => Math.max(w, left) < Math.min(e, line) - 1),
+            east: spans.some(([w, e]) => Math.max(w, line) + 1 < Math.min(e, right)),
+            sites_west: markers.filter((x) => x < line).length, sites_east: markers.filter((x) => x > line).length};
+}"""
+
+
+def test_a_pacific_view_shows_rings_and_sites_on_both_sides_of_the_antimeridian(catalogue, tmp_path):
+    """Centred on 170°W (then 170°E), an ICBM's rings are drawn west and east of ±180° and its site shows west of it:
+    Leaflet draws each layer in one world only, so the map draws the next world's copy once the view reaches it."""
+    site_id = "sinpung-dong"
+    sites = catalogue.sites.loc[[site_id]]
+    assert "ICBM" in sites.iloc[0]["missile_classes"]
+    page_data = SitePage(sites, 1, None, catalogue.site_border_distances(sites.index))
+    path = _load(tmp_path, render_html(catalogue_map(catalogue, page_data, rings=True, query="an ICBM site")), "pacific")
+    with offline_page() as (page, log):
+        open_map(page, path)
+        before = page.evaluate(COUNT_JS)
+        sides = {}
+        for lon in (-170, 170):
+            page.evaluate(f"() => window.missileSitesMaps[0].map.setView([30, {lon}], 3, {{animate: false}})")
+            page.wait_for_timeout(400)
+            sides[lon] = page.evaluate(SIDES_JS, site_id)
+            page.set_viewport_size({"width": 1400, "height": 901 + (lon > 0)})  # else headless Chromium shows
+            page.wait_for_timeout(300)  # the vector layer as painted before a jump this long (the data is right)
+            _screenshot(page, f"pacific-{'west' if lon < 0 else 'east'}")
+        after = page.evaluate(COUNT_JS)
+    assert log.problems == []
+    for lon, seen in sides.items():
+        assert seen["west"] and seen["east"], (lon, seen)
+        assert seen["sites_west"] == 1 and seen["sites_east"] == 0, (lon, seen)  # the site is west of the line
+    assert before["rings"] == after["rings"] > 0 and after["markers"] == 1  # copies are extra, the world unchanged

@@ -124,9 +124,11 @@ def test_reach_for_a_city_by_its_alias_with_intervals(desk):
         assert pair["margin_interval_km"] == pytest.approx(interval, abs=0.001)
     assert north["margin_km"] == pytest.approx(-3.0, abs=0.05) and north["coord_precision_m"] == 5000
     assert body["not_assessed"] == []
-    printed = CliRunner().invoke(cli, ["reach", "--near", "Riyadh", "--gpkg", str(desk[2])], env={"COLUMNS": "200"})
+    printed = CliRunner().invoke(cli, ["reach", "--near", "Riyadh", "--gpkg", str(desk[2])], env={"COLUMNS": "80"})
     assert printed.exit_code == 0, printed.stdout
-    assert "reaches_only_if_coordinate_errs" in printed.stdout and "-8.0 … +2.0" in printed.stdout
+    assert "reaches_only_if_coordinate_errs" in printed.stdout and "-3.0 ± 5.0" in printed.stdout  # margin ± precision
+    printed = CliRunner().invoke(cli, ["reach", "--near", "Riyadh", "--gpkg", str(desk[2]), "--wide"])
+    assert printed.exit_code == 0 and "-8.0 … +2.0" in printed.stdout  # --wide: the interval in its own column
     print(printed.stdout)  # the answer as the CLI prints it (pytest -s shows it)
 
 

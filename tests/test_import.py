@@ -320,6 +320,7 @@ def test_backup_is_a_consistent_geopackage_gdal_reads(live, tmp_path):
     assert run("import", DATA / "sites.geojson", "--gpkg", live).exit_code == 0
     expected = len(sites(live))
     copy = tmp_path / "backups" / "catalogue.gpkg"
+    copy.parent.mkdir()  # backup makes no folder (tests/test_cli.py: a missing one is refused)
     result = run("backup", copy, "--gpkg", live)
     assert result.exit_code == 0, result.output
     assert f"{expected} sites" in result.stdout and "integrity_check: ok" in result.stdout
