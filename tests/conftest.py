@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from app.catalogue import Catalogue
 from app.main import create_app
 from app.settings import GEODATA_DIR, Settings
+from tests.pg import make_cluster
 
 BUNDLED_GPKG = GEODATA_DIR / "catalogue.gpkg"
 
@@ -39,3 +40,11 @@ def client(gpkg_path, tmp_path_factory):
     app = create_app(Settings(gpkg=live, seed_gpkg=gpkg_path, _env_file=None))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL 15 + PostGIS cluster on a Unix socket in a temp dir, stopped after the session."""
+    cluster = make_cluster()
+    yield cluster
+    cluster.stop()
