@@ -7,7 +7,6 @@ import datetime
 import math
 import threading
 from collections import OrderedDict
-from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +20,8 @@ from app import geodesy, history, migrations, regions
 from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound, StorageUnavailable
-from app.store import EDIT_COLUMNS, ENVELOPE_BYTES, TEXT_DTYPE, StoreError, connect_readonly, has_table, read_layer
+from app.storage import as_store, store_errors
+from app.store import EDIT_COLUMNS, ENVELOPE_BYTES, TEXT_DTYPE, has_table, read_layer
 from app.vocab import DECLARED, LIST_COLUMN_NAMES, STATUSES, decode_list, encode_list
 
 SORTS = ("distance", "name", "border")
@@ -128,18 +128,6 @@ def last_change_id(connection) -> int:
     return connection.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
 
 
-@contextmanager
-def reading(path: Path):
-    """A read-only connection holding one read transaction: every query in the block sees the same commit."""
-    with closing(connect_readonly(path)) as connection:
-        connection.execute("BEGIN")
-        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read transaction starts here
-        try:
-            yield connection
-        finally:
-            connection.execute("COMMIT")
-
-
 REACH_VERDICTS = {  # verdict -> what it says, in the order answers list them
     "reaches": "reaches, even if the coordinate is off by its full precision the wrong way",
     "reaches_unless_coordinate_errs": "reaches from the stated point, but not if the coordinate errs against it",
@@ -162,11 +150,13 @@ LAYER_COLUMNS = {  # columns an older file lacks, read as NULL
 class Catalogue:
     """The catalogue's layers in memory, with every site's border distances precomputed."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        if not self.path.is_file():
+    def __init__(self, source):
+        self.store = as_store(source)  # a Store, or the path of a GeoPackage
+        self.path = getattr(self.store, "path", None)
+        self.store_name = self.path.name if self.path is not None else self.store.label
+        if self.path is not None and not self.path.is_file():
             raise FileNotFoundError(f"GeoPackage not found: {self.path}")
-        with reading(self.path) as connection:
+        with self.store.reading() as connection:
             self.build_id = migrations.build_id(connection)
             self.borders = read_layer(connection, "borders").set_index("id", drop=False)
             self.countries = read_layer(connection, "countries")  # the maps' vector basemap and the coastlines
@@ -214,7 +204,7 @@ class Catalogue:
         """A new catalogue with the edited layers read again whole; unmoved sites keep their border distances.
         Reads through `connection` when given (inside its open read transaction)."""
         if connection is None:
-            with reading(self.path) as connection:
+            with self.store.reading() as connection:
                 return self.refreshed(connection)
         new = self._copy()
         new._set_editable(*self._read_editable(connection))
@@ -226,7 +216,7 @@ class Catalogue:
         (the layers are read whole only when the log cannot say what changed); `self` when nothing did.
         Reads through `connection` when given (inside its open read transaction)."""
         if connection is None:
-            with reading(self.path) as connection:
+            with self.store.reading() as connection:
                 return self.advanced(connection)
         changed = self._changed_ids(connection)
         if changed is None:
@@ -293,7 +283,7 @@ class Catalogue:
     def _known_on(self, day: datetime.date) -> "Catalogue":
         """Rebuild sites, observations and sources from the change log; bundled sites count from their first report."""
         instant = history.day_end(day)
-        changes = history.read_changes(self.path, up_to_id=self.last_change)
+        changes = history.read_changes(self.store, up_to_id=self.last_change)
         every_site = self.all_sites
         site_changes = [c for c in changes if c["entity"] == "site"]
         states = history.state_at(history.site_records(every_site), site_changes, instant)
@@ -758,12 +748,12 @@ class Catalogue:
         with self._fixed_lock:
             if "cities" not in self._fixed_layers:
                 try:
-                    with reading(self.path) as connection:
+                    with self.store.reading() as connection:
                         self._fixed_layers["cities"] = read_cities(connection) if has_table(connection, "cities") else None
-                except (StoreError, OSError) as exc:  # the file deleted, replaced or unreadable under the service
-                    raise StorageUnavailable(f"the cities layer of {self.path.name} cannot be read: {exc}") from exc
+                except (*store_errors(), OSError) as exc:  # the file deleted, replaced or unreadable under the service
+                    raise StorageUnavailable(f"the cities layer of {self.store_name} cannot be read: {exc}") from exc
             if self._fixed_layers["cities"] is None:
-                raise StorageUnavailable(f"{self.path.name} has no cities layer (it was built before cities were "
+                raise StorageUnavailable(f"{self.store_name} has no cities layer (it was built before cities were "
                                          "bundled): serve a catalogue built by this version")
             return self._fixed_layers["cities"]
 
@@ -876,7 +866,7 @@ class Catalogue:
         file was built before the layer existed."""
         table = self._fixed_layers["launches"]
         if table is None:
-            raise StorageUnavailable(f"{self.path.name} has no launches layer (it was built before launches were "
+            raise StorageUnavailable(f"{self.store_name} has no launches layer (it was built before launches were "
                                      "bundled): serve a catalogue built by this version")
         return table
 

@@ -204,10 +204,10 @@ def record_change(connection, *, at: str, actor: str, action: str, entity: str, 
                   site_id: str | None, before: dict | None, after: dict | None) -> dict:
     """Append one change to the log and return it as stored."""
     diff = _diff(before, after)
-    cursor = connection.execute(CHANGE_INSERT, change_row(at=at, actor=actor, action=action, entity=entity,
-                                                          entity_id=entity_id, site_id=site_id, before=before,
-                                                          after=after))
-    return {"id": cursor.lastrowid, "at": at, "actor": actor, "action": action, "entity": entity,
+    cursor = connection.execute(CHANGE_INSERT + " RETURNING id",
+                                change_row(at=at, actor=actor, action=action, entity=entity, entity_id=entity_id,
+                                           site_id=site_id, before=before, after=after))
+    return {"id": cursor.fetchall()[0][0], "at": at, "actor": actor, "action": action, "entity": entity,
             "entity_id": entity_id, "site_id": site_id, "diff": diff}
 
 

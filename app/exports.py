@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 from app.catalogue import Catalogue
 from app.errors import UnsupportedParameter
 from app.formats import features_csv
-from app.store import copy_consistent
+from app.storage import as_store
 
 CSV_MEDIA_TYPE = "text/csv"
 KML_MEDIA_TYPE = "application/vnd.google-earth.kml+xml"
@@ -112,10 +112,10 @@ def kml_text(document: kml.KML) -> str:
 
 
 def gpkg_snapshot(source) -> str:
-    """A consistent copy of a (possibly live) GeoPackage in a temp file, through SQLite's backup API."""
+    """A consistent GeoPackage of a store (or a possibly live GeoPackage's path) in a temp file."""
     handle, path = tempfile.mkstemp(suffix=".gpkg", prefix="missile-sites-")
     os.close(handle)
-    return str(copy_consistent(Path(source), Path(path)))
+    return str(as_store(source).export_gpkg(Path(path)))
 
 
 def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: str) -> Response:
@@ -128,7 +128,7 @@ def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: 
                         headers={"Content-Disposition": f'attachment; filename="{name}.kml"'})
     if catalogue.as_of_day is not None:
         raise UnsupportedParameter("f=gpkg is a copy of the current GeoPackage; it cannot answer as_of", parameter="f")
-    path = gpkg_snapshot(catalogue.path)
+    path = gpkg_snapshot(catalogue.store)
     return FileResponse(path, media_type=GPKG_MEDIA_TYPE, filename="catalogue.gpkg",
                         background=BackgroundTask(os.unlink, path))
 

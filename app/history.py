@@ -5,13 +5,13 @@ from __future__ import annotations
 import calendar
 import datetime
 import json
-from contextlib import closing
 
 import geopandas as gpd
 import pandas as pd
 import shapely
 
-from app.store import connect_readonly, has_table
+from app.storage import as_store
+from app.store import has_table
 from app.vocab import SITE_LIST_COLUMNS, decode_list, encode_list
 
 CHANGE_COLUMNS = ("id", "at", "actor", "action", "entity", "entity_id", "site_id", "diff")
@@ -37,7 +37,7 @@ def day_end(day: datetime.date) -> str:
     return f"{day + datetime.timedelta(days=1):%Y-%m-%d}T00:00:00.000Z"
 
 
-def read_changes(path, *, up_to_id: int, since: str | None = None, after_id: int = 0, entity: str | None = None,
+def read_changes(source, *, up_to_id: int, since: str | None = None, after_id: int = 0, entity: str | None = None,
                  site_id: str | None = None, limit: int | None = None) -> list[dict]:
     """Recorded changes, oldest first, with `before`/`after` records, filtered as asked."""
     where, values = ["id <= ?", "id > ?"], [up_to_id, after_id]
@@ -48,7 +48,7 @@ def read_changes(path, *, up_to_id: int, since: str | None = None, after_id: int
     sql = f"SELECT {', '.join(CHANGE_COLUMNS)}, before, after FROM changes WHERE {' AND '.join(where)} ORDER BY id"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    with closing(connect_readonly(path)) as connection:
+    with as_store(source).reading() as connection:
         if not has_table(connection, "changes"):
             return []
         rows = connection.execute(sql, values).fetchall()

@@ -8,18 +8,19 @@ from fastapi import FastAPI
 from app.auth import READ_ACCESS, install_access
 from app.errors import READ_ERRORS, WRITE_ERRORS, install_error_handlers
 from app.http_methods import install_http_methods
-from app.live import LiveCatalogue, live_path
+from app.live import LiveCatalogue
 from app.openapi import QUERY_PARAMETERS
 from app.routers import changes, cities, docs, edits, launches, maps, ogc, reach, reference, sites
 from app.settings import Settings
+from app.storage import open_store
 from app.store import LiveFileProblem
 
 
 def open_live(settings: Settings) -> LiveCatalogue:
-    """The live catalogue the settings name; a missing, corrupt or unreadable file stops the service with one line
-    naming the file and what to do."""
+    """The live catalogue the settings name (a GeoPackage, or PostGIS for a postgresql:// database URL); a missing,
+    corrupt or unreadable file stops the service with one line naming the file and what to do."""
     try:
-        return LiveCatalogue(live_path(settings), write_wait_s=settings.write_wait_s)
+        return LiveCatalogue(open_store(settings), write_wait_s=settings.write_wait_s)
     except LiveFileProblem as exc:
         print(f"missile-sites: {exc}", file=sys.stderr, flush=True)
         raise

@@ -51,7 +51,9 @@ def _now() -> str:
 
 
 def _has_table(connection: sqlite3.Connection, name: str) -> bool:
-    """Whether the file has a table of that name."""
+    """Whether the file has a table of that name (asked of the PostGIS engine's connection when given one)."""
+    if not isinstance(connection, sqlite3.Connection):
+        return connection.has_table(name)
     return connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
         is not None
 

@@ -103,8 +103,8 @@ def default_attachments(borders) -> list[tuple[str, str]]:
 def read_attachments(connection, borders) -> dict[str, tuple[str, ...]]:
     """Country -> the named lines attached to it, from the attached_borders table (a file before schema 3 has
     none: its default then)."""
-    has_table = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                   (ATTACHED_TABLE,)).fetchone()
+    has_table = connection.has_table(ATTACHED_TABLE) if hasattr(connection, "has_table") else connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (ATTACHED_TABLE,)).fetchone()
     pairs = connection.execute(f'SELECT border_id, country FROM "{ATTACHED_TABLE}" ORDER BY border_id, country'
                                ).fetchall() if has_table else default_attachments(borders)
     attached: dict[str, list[str]] = {}

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         description="The live GeoPackage the service reads and analysts' edits go to; seeded from `seed_gpkg` when missing.",
     )
     seed_gpkg: Path = Field(GEODATA_DIR / "catalogue.gpkg", description="The bundled GeoPackage a new live one is copied from.")
+    database_url: str | None = Field(
+        None,
+        description="A `postgresql://` URL: serve and edit the catalogue in PostGIS (made by `missile-sites db init`)"
+                    " instead of the live GeoPackage.",
+    )
     host: str = Field("127.0.0.1", description="Address `missile-sites serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `missile-sites serve` listens on.")
     tokens: list[TokenEntry] = Field(

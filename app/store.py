@@ -165,7 +165,9 @@ def _columns(connection: sqlite3.Connection, table: str) -> set[str]:
 
 
 def has_table(connection: sqlite3.Connection, name: str) -> bool:
-    """Whether the file has a table of that name."""
+    """Whether the file has a table of that name (asked of the PostGIS engine's connection when given one)."""
+    if not isinstance(connection, sqlite3.Connection):
+        return connection.has_table(name)
     return connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
         is not None
 
@@ -195,7 +197,9 @@ def ensure_edit_schema(connection: sqlite3.Connection) -> None:
 
 
 def touch_contents(connection: sqlite3.Connection, table: str, point: shapely.Point | None = None) -> None:
-    """Record a table's last change in gpkg_contents and widen its extent to a new point."""
+    """Record a table's last change in gpkg_contents and widen its extent to a new point (GeoPackage only)."""
+    if not isinstance(connection, sqlite3.Connection):
+        return
     connection.execute("UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?", (utc_now(), table))
     if point is not None:
         connection.execute(
@@ -333,6 +337,8 @@ def read_layer(connection: sqlite3.Connection, table: str, *, ids: list[str] | N
     Read with this process's SQLite so that a GDAL copy of SQLite never shares the live file (two SQLite
     libraries in one process release each other's POSIX locks).
     """
+    if not isinstance(connection, sqlite3.Connection):
+        return connection.read_layer(table, ids=ids)
     order = " ORDER BY fid" if _has_fid(connection, table) else ""
     if ids is None:
         cursor = connection.execute(f'SELECT * FROM "{table}"{order}')
@@ -347,9 +353,13 @@ def read_layer(connection: sqlite3.Connection, table: str, *, ids: list[str] | N
     if ids is not None and order and len(ids) > ID_BATCH:
         fid = columns.index("fid")
         rows.sort(key=lambda row: row[fid])
+    return layer_frame(rows, columns, _real_columns(connection, table), geometry_column(connection, table))
+
+
+def layer_frame(rows: list[tuple], columns: list[str], reals: set[str], geometry: str | None) -> pd.DataFrame:
+    """Rows of a layer as GDAL would give them (fid dropped, reals as float, the rest text, blobs decoded)."""
     frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
     frame = frame.drop(columns=[c for c in ("fid",) if c in frame.columns])
-    reals, geometry = _real_columns(connection, table), geometry_column(connection, table)
     for column in frame.columns:
         if column in reals:
             frame[column] = pd.to_numeric(frame[column]).astype(float)

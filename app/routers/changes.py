@@ -59,7 +59,7 @@ def list_changes(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100,
 ) -> dict:
     """Every recorded change, oldest first: who, when, what, and each field's value before and after."""
-    changes = read_changes(catalogue.path, up_to_id=catalogue.last_change, since=since_instant(since),
+    changes = read_changes(catalogue.store, up_to_id=catalogue.last_change, since=since_instant(since),
                            after_id=after, entity=entity, site_id=site_id, limit=limit)
     items = [Change(**{k: c[k] for k in Change.model_fields}).model_dump() for c in changes]
     next_link = None
