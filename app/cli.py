@@ -856,6 +856,9 @@ def _nan_none(value):
 
 token_cli = typer.Typer(help="Issue bearer tokens for MISSILE_SITES_TOKENS.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
+from app.cli_db import db_cli  # noqa: E402  (the PostGIS engine's commands)
+
+cli.add_typer(db_cli, name="db")
 
 
 class Role(str, Enum):

@@ -15,6 +15,7 @@ from app import geodesy, store
 from app.auth import hash_token
 from app.main import create_app
 from app.settings import GEODATA_DIR, REPO_ROOT, Settings
+from tests.conftest import engine_rows, engine_settings
 
 EDITOR = {"Authorization": "Bearer editor-token-for-tests"}
 SOURCE = "csis-bp-hoejung-ni-2022"
@@ -25,24 +26,29 @@ NEW_SITE = {
 
 
 @pytest.fixture
-def live(tmp_path):
-    """A fresh live copy of the bundled catalogue."""
+def live(engine_live):
+    """A fresh copy of the bundled catalogue on each engine: a live GeoPackage, then a PostGIS database."""
+    return engine_live
+
+
+@pytest.fixture
+def gpkg_live(tmp_path):
+    """A fresh live GeoPackage copy of the bundled catalogue (for what only the file has)."""
     return store.ensure_live(tmp_path / "live.gpkg", GEODATA_DIR / "catalogue.gpkg")
 
 
 @pytest.fixture
 def service(live):
-    """A client of an app on the live copy with one editor token."""
+    """A client of an app on the fresh catalogue with one editor token."""
     tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
-    app = create_app(Settings(gpkg=live, tokens=tokens, write_burst=1000, _env_file=None))
+    app = create_app(engine_settings(live, tokens=tokens, write_burst=1000))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
-def _rows(path, sql: str) -> list[tuple]:
-    """Rows of a query on the file, through a separate connection."""
-    with closing(store.connect_readonly(path)) as connection:
-        return connection.execute(sql).fetchall()
+def _rows(live, sql: str) -> list[tuple]:
+    """Rows of a query on either engine, through a separate connection."""
+    return engine_rows(live, sql)
 
 
 def test_create_stores_the_site_with_server_owned_fields_and_a_change(service, live):
@@ -216,19 +222,19 @@ def test_sources_can_be_added_changed_and_cited(service):
     assert cited[0]["id"] == source_id and cited[0]["published_on"] == "2026-01"
 
 
-def test_a_refreshed_snapshot_equals_a_fresh_load(live):
+def test_a_refreshed_snapshot_equals_a_fresh_load(gpkg_live):
     from pandas.testing import assert_frame_equal
 
     from app import edits
     from app.catalogue import Catalogue
     from app.models import SiteCreate, SiteUpdate
 
-    old = Catalogue(live)
-    with closing(store.connect(live)) as connection, store.transaction(connection):
+    old = Catalogue(gpkg_live)
+    with closing(store.connect(gpkg_live)) as connection, store.transaction(connection):
         edits.create_site(connection, SiteCreate(**NEW_SITE), "alice")
         edits.update_site(connection, "sakkanmol", SiteUpdate(lon=126.0, lat=39.5), "alice")
         edits.retire_site(connection, "sino-ri", "alice")
-    refreshed, fresh = old.refreshed(), Catalogue(live)
+    refreshed, fresh = old.refreshed(), Catalogue(gpkg_live)
     assert_frame_equal(refreshed.site_borders, fresh.site_borders)
     assert_frame_equal(refreshed.sites.drop(columns="geometry"), fresh.sites.drop(columns="geometry"))
     assert list(refreshed.site_index.within(126.0, 39.5, 1000)[0]) == list(fresh.site_index.within(126.0, 39.5, 1000)[0])
@@ -259,8 +265,8 @@ def test_a_list_item_with_a_semicolon_round_trips(service, live):
     assert [f["properties"]["aliases"] for f in listed] == [renamed]
 
 
-def test_two_sites_cannot_share_an_id(live):
-    with closing(store.connect(live)) as connection:
+def test_two_sites_cannot_share_an_id(gpkg_live):
+    with closing(store.connect(gpkg_live)) as connection:
         columns = [row[1] for row in connection.execute('PRAGMA table_info("sites")') if row[1] != "fid"]
         copy = f'INSERT INTO sites ({", ".join(columns)}) SELECT {", ".join(columns)} FROM sites WHERE id = ?'
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: sites.id"):
@@ -268,7 +274,7 @@ def test_two_sites_cannot_share_an_id(live):
         for table in ("observations", "sources", "missiles", "places", "borders"):
             with pytest.raises(sqlite3.IntegrityError, match=f"UNIQUE constraint failed: {table}.id"):
                 connection.execute(f'INSERT INTO "{table}" (id) SELECT id FROM "{table}" LIMIT 1')
-    assert _rows(live, "SELECT count(*) FROM sites WHERE id = 'sakkanmol'") == [(1,)]
+    assert _rows(gpkg_live, "SELECT count(*) FROM sites WHERE id = 'sakkanmol'") == [(1,)]
 
 
 @pytest.mark.parametrize(("taken", "expected"), [
@@ -277,11 +283,11 @@ def test_two_sites_cannot_share_an_id(live):
     (["test-base", "test-base-3", "test-base-x", "test-base-2-b"], ["test-base-2", "test-base-4", "test-base-5"]),
     (["test-base-2"], ["test-base", "test-base-3", "test-base-4"]),
 ])
-def test_free_ids_are_the_lowest_free_suffixes(live, taken, expected):
+def test_free_ids_are_the_lowest_free_suffixes(gpkg_live, taken, expected):
     from app import edits
     from app.models import SiteCreate
 
-    with closing(store.connect(live)) as connection, store.transaction(connection):
+    with closing(store.connect(gpkg_live)) as connection, store.transaction(connection):
         for name in taken:
             edits.create_site(connection, SiteCreate(**{**NEW_SITE, "name": name}), "alice")
         assert [r[0] for r in connection.execute("SELECT id FROM sites WHERE id LIKE 'test-base%' ORDER BY id")] == \
@@ -291,17 +297,17 @@ def test_free_ids_are_the_lowest_free_suffixes(live, taken, expected):
         assert "sites_id_unique" in plan
 
 
-def test_validate_works_on_an_edited_catalogue(live):
+def test_validate_works_on_an_edited_catalogue(gpkg_live):
     tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
     unlocate = {"lon": None, "lat": None, "coord_confidence": "unknown", "coord_source_id": None,
                 "coord_precision_m": None}
-    with TestClient(create_app(Settings(gpkg=live, tokens=tokens, _env_file=None))) as client:
+    with TestClient(create_app(Settings(gpkg=gpkg_live, tokens=tokens, _env_file=None))) as client:
         assert client.post("/sites", json=NEW_SITE, headers=EDITOR).status_code == 201
         assert client.patch("/sites/test-base", json=unlocate, headers=EDITOR).status_code == 200
         assert client.patch("/sites/sakkanmol", json=unlocate, headers=EDITOR).status_code == 200
         assert client.delete("/sites/kal-gol", headers=EDITOR).status_code == 200
     # A process of its own: GDAL's validate_gpkg reads the file, which no process holding SQLite connections may do.
-    result = subprocess.run([sys.executable, "-m", "app.cli", "validate", "--gpkg", str(live)], cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-m", "app.cli", "validate", "--gpkg", str(gpkg_live)], cwd=REPO_ROOT,
                             env={**os.environ, "COLUMNS": "250"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "validate_gpkg: ok" in result.stdout
