@@ -112,8 +112,30 @@ def _live(settings: Settings) -> Path:
         _fail(str(exc))
 
 
+def _database():
+    """The PostGIS store MISSILE_SITES_DATABASE_URL names (closed at exit), or None: the GeoPackage engine."""
+    import atexit
+
+    from app.storage import is_postgres, store_errors
+
+    settings = Settings()
+    if not is_postgres(settings.database_url):
+        return None
+    from app.store_pg import DatabaseProblem, PostGISStore
+
+    try:
+        database = PostGISStore(settings.database_url, poll_s=60, write_wait_s=settings.write_wait_s)
+    except (DatabaseProblem, *store_errors()) as exc:
+        _fail(" ".join(str(exc).split()))
+    atexit.register(database.close)
+    return database
+
+
 def _open(gpkg: Path | None) -> Catalogue:
-    """The catalogue at the given path or the settings' one."""
+    """The catalogue at the given path, else the database's snapshot or the settings' live GeoPackage."""
+    database = None if gpkg else _database()
+    if database is not None:
+        return database.load_snapshot()
     path = gpkg or _live(Settings())
     try:
         check_live(path)
@@ -132,7 +154,8 @@ def serve(
     import uvicorn
 
     settings = Settings()
-    _live(settings)  # a missing, corrupt or unreadable live file stops here with one line
+    if _database() is None:  # a database that does not answer, or has no schema, stops here with one line
+        _live(settings)  # a missing, corrupt or unreadable live file stops here with one line
     try:
         listener = listening_socket(host or settings.host, port or settings.port)
     except OSError as exc:
@@ -344,9 +367,17 @@ def validate(
     A reported distance within --tolerance-km is `yes`; beyond it, `explained` when the sources explain the gap
     (it does not fail), else `NO`. Exit 0: all good; 1: a validate_gpkg problem or a reported distance that disagrees.
     """
+    import tempfile
+
     from osgeo_utils.samples import validate_gpkg
 
-    path = _existing(gpkg, "--gpkg") if gpkg else _live(Settings())
+    database = None if gpkg else _database()
+    if database is not None:  # the database's snapshot, exported as the GeoPackage validate_gpkg reads
+        folder = tempfile.TemporaryDirectory(prefix="missile-sites-validate-")
+        path = database.export_gpkg(Path(folder.name) / "snapshot.gpkg")
+        console.print(f"validating {database.label} (one snapshot, exported as a GeoPackage)", highlight=False)
+    else:
+        path = _existing(gpkg, "--gpkg") if gpkg else _live(Settings())
     try:
         problems = validate_gpkg.check(str(path), abort_at_first_error=False, extra_checks=True,
                                        warning_as_error=True, myprint=lambda msg: None)
@@ -510,20 +541,20 @@ def import_command(
     Exit 0: written (or, with --dry-run, would be); 1: bad rows, nothing written (with --skip-bad: only when no row
     is good); 2: the file or the GeoPackage cannot be used, nothing written.
     """
-    import sqlite3
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from app.importer import RECORD_KINDS, MalformedFile, import_file
     from app.migrations import MigrationError
+    from app.storage import store_errors
 
     who = (actor if actor is not None else _default_actor()).strip()
     if not who:
         _fail("--actor: give a name")
     try:
-        target = gpkg or _live(Settings())
+        target = gpkg or _database() or _live(Settings())
     except FileNotFoundError as exc:
         _fail(str(exc))
+    where = getattr(target, "label", target)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=errors, transient=errors.is_terminal, disable=not errors.is_terminal)
 
@@ -539,23 +570,23 @@ def import_command(
         _fail(str(exc))
     except FileNotFoundError as exc:
         _fail(str(exc))
-    except (sqlite3.Error, MigrationError) as exc:
-        _fail(f"{target}: {exc}")
+    except (*store_errors(), MigrationError) as exc:
+        _fail(f"{where}: {' '.join(str(exc).split())}")
     except CatalogueError as exc:  # a cited source or missile changed between the check and the write
-        _fail(f"{target}: {exc.message}; nothing written")
+        _fail(f"{where}: {exc.message}; nothing written")
     _print_bad_rows(result)
     if result.good:
         _print_table(_imported_table(result))
     bad = f"{len(result.bad)} bad {result.unit}(s)"
     timing = f"checked in {result.check_seconds:.2f} s" + (f", written in {result.write_seconds:.2f} s"
                                                             if result.written else "")
-    added = f"{len(result.good)} {kind.value[:-1]}(s) from {file} to {target} as {who}"
+    added = f"{len(result.good)} {kind.value[:-1]}(s) from {file} to {where} as {who}"
     if dry_run:
         summary = f"dry run: would add {added}; {bad}; nothing written ({timing})"
     elif result.written:
         summary = f"added {added}; {bad} ({timing})"
     else:
-        summary = (f"nothing written to {target}: {bad} in {file}"
+        summary = (f"nothing written to {where}: {bad} in {file}"
                    + ("" if skip_bad else "; --skip-bad writes the good rows"))
     console.print(summary, highlight=False)
     if result.bad and not (skip_bad and result.good):
@@ -621,13 +652,18 @@ def attach_border(
 
     from app import edits, store
 
-    target = gpkg or _live(Settings())
+    database = None if gpkg else _database()
+    target = gpkg or (database.label if database is not None else _live(Settings()))
     who = (actor if actor is not None else _default_actor()).strip()
     try:
-        with closing(store.connect(target)) as connection:
-            store.ensure_edit_schema(connection)
-            with store.transaction(connection):
-                changes = edits.attach_borders(connection, border, countries, who, detach=detach)
+        if database is not None:
+            changes = database.write(lambda connection: edits.attach_borders(connection, border, countries, who,
+                                                                             detach=detach))
+        else:
+            with closing(store.connect(target)) as connection:
+                store.ensure_edit_schema(connection)
+                with store.transaction(connection):
+                    changes = edits.attach_borders(connection, border, countries, who, detach=detach)
     except CatalogueError as exc:
         _fail(f"{exc.parameter or 'input'}: {exc.message}")
     except sqlite3.Error as exc:
@@ -644,23 +680,23 @@ def backup_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file at PATH.")] = False,
     gpkg: Annotated[Optional[Path], typer.Option(help="GeoPackage to copy (default: the live one).")] = None,
 ) -> None:
-    """A consistent copy of the GeoPackage (SQLite's backup API, written beside PATH then moved in), checked.
+    """A consistent copy of the GeoPackage (SQLite's backup API, written beside PATH then moved in), checked; with
+    MISSILE_SITES_DATABASE_URL, a GeoPackage export of one snapshot of the database.
 
     Exit 0: written and `PRAGMA integrity_check` ok; 1: written but the check failed; 2: nothing written.
     """
-    import sqlite3
-
     from app.importer import backup
+    from app.storage import store_errors
 
     try:
-        source = gpkg or _live(Settings())
+        source = gpkg or _database() or _live(Settings())
         result = backup(source, path, force=force)
     except (FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
-    except (sqlite3.Error, OSError) as exc:
-        _fail(f"backup to {path}: {exc}")
+    except (*store_errors(), OSError) as exc:
+        _fail(f"backup to {path}: {' '.join(str(exc).split())}")
     retired = f" ({result.retired} retired)" if result.retired else ""
-    console.print(f"wrote {result.path} from {source}: {result.size / 1e6:.2f} MB ({result.size} bytes), "
+    console.print(f"wrote {result.path} from {getattr(source, 'label', source)}: {result.size / 1e6:.2f} MB ({result.size} bytes), "
                   f"{result.sites} sites{retired}, integrity_check: {'; '.join(result.integrity[:5])}",
                   highlight=False)
     if not result.ok:

@@ -334,7 +334,7 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def import_rows(connection: sqlite3.Connection, rows: list[Row], *, actor: str, unit: str, path: Path,
+def import_rows(connection, rows: list[Row], *, actor: str, unit: str, path: Path,
                 skip_bad: bool = False, dry_run: bool = False,
                 advance: Callable[[], None] | None = None) -> ImportResult:
     """Check every row, then create a site for each good one in ONE bulk `BEGIN IMMEDIATE` transaction.
@@ -345,9 +345,11 @@ def import_rows(connection: sqlite3.Connection, rows: list[Row], *, actor: str, 
     good row the id it would get). The write holds the lock for the inserts alone: ids are made free through
     the unique index, rows and change records are inserted with executemany.
     """
+    reading, writing = _transactions(connection)
     result = ImportResult(path=Path(path), unit=unit, dry_run=dry_run)
     started = time.perf_counter()
-    known = _known_ids(connection)
+    with reading() as reader:
+        known = _known_ids(reader)
     sites = []
     for row in rows:
         outcome, site = _check_row(row, known, actor)
@@ -359,13 +361,12 @@ def import_rows(connection: sqlite3.Connection, rows: list[Row], *, actor: str, 
     if not sites or (result.bad and not skip_bad):
         result.check_seconds = time.perf_counter() - started
         return result
-    with _read_transaction(connection):
-        batch = _prepare(connection, [site for _, site in sites], actor)
+    with reading() as reader:
+        batch = _prepare(reader, [site for _, site in sites], actor)
     result.check_seconds = time.perf_counter() - started
     if not dry_run:
         started = time.perf_counter()
-        with store.transaction(connection):
-            _write(connection, batch, known)
+        writing(lambda writer: _write(writer, batch, known))
         result.write_seconds = time.perf_counter() - started
         result.written = True
     for (outcome, _), site_id in zip(sites, batch.ids):
@@ -447,6 +448,10 @@ def _write(connection: sqlite3.Connection, batch: _Batch, known: dict[str, dict]
         changed = [at for at, (old, new) in enumerate(zip(batch.ids, fresh)) if old != new]
         batch.ids = fresh
         batch.build(changed)
+    if not isinstance(connection, sqlite3.Connection):  # a database store's connection: COPY does it in bulk
+        connection.copy_rows("sites", batch.columns, batch.site_rows)
+        connection.copy_rows("changes", CHANGE_COLUMNS, batch.change_rows)
+        return
     _insert_sites(connection, batch)
     connection.executemany(edits.CHANGE_INSERT, batch.change_rows)
     store.touch_contents(connection, "sites")
@@ -457,6 +462,7 @@ def _write(connection: sqlite3.Connection, batch: _Batch, known: dict[str, dict]
             store.touch_contents(connection, "sites", shapely.Point(*corner))
 
 
+CHANGE_COLUMNS = ("at", "actor", "action", "entity", "entity_id", "site_id", "diff", "before", "after")
 RTREE_INSERT_TRIGGER = "rtree_sites_geom_insert"  # the GeoPackage R-tree extension's trigger on sites.geom
 COUNT_INSERT_TRIGGER = "trigger_insert_feature_count_sites"  # GDAL's feature-count trigger
 
@@ -522,7 +528,18 @@ def _read_transaction(connection: sqlite3.Connection):
         connection.execute("ROLLBACK")
 
 
-def import_records(connection: sqlite3.Connection, rows: list[Row], *, kind: RecordKind, actor: str, unit: str,
+def _transactions(target) -> tuple[Callable, Callable]:
+    """(reading, writing) for an SQLite connection or a store: `with reading() as connection` is one read
+    transaction; `writing(work)` runs `work(connection)` in one write transaction and returns its result."""
+    if isinstance(target, sqlite3.Connection):
+        def write(work):
+            with store.transaction(target):
+                return work(target)
+        return (lambda: _read_transaction(target)), write
+    return target.reading, target.write
+
+
+def import_records(connection, rows: list[Row], *, kind: RecordKind, actor: str, unit: str,
                    path: Path, skip_bad: bool = False, dry_run: bool = False,
                    advance: Callable[[], None] | None = None) -> ImportResult:
     """Check every row of missiles or places, then add each good one in ONE `BEGIN IMMEDIATE` transaction.
@@ -532,11 +549,12 @@ def import_records(connection: sqlite3.Connection, rows: list[Row], *, kind: Rec
     earlier rows), all before anything is written; then each is written as POST writes it, with its change record.
     The same rules as import_rows decide whether anything is written.
     """
+    reading, writing = _transactions(connection)
     result = ImportResult(path=Path(path), unit=unit, kind=kind.name, dry_run=dry_run)
     started = time.perf_counter()
-    with _read_transaction(connection):
-        sources = dict.fromkeys(row[0] for row in connection.execute("SELECT id FROM sources"))
-        names = edits.place_names(connection) if kind is PLACES else {}
+    with reading() as reader:
+        sources = dict.fromkeys(row[0] for row in reader.execute("SELECT id FROM sources"))
+        names = edits.place_names(reader) if kind is PLACES else {}
     good = []
     for row in rows:
         outcome, data = _check_record(row, kind, sources, names)
@@ -550,11 +568,11 @@ def import_records(connection: sqlite3.Connection, rows: list[Row], *, kind: Rec
         return result
     create = edits.create_missile if kind is MISSILES else edits.create_place
     started = time.perf_counter()
-    with (_read_transaction if dry_run else store.transaction)(connection):
-        if dry_run:
-            ids = edits.free_ids(connection, kind.name, [_id_base(kind, data) for _, data in good])
-        else:
-            ids = [create(connection, data, actor)["entity_id"] for _, data in good]
+    if dry_run:
+        with reading() as reader:
+            ids = edits.free_ids(reader, kind.name, [_id_base(kind, data) for _, data in good])
+    else:
+        ids = writing(lambda writer: [create(writer, data, actor)["entity_id"] for _, data in good])
     for (outcome, _), record_id in zip(good, ids):
         outcome.site_id = record_id
     if not dry_run:
@@ -599,16 +617,23 @@ def _check_record(row: Row, kind: RecordKind, sources: dict, names: dict[str, st
     return outcome, data
 
 
-def import_file(path: Path, gpkg: Path, *, actor: str, skip_bad: bool = False, dry_run: bool = False,
+def import_file(path: Path, gpkg, *, actor: str, skip_bad: bool = False, dry_run: bool = False,
                 on_rows: Callable[[int], Callable[[], None] | None] | None = None,
                 kind: RecordKind = SITES) -> ImportResult:
-    """Read a file and import its rows of one kind into the GeoPackage at `gpkg` (see import_rows and
-    import_records).
+    """Read a file and import its rows of one kind into the GeoPackage at `gpkg`, or into a store (see import_rows
+    and import_records).
 
     `on_rows(count)` is called once the file is read and may return a callback called after each row is checked.
     """
     with _gc_paused():
         unit, rows = read_rows(path, kind)
+    if hasattr(gpkg, "write"):  # a store (the PostGIS engine): its own read and write transactions
+        advance = on_rows(len(rows)) if on_rows is not None else None
+        with _gc_paused():
+            run = import_records if kind is not SITES else import_rows
+            extra = {"kind": kind} if kind is not SITES else {}
+            return run(gpkg, rows, actor=actor, unit=unit, path=path, skip_bad=skip_bad, dry_run=dry_run,
+                       advance=advance, **extra)
     gpkg = Path(gpkg)
     if not gpkg.is_file():
         raise FileNotFoundError(f"GeoPackage not found: {gpkg}")
@@ -653,21 +678,34 @@ class BackupResult:
         return self.integrity == ["ok"]
 
 
-def backup(source: Path, destination: Path, *, force: bool = False) -> BackupResult:
-    """A consistent copy of the GeoPackage through SQLite's backup API, then checked with PRAGMA integrity_check.
+def backup(source, destination: Path, *, force: bool = False) -> BackupResult:
+    """A consistent copy of the GeoPackage through SQLite's backup API (or a store's GeoPackage export of one
+    snapshot), then checked with PRAGMA integrity_check.
 
     Refuses an existing destination unless `force`, the source itself, and a destination with a -wal or -shm
     file beside it (SQLite would replay that stale log over the copy when it is opened).
     """
-    source, destination = Path(source), Path(destination)
+    destination = Path(destination)
+    if hasattr(source, "export_gpkg"):  # a store: its export is one snapshot, written beside then moved in
+        _check_destination(None, destination, force)
+        source.export_gpkg(destination)
+        return check_backup(destination)
+    source = Path(source)
     if not source.is_file():
         raise FileNotFoundError(f"GeoPackage not found: {source}")
+    _check_destination(source, destination, force)
+    store.copy_consistent(source, destination)
+    return check_backup(destination)
+
+
+def _check_destination(source: Path | None, destination: Path, force: bool) -> None:
+    """FileExistsError or FileNotFoundError unless a backup may be written at `destination`."""
     if destination.is_dir():
         raise FileExistsError(f"{destination} is a directory; give the backup's file name")
     if not destination.parent.is_dir():
         raise FileNotFoundError(f"no such directory: {destination.parent} (backup creates none: make it first)")
     if destination.exists():
-        if destination.resolve() == source.resolve() or destination.samefile(source):
+        if source is not None and (destination.resolve() == source.resolve() or destination.samefile(source)):
             raise FileExistsError(f"{destination} is the GeoPackage being backed up")
         if not force:
             raise FileExistsError(f"{destination} exists (give --force to replace it)")
@@ -676,8 +714,6 @@ def backup(source: Path, destination: Path, *, force: bool = False) -> BackupRes
         if leftover.exists():
             raise FileExistsError(f"{leftover} exists beside the destination: SQLite would apply it to the copy;"
                                   " choose another name or remove it if no database uses it")
-    store.copy_consistent(source, destination)
-    return check_backup(destination)
 
 
 def check_backup(path: Path) -> BackupResult:

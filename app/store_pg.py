@@ -93,6 +93,18 @@ class PgConnection:
         """One statement with `?` parameters (GeoPackage blobs stored as geometry)."""
         return self.raw.execute(to_psycopg(sql), [_value(v) for v in values])
 
+    def copy_rows(self, table: str, columns, rows) -> None:
+        """Rows (in `columns`' order) into a table through COPY, GeoPackage blobs converted to EWKB in bulk."""
+        rows, columns = list(rows), list(columns)
+        if "geom" in columns:
+            at = columns.index("geom")
+            hexes = ewkb_hex([row[at] for row in rows])
+            rows = [(*row[:at], h, *row[at + 1:]) for row, h in zip(rows, hexes)]
+        listed = ", ".join(f'"{c}"' for c in columns)
+        with self.raw.cursor().copy(f'COPY "{table}" ({listed}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def has_table(self, name: str) -> bool:
         """Whether the schema has a table of that name."""
         return self.raw.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{name}"',)).fetchone()[0]
@@ -127,7 +139,11 @@ class PostGISStore:
         self.label = redacted(url)
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, configure=configure,
                                                  kwargs={"autocommit": True}, open=False, name="missile-sites")
-        self._pool.open(wait=True, timeout=write_wait_s)
+        try:
+            self._pool.open(wait=True, timeout=write_wait_s)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise DatabaseProblem(f"{self.label} does not answer within {write_wait_s:g} s: {exc}") from exc
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         self._check_schema()
