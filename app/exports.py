@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 import tempfile
+import threading
+import weakref
+from contextlib import closing
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -118,6 +122,54 @@ def gpkg_snapshot(source) -> str:
     return str(as_store(source).export_gpkg(Path(path)))
 
 
+class ExportCache:
+    """One store's newest GeoPackage export and the change id it holds: f=gpkg exports once per data version (a
+    PostGIS export takes seconds), and each download gets its own hard link to it, removed once sent."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="missile-sites-exports-"))
+        weakref.finalize(self, shutil.rmtree, self.folder, True)  # when the store goes, or at exit
+        self.lock = threading.Lock()
+        self.path: Path | None = None
+        self.change_id = -1
+
+    def download(self, store, at_least: int) -> str:
+        """A file of its own holding an export at least as new as change `at_least` (exported when none is)."""
+        with self.lock:
+            if self.path is None or self.change_id < at_least:
+                self._export(store)
+            handle, link = tempfile.mkstemp(suffix=".gpkg", prefix="download-", dir=self.folder)
+            os.close(handle)
+            os.unlink(link)
+            os.link(self.path, link)
+        return link
+
+    def _export(self, store) -> None:
+        """A new export replaces the old (a download linked to the old keeps its own file)."""
+        from app import store as gpkg_store
+        from app.catalogue import last_change_id
+        path = store.export_gpkg(self.folder / f"export-{os.urandom(6).hex()}.gpkg")
+        with closing(gpkg_store.connect_readonly(path)) as connection:
+            change_id = last_change_id(connection)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        self.path, self.change_id = path, change_id
+
+
+_CACHES: "weakref.WeakKeyDictionary[object, ExportCache]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def cached_export(source, at_least: int) -> str:
+    """A download's own file: the store's cached export when it holds change `at_least`, else a new one."""
+    store = as_store(source)
+    with _CACHES_LOCK:
+        cache = _CACHES.get(store)
+        if cache is None:
+            cache = _CACHES[store] = ExportCache()
+    return cache.download(store, at_least)
+
+
 def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: str) -> Response:
     """Features as a download in one of the export formats (csv, kml, gpkg)."""
     if fmt == "csv":
@@ -128,7 +180,7 @@ def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: 
                         headers={"Content-Disposition": f'attachment; filename="{name}.kml"'})
     if catalogue.as_of_day is not None:
         raise UnsupportedParameter("f=gpkg is a copy of the current GeoPackage; it cannot answer as_of", parameter="f")
-    path = gpkg_snapshot(catalogue.store)
+    path = cached_export(catalogue.store, catalogue.last_change)
     return FileResponse(path, media_type=GPKG_MEDIA_TYPE, filename="catalogue.gpkg",
                         background=BackgroundTask(os.unlink, path))
 

@@ -84,15 +84,31 @@ def test_a_commit_elsewhere_wakes_the_worker_before_its_poll(pg_cluster, pg_temp
         live.close()
 
 
-def test_f_gpkg_on_either_engine_is_a_geopackage_with_the_edits(engine_live, tmp_path):
-    tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
-    with TestClient(create_app(engine_settings(engine_live, tokens=tokens))) as client:
-        assert client.post("/sites", json=NEW_SITE, headers=EDITOR).status_code == 201
-        response = client.get("/sites?f=gpkg")
+def _downloaded(client, tmp_path, name: str) -> list[tuple]:
+    """GET /sites?f=gpkg saved as a file: its site count, change log and integrity check."""
+    response = client.get("/sites?f=gpkg")
     assert response.status_code == 200
-    path = tmp_path / "download.gpkg"
+    path = tmp_path / name
     path.write_bytes(response.content)
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-        assert connection.execute("SELECT count(*) FROM sites").fetchone() == (24,)
-        assert connection.execute("SELECT actor, entity_id FROM changes").fetchall() == [("alice", "test-base")]
-        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return [connection.execute("SELECT count(*) FROM sites").fetchone(),
+                connection.execute("SELECT actor, entity_id FROM changes ORDER BY id").fetchall(),
+                connection.execute("PRAGMA integrity_check").fetchone()]
+
+
+def test_f_gpkg_exports_once_per_data_version_and_the_next_edit_shows(engine_live, tmp_path, monkeypatch):
+    tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
+    with TestClient(create_app(engine_settings(engine_live, tokens=tokens))) as client:
+        store = client.app.state.live.store
+        exports = []
+        real_export = store.export_gpkg
+        monkeypatch.setattr(store, "export_gpkg", lambda path: exports.append(path) or real_export(path))
+        assert _downloaded(client, tmp_path, "1.gpkg") == [(23,), [], ("ok",)]
+        assert _downloaded(client, tmp_path, "2.gpkg") == [(23,), [], ("ok",)]
+        assert len(exports) == 1  # the second download is the same data version: no second export
+        assert client.post("/sites", json=NEW_SITE, headers=EDITOR).status_code == 201
+        assert _downloaded(client, tmp_path, "3.gpkg") == [(24,), [("alice", "test-base")], ("ok",)]
+        assert len(exports) == 2
+        assert client.post("/sites", json={**NEW_SITE, "name": "Second Base"}, headers=EDITOR).status_code == 201
+        assert _downloaded(client, tmp_path, "4.gpkg")[:2] == [(25,), [("alice", "test-base"),
+                                                                      ("alice", "second-base")]]
