@@ -50,7 +50,7 @@ class Service:
         self.env = service_env(self.live, **env)
         self.process: subprocess.Popen | None = None
 
-    def start(self, *, wait_s: float = 60.0) -> "Service":
+    def start(self, *, wait_s: float = 180.0) -> "Service":
         """Start the service and wait until /health answers 200."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), "--workers", str(self.workers),
@@ -66,7 +66,8 @@ class Service:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("service did not answer /health in time")
+        self.kill()  # never leave a process group behind a failed start
+        raise RuntimeError(f"service did not answer /health within {wait_s:.0f} s")
 
     def kill(self) -> None:
         """SIGKILL the whole process group (the supervisor and every worker) and reap it."""
