@@ -211,12 +211,39 @@
             className: "query-centre"}).bindTooltip(el("span", null, centre.label));
     }
 
+    function siteItems(sites) {
+        // The compact site rows (SITE_COLUMNS in app/maps.py) as objects; texts come from the string table.
+        var strings = sites.strings;
+        return sites.rows.map(function (row, index) {
+            return {id: strings[row[0]], lon: row[1], lat: row[2], colour: sites.colours[row[3]],
+                status: sites.statuses[row[4]], name: strings[row[5]], index: index};
+        });
+    }
+
+    function sitePopupData(sites, index) {
+        // One site's popup from its compact entry (see expand_sites in app/maps.py).
+        var strings = sites.strings, entry = sites.popups[index];
+        function pairs(indexes) {
+            var result = [];
+            for (var i = 0; i + 1 < indexes.length; i += 2) { result.push([strings[indexes[i]], strings[indexes[i + 1]]]); }
+            return result;
+        }
+        return {
+            rows: pairs(entry[0]), notes: entry[1] < 0 ? null : strings[entry[1]], borders: pairs(entry[2]),
+            observations: pairs(entry[3]).map(function (o) { return {text: o[0], source_id: o[1] || null}; }),
+            source_ids: entry[4].map(function (i) { return strings[i]; })
+        };
+    }
+
     function siteLayer(doc, drawn) {
         var sites = doc.sites, group = sites.cluster ? L.markerClusterGroup({maxClusterRadius: 40}) : L.featureGroup();
-        var markers = sites.items.map(function (site) {
+        var markers = siteItems(sites).map(function (site) {
             var marker = L.marker([site.lat, site.lon], {icon: new SiteIcon({site: site})});
             marker.bindTooltip(function () { return el("div", null, site.name); }, {sticky: false});
-            marker.bindPopup(function () { return sitePopup(site, doc.sources); }, {maxWidth: 380});
+            marker.bindPopup(function () {
+                site.popup = site.popup || sitePopupData(sites, site.index);
+                return sitePopup(site, doc.sources);
+            }, {maxWidth: 380});
             return marker;
         });
         if (group.addLayers) { group.addLayers(markers); } else { markers.forEach(function (m) { group.addLayer(m); }); }

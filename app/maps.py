@@ -22,7 +22,9 @@ import hashlib
 import json
 import mimetypes
 import re
+import secrets
 import threading
+from collections import OrderedDict
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -45,7 +47,6 @@ from app.vocab import decode_list
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 # folium's resource names -> the vendored file inlined in their place (see app/vendor/README.md).
 VENDORED_JS = {
-    "jquery": "jquery/dist/jquery.min.js",
     "leaflet": "leaflet/dist/leaflet.js",
     "markerclusterjs": "leaflet.markercluster/dist/leaflet.markercluster.js",
     "leaflet_measure_js": "leaflet-measure/dist/leaflet-measure.min.js",
@@ -71,9 +72,9 @@ MEASURE_PATCHES = (
      "i=function(a){var p=geodesic.Geodesic.WGS84.Polygon(!1);a.forEach(function(c){p.AddPoint(c[1],c[0])});"
      "return Math.abs(p.Compute(!1,!0).area)}"),
 )
-# folium.Map's defaults for awesome-marker icons and Bootstrap; these maps use neither, so they are dropped.
+# folium.Map's defaults for jQuery (folium's own popups), awesome-marker icons and Bootstrap; these maps use none.
 UNUSED_DEFAULTS = {
-    "bootstrap", "awesome_markers", "bootstrap_css", "glyphicons_css", "awesome_markers_font_css",
+    "jquery", "bootstrap", "awesome_markers", "bootstrap_css", "glyphicons_css", "awesome_markers_font_css",
     "awesome_markers_css", "awesome_rotate_css",
 }
 
@@ -103,10 +104,12 @@ CLUSTER_ABOVE = 40
 DISPLAY_DECIMALS = 5  # about a metre: coordinates drawn on the map, never those measured on
 # Drawing only (distances are measured on the GeoPackage's full geometries): land and land borders are
 # detailed in the focus area around the query, coarse elsewhere; the MDL and DMZ edges always in full.
-FOCUS_MARGIN_DEG = 4.0
+FOCUS_MARGIN_DEG = 1.0
 FOCUS_MAX_SPAN_DEG = (50.0, 35.0)
-DETAIL = {"tolerance_deg": 0.001, "decimals": 4}
-COARSE = {"tolerance_deg": 0.1, "decimals": 2, "min_area_deg2": 0.05}
+DETAIL = {"tolerance_deg": 0.004, "decimals": 3}
+CELL_DEG = 5.0  # the detail layers are cut into cells this size once; a map takes the cells of its focus
+CELLS = (int(360 // CELL_DEG), int(180 // CELL_DEG))
+COARSE = {"tolerance_deg": 0.25, "decimals": 2, "min_area_deg2": 0.2}
 MAX_ZOOM = 19  # the online tile layers' (app/maps.js); Leaflet.markercluster needs the map to have one
 VERSION_NOTE = "the build id stored in the GeoPackage, then +N for the last change applied, @day for as_of"
 MAP_JS = Path(__file__).resolve().parent / "maps.js"
@@ -137,13 +140,63 @@ POPUP_CSS = """
 def script_json(data) -> str:
     """`data` as JSON that is inert inside an HTML <script> element (`<`, `>`, `&`, U+2028/9 escaped as \\uXXXX).
 
+    A `Fragment` anywhere in `data` is written as its text (JSON made once by `script_json` and kept).
+
     >>> script_json({"name": "</script><b>&"})
     '{"name":"\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e\\\\u0026"}'
     """
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    fragments: list[str] = []
+    nonce = secrets.token_hex(12)
+
+    def placeholder(value):
+        if not isinstance(value, Fragment):
+            raise TypeError(f"not JSON: {type(value).__name__}")
+        fragments.append(value.text)
+        return f"fragment:{nonce}:{len(fragments) - 1}"
+
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=placeholder)
     for character, escape in SCRIPT_ESCAPES:  # str.replace: str.translate takes seconds on a 10 MB document
         text = text.replace(character, escape)
+    if fragments:  # one pass: a replace per fragment would copy the whole text each time
+        text = re.sub(f'"fragment:{nonce}:([0-9]+)"', lambda found: fragments[int(found.group(1))], text)
     return text
+
+
+class Fragment:
+    """A part of a data document as JSON text made once (a cached layer), written into documents as it is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, data=None, *, text: str | None = None):
+        self.text = script_json(data) if text is None else text
+
+    @classmethod
+    def joined(cls, lists) -> "Fragment":
+        """One JSON array of the items of several array fragments, in order."""
+        return cls(text="[" + ",".join(f.text[1:-1] for f in lists if len(f.text) > 2) + "]")
+
+
+CACHE_SIZES = {"land": 2, "borders": 2, "ring": 4096, "popups": 2}
+"""Entries kept per kind: basemap and border drawings per layer frame, ring drawings per ring geometry (rings are
+shared by snapshots), site popups per catalogue snapshot (the latest and one more, e.g. an as_of)."""
+_CACHES: dict[str, OrderedDict] = {kind: OrderedDict() for kind in CACHE_SIZES}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached(kind: str, owner, build):
+    """`build(owner)`, kept per owner object in the kind's bounded cache (what it keeps is immutable per owner)."""
+    cache, key = _CACHES[kind], id(owner)
+    with _CACHE_LOCK:
+        hit = cache.get(key)
+        if hit is not None and hit[0] is owner:
+            cache.move_to_end(key)
+            return hit[1]
+    value = build(owner)
+    with _CACHE_LOCK:
+        cache[key] = (owner, value)  # the owner is held, so its id cannot be reused while the entry lives
+        while len(cache) > CACHE_SIZES[kind]:
+            cache.popitem(last=False)
+    return value
 
 
 def read_map_data(page: str) -> dict:
@@ -385,52 +438,93 @@ def split_at_antimeridian(geometry):
     return shapely.MultiPolygon(parts) if len(parts) != 1 else parts[0]
 
 
-_LAND_CACHE: dict[str, tuple[list, list[dict]]] = {}
-_LAND_LOCK = threading.Lock()
+def _cell_range(low: float, high: float, origin: float, count: int) -> range:
+    """The CELL_DEG cells (numbered from `origin`) that the interval [low, high] touches."""
+    first = int((low - origin) // CELL_DEG)
+    return range(max(first, 0), min(int((high - origin) // CELL_DEG), count - 1) + 1)
 
 
-def _land(countries) -> tuple[list, list[dict]]:
-    """The countries cut at the antimeridian, and their coarse drawing: the same for every map of the same countries,
-    so kept (two entries, keyed by the geometries' bytes) instead of simplified again for each map (most of a second)."""
-    key = hashlib.sha256(b"|".join(w or b"" for w in shapely.to_wkb(np.asarray(countries.geometry, dtype=object)))).hexdigest()
-    with _LAND_LOCK:
-        if key in _LAND_CACHE:
-            return _LAND_CACHE[key]
+def _cell_box(key: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A cell's west, south, east, north."""
+    west, south = -180 + key[0] * CELL_DEG, -90 + key[1] * CELL_DEG
+    return west, south, west + CELL_DEG, south + CELL_DEG
+
+
+def focus_cells(focus) -> list[tuple[int, int]]:
+    """The cells a focus box touches (drawn in detail)."""
+    west, south, east, north = focus
+    return [(i, j) for i in _cell_range(west, east, -180, CELLS[0]) for j in _cell_range(south, north, -90, CELLS[1])]
+
+
+def _cells(geometries, properties, **display) -> dict[tuple[int, int], Fragment]:
+    """The geometries cut into CELL_DEG cells and drawn, one list of features (JSON made once) per cell touched."""
+    cells: dict[tuple[int, int], list[dict]] = {}
+    for geometry, props in zip(geometries, properties):
+        if not has_point(geometry):
+            continue
+        west, south, east, north = geometry.bounds
+        for key in focus_cells((west, south, east, north)):
+            part = shapely.clip_by_rect(geometry, *_cell_box(key))
+            if not part.is_empty and (drawn := _display_geometry(part, **display)):
+                cells.setdefault(key, []).append({"type": "Feature", "properties": props, "geometry": drawn})
+    return {key: Fragment(features) for key, features in cells.items()}
+
+
+def _land(countries) -> dict:
+    """The countries cut at the antimeridian and drawn per zoom band, once per countries layer: the coarse world,
+    and the detail cut into cells (a map takes the cells of the region in view), all as JSON made once."""
     land = [split_at_antimeridian(g) if has_point(g) else None for g in countries.geometry]
-    entry = (land, _features(land, [{}] * len(land), **COARSE))
-    with _LAND_LOCK:
-        while len(_LAND_CACHE) >= 2:
-            _LAND_CACHE.pop(next(iter(_LAND_CACHE)))
-        return _LAND_CACHE.setdefault(key, entry)
+    detail = [g.simplify(DETAIL["tolerance_deg"], preserve_topology=True) if g is not None else None for g in land]
+    return {"coarse": Fragment(_collection(_features(land, [{}] * len(land), **COARSE))),
+            "detail": _cells(detail, [{}] * len(land), decimals=DETAIL["decimals"])}
 
 
-def land_geojson(countries, focus=None) -> dict:
-    """Land from the GeoPackage's countries, drawn under any tiles: coarse worldwide, detailed in focus."""
-    land, coarse = _land(countries)
-    features = list(coarse)
-    if focus is not None:
-        features += _features(shapely.clip_by_rect(np.array(land, dtype=object), *focus), [{}] * len(land), **DETAIL)
-    return _collection(features)
+def land_geojson(countries, focus=None) -> list:
+    """Land from the GeoPackage's countries, drawn under any tiles: coarse worldwide, detailed in the focus cells
+    (a list of GeoJSON FeatureCollections, as Leaflet's L.geoJSON takes them)."""
+    layers = cached("land", countries, _land)
+    if focus is None:
+        return [layers["coarse"]]
+    detail = [layers["detail"][key] for key in focus_cells(focus) if key in layers["detail"]]
+    return [layers["coarse"], {"type": "FeatureCollection", "features": Fragment.joined(detail)}]
+
+
+def _borders(borders) -> dict:
+    """The borders' drawing, once per borders layer, as JSON made once: the MDL and DMZ edges in full; the land
+    borders coarse, and cut into cells both coarse and detailed (a map draws the cells in focus in detail)."""
+    kinds = {}
+    for kind in ("land_border", "dmz_edge", "mdl"):
+        rows = borders[borders["kind"] == kind]
+        labels = [{"label": text(name), "border_id": text(border_id)} for name, border_id in zip(rows["name"], rows["id"])]
+        style = {**BORDER_STYLES.get(kind, BORDER_STYLES["land_border"]), "className": f"border border-{kind}"}
+        geometries = rows.geometry.to_numpy()
+        entry = {"labels": labels, "style": style}
+        if kind != "land_border":
+            entry["full"] = Fragment(_collection(_features(geometries, labels)))
+        else:
+            entry["full"] = Fragment(_collection(_features(geometries, labels, **COARSE)))
+            detail = shapely.simplify(geometries, DETAIL["tolerance_deg"], preserve_topology=True)
+            entry["detail"] = _cells(detail, labels, decimals=DETAIL["decimals"])
+            entry["coarse"] = _cells(shapely.simplify(geometries, COARSE["tolerance_deg"]), labels,
+                                     decimals=COARSE["decimals"])
+        kinds[kind] = entry
+    return kinds
 
 
 def border_overlay(borders, focus=None) -> dict:
-    """The MDL and DMZ edges in full, and the land borders (detailed in focus), each labelled by name."""
-    box = shapely.box(*focus) if focus is not None else None
+    """The MDL and DMZ edges in full, and the land borders (detailed in the focus cells), each labelled by name."""
     shapes = []
-    for kind in ("land_border", "dmz_edge", "mdl"):
-        rows = borders[borders["kind"] == kind]
-        labels = [{"label": text(row["name"]), "border_id": text(row["id"])} for _, row in rows.iterrows()]
-        if kind != "land_border":
-            features = _features(rows.geometry, labels)
-        elif box is None:
-            features = _features(rows.geometry, labels, **COARSE)
+    for kind, entry in cached("borders", borders, _borders).items():
+        if not entry["labels"]:
+            continue
+        if kind != "land_border" or focus is None:
+            parts = [entry["full"]]
         else:
-            features = (_features(rows.geometry.clip_by_rect(*focus), labels, **DETAIL)
-                        + _features(rows.geometry.simplify(COARSE["tolerance_deg"]).difference(box), labels,
-                                    decimals=COARSE["decimals"]))
-        if features:
-            style = {**BORDER_STYLES.get(kind, BORDER_STYLES["land_border"]), "className": f"border border-{kind}"}
-            shapes.append({"style": style, "geojson": _collection(features)})
+            inside = set(focus_cells(focus))
+            cells = [(entry["detail"] if key in inside else entry["coarse"]).get(key)
+                     for key in sorted(set(entry["coarse"]) | (inside & set(entry["detail"])))]
+            parts = [{"type": "FeatureCollection", "features": Fragment.joined([c for c in cells if c is not None])}]
+        shapes += [{"style": entry["style"], "geojson": part} for part in parts]
     return {"name": "Borders: MDL, DMZ edges, land borders", "shapes": shapes}
 
 
@@ -491,14 +585,20 @@ def ring_overlays(rings: list[dict], colours: dict[str, str]) -> list[dict]:
                 "className": "range-area"}
         outline = {"color": colour, "weight": 1.6, "opacity": 0.9, "className": "range-ring"}
         ids = {"site_id": text(ring.get("site_id")), "missile_id": key}
+        drawn_area, drawn_outline = cached("ring", ring["geometry"], _ring_drawing)
         group["shapes"] += [
             {"style": area, "geojson": {"type": "Feature", "properties": {**ids, "part": "area"},
-                                        "geometry": _display_geometry(ring["geometry"])}},
+                                        "geometry": drawn_area}},
             {"style": outline, "geojson": {"type": "Feature", "properties": {**ids, "part": "outline",
                                                                              "label": _ring_label(ring)},
-                                           "geometry": _display_geometry(ring_outline(ring["geometry"]))}},
+                                           "geometry": drawn_outline}},
         ]
     return list(groups.values())
+
+
+def _ring_drawing(area) -> tuple[Fragment, Fragment]:
+    """A range area's drawn polygon and outline, as JSON made once per ring geometry."""
+    return Fragment(_display_geometry(area)), Fragment(_display_geometry(ring_outline(area)))
 
 
 def _missile_label(ring: dict) -> str:
@@ -532,19 +632,74 @@ def centre_point(lon: float, lat: float, label: str) -> dict:
     return {"lon": float(lon), "lat": float(lat), "label": str(label)}
 
 
+SITE_COLUMNS = ("id", "lon", "lat", "colour", "status", "name")
+"""A site row of the map's data: string-table index of its id, lon, lat, colour index, status index, name index."""
+
+
+class _Strings:
+    """A map's string table: each text once, referred to by its index."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+
+    def __call__(self, value: str) -> int:
+        """The index of a text, added when new."""
+        found = self.index.get(value)
+        if found is None:
+            found = self.index[value] = len(self.index)
+        return found
+
+    def flat(self, pairs) -> list[int]:
+        """Pairs of texts as one flat list of indexes."""
+        return [self(item) for pair in pairs for item in pair]
+
+
 def site_layer(sites, colours: dict[str, str], popups: dict[str, dict], *, cluster_above: int = CLUSTER_ABOVE,
                records: list | None = None) -> dict:
-    """The located sites as markers (clustered when there are many): position, symbol, name and popup.
+    """The located sites as one compact array (clustered when there are many), their popups once each, and one
+    string table for every text: app/maps.js builds markers, tooltips and popups from it (see `expand_sites`).
 
     `records`: the sites' ``_records`` when the caller has them already.
     """
     geometry = sites.geometry.name
     located = [(i, s) for i, s in (records if records is not None else _records(sites)) if has_point(s[geometry])]
-    items = [{"id": str(site_id), "lat": float(site[geometry].y), "lon": float(site[geometry].x),
-              "status": text(site.get("current_status")) or "unknown", "colour": colours[site_class(site)],
-              "name": text(site.get("name")) or str(site_id), "popup": popups[site_id]}
-             for site_id, site in located]
-    return {"name": f"Sites ({len(items)})", "cluster": len(items) > cluster_above, "items": items}
+    strings, palette = _Strings(), list(dict.fromkeys(colours.values()))
+    colour_at, status_at = {c: n for n, c in enumerate(palette)}, {s: n for n, s in enumerate(STATUS_SHAPES)}
+    rows, compact = [], []
+    for site_id, site in located:
+        status = text(site.get("current_status")) or "unknown"
+        point = site[geometry]
+        rows.append([strings(str(site_id)), round(float(point.x), DISPLAY_DECIMALS), round(float(point.y), DISPLAY_DECIMALS),
+                     colour_at[colours[site_class(site)]], status_at.setdefault(status, len(status_at)),
+                     strings(text(site.get("name")) or str(site_id))])
+        popup = popups[site_id]
+        compact.append([strings.flat(popup["rows"]), -1 if popup["notes"] is None else strings(popup["notes"]),
+                        strings.flat(popup["borders"]),
+                        strings.flat((o["text"], o["source_id"] or "") for o in popup["observations"]),
+                        [strings(i) for i in popup["source_ids"]]])
+    return {"name": f"Sites ({len(rows)})", "cluster": len(rows) > cluster_above, "columns": list(SITE_COLUMNS),
+            "colours": palette, "statuses": list(status_at), "rows": rows, "popups": compact,
+            "strings": list(strings.index)}
+
+
+def expand_sites(document: dict) -> list[dict]:
+    """The sites of a map's data document one by one, as app/maps.js reads them: id, lon, lat, status, colour,
+    name and popup (rows, notes, borders, observations, source ids), every text looked up in the string table."""
+    sites = document["sites"]
+    strings = sites["strings"]
+
+    def pairs(indexes):
+        return [[strings[a], strings[b]] for a, b in zip(indexes[::2], indexes[1::2])]
+
+    items = []
+    for (site_id, lon, lat, colour, status, name), (rows, notes, borders, observations, source_ids) in zip(
+            sites["rows"], sites["popups"]):
+        items.append({"id": strings[site_id], "lon": lon, "lat": lat, "status": sites["statuses"][status],
+                      "colour": sites["colours"][colour], "name": strings[name], "popup": {
+                          "rows": pairs(rows), "notes": None if notes < 0 else strings[notes], "borders": pairs(borders),
+                          "observations": [{"text": t, "source_id": i or None} for t, i in pairs(observations)],
+                          "source_ids": [strings[i] for i in source_ids]}})
+    return items
 
 
 def _records(frame) -> list[tuple]:
@@ -656,7 +811,7 @@ def make_self_contained(m: folium.Map) -> folium.Map:
                     raise ValueError(f"no vendored copy of {name} ({url}); add it to app/vendor")
         element.default_js, element.default_css = [], []
     header = m.get_root().header
-    for name in [n for n in VENDORED_JS if n in js]:  # jQuery and Leaflet before their plugins
+    for name in [n for n in VENDORED_JS if n in js]:  # Leaflet before its plugins
         source = geodesic_measure_js() if name == "leaflet_measure_js" else vendored_js(js[name])
         header.add_child(_Raw(f"<script>{source}</script>"), name=f"inline_{name}")
     if "leaflet" in js:  # Leaflet guesses its default marker images' folder from a CSS url; give it data: URIs
@@ -703,6 +858,31 @@ def discard(m: folium.Map) -> None:
 # --- the builders ------------------------------------------------------------------------------
 
 
+def site_popups(records, *, borders, border_distances=None, observations=None, site_sources=None,
+                known_sources=None) -> dict[str, dict]:
+    """Each site's popup (`site_popup`, without the query's distance) from `_records` of the sites; source ids kept
+    only when in `known_sources` (all when None)."""
+    border_distances, site_sources = border_distances or {}, site_sources or {}
+    border_names = {str(i): str(n) for i, n in zip(borders["id"], borders["name"])}
+    entries: dict[str, list[dict]] = {}
+    if observations is not None and len(observations):
+        for _, o in _records(observations.sort_values("observed_on", kind="stable")):  # per site, oldest first
+            entries.setdefault(o["site_id"], []).append(observation_entry(o))
+    return {site_id: site_popup(
+        site, border_distances=border_distances.get(site_id, {}), border_names=border_names,
+        observations=entries.get(site_id, []),
+        source_ids=[i for i in dict.fromkeys(map(str, site_sources.get(site_id, [])))
+                    if known_sources is None or i in known_sources])
+        for site_id, site in records}
+
+
+def _with_distance(popup: dict, distance_km) -> dict:
+    """A popup with the query's distance as its last row (a new dict: popups are shared)."""
+    if blank(distance_km):
+        return popup
+    return {**popup, "rows": [*popup["rows"], ["distance from query centre", _km(distance_km)]]}
+
+
 def site_map(
     sites,
     *,
@@ -721,6 +901,7 @@ def site_map(
     site_sources: dict[str, list[str]] | None = None,
     number_matched: int | None = None,
     cluster_above: int = CLUSTER_ABOVE,
+    popups: dict[str, dict] | None = None,
 ) -> folium.Map:
     """A map of sites with borders, optional range rings and query radius; self-contained once rendered.
 
@@ -729,7 +910,9 @@ def site_map(
     `rings` are dicts with a shapely `geometry` (from `geodesy.range_ring`/`annulus`, cut at ±180°) and
     the missile's `missile_id`, `name`, `class`, `range_min_km`, `range_max_km` plus `site_id`/`site_name`;
     `centre` is `(lon, lat)` and `radius_km` the query's geodesic radius around it; `sources` is the
-    sources table (id, title, publisher, published_on, url), `site_sources` maps a site id to its source ids.
+    sources table (id, title, publisher, published_on, url), `site_sources` maps a site id to its source ids;
+    `popups`, when given, are every site's `site_popups` entry (made once per snapshot by `catalogue_map`) and the
+    popup arguments are not read.
 
     >>> m = site_map(catalogue.sites, borders=catalogue.borders, countries=catalogue.countries,
     ...              query="all sites", data_version=catalogue.version)   # doctest: +SKIP
@@ -737,27 +920,17 @@ def site_map(
     """
     generated_at = generated_at or datetime.now(timezone.utc)
     sources = sources if sources is not None else pd.DataFrame(columns=["id", "title", "publisher", "published_on", "url"])
-    observations = observations if observations is not None else pd.DataFrame(columns=["site_id", "observed_on"])
-    border_distances, site_sources = border_distances or {}, site_sources or {}
-    border_names = {str(b["id"]): str(b["name"]) for _, b in borders.iterrows()}
     records = _records(sites)
     colours = class_colours([site_class(s) for _, s in records] + [r.get("class") for r in rings or []
                                                                    if r.get("class")])
     located = [g for g in sites.geometry if has_point(g)]
     centre_point_ = [shapely.Point(centre)] if centre is not None else []
     focus = focus_box(located + centre_point_ or list(borders[borders["kind"] != "land_border"].geometry))
-    source_table = {str(s.get("id", i)): source_entry(s) for i, s in sources.iterrows()}
-    observation_entries = {  # per site, oldest first
-        site_id: [observation_entry(o) for _, o in rows.sort_values("observed_on").iterrows()]
-        for site_id, rows in observations.groupby("site_id", sort=False)
-    } if len(observations) else {}
-    popups = {
-        site_id: site_popup(
-            site, border_distances=border_distances.get(site_id, {}), border_names=border_names,
-            observations=observation_entries.get(site_id, []), distance_km=site.get("distance_km"),
-            source_ids=[i for i in dict.fromkeys(map(str, site_sources.get(site_id, []))) if i in source_table])
-        for site_id, site in records
-    }
+    source_table = {str(s.get("id", i)): source_entry(s) for i, s in _records(sources)}
+    if popups is None:
+        popups = site_popups(records, borders=borders, border_distances=border_distances, observations=observations,
+                             site_sources=site_sources, known_sources=source_table)
+    popups = {site_id: _with_distance(popups[site_id], site.get("distance_km")) for site_id, site in records}
     overlays = [border_overlay(borders, focus), *ring_overlays(rings or [], colours)]
     if centre is not None and radius_km:
         overlays.append(radius_overlay(centre[0], centre[1], radius_km, centre_label))
@@ -771,7 +944,7 @@ def site_map(
         "centre": centre_point(*centre, centre_label) if centre is not None and not radius_km else None,
         "sites": markers, "sources": source_table, "legend": legend_data(colours, statuses),
         "footer": footer_data(query=query, data_version=data_version, generated_at=generated_at,
-                              source_ids=list(source_table), shown=len(markers["items"]), matched=number_matched,
+                              source_ids=list(source_table), shown=len(markers["rows"]), matched=number_matched,
                               unlocated=unlocated),
     }
     m = _base_map()
@@ -789,8 +962,9 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
     >>> m = catalogue_map(catalogue, page, rings=True, radius_km=150, query="near=Seoul&within_km=150")  # doctest: +SKIP
     """
     sites = page.sites
-    site_sources = catalogue.sources_by_site(sites)
-    cited = [i for ids in site_sources.values() for i in ids] + list(catalogue.borders["source_id"].dropna())
+    popups = catalogue_popups(catalogue, sites, page.border_distances)
+    cited = [i for site_id in sites.index for i in popups[site_id]["source_ids"]] + \
+        list(catalogue.borders["source_id"].dropna())
     centre, label = None, "query centre"
     if page.centre is not None:
         centre = (page.centre.lon, page.centre.lat)
@@ -800,10 +974,22 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
         sites, borders=catalogue.borders, countries=catalogue.countries,
         rings=_page_rings(catalogue, sites) if rings else None, centre=centre, centre_label=label,
         radius_km=radius_km, query=query, data_version=catalogue.version, sources=catalogue.sources_for(cited),
-        generated_at=generated_at, border_distances=page.border_distances,
-        observations=catalogue.observations[catalogue.observations["site_id"].isin(sites.index)],
-        site_sources=site_sources, number_matched=page.number_matched, cluster_above=cluster_above,
+        generated_at=generated_at, number_matched=page.number_matched, cluster_above=cluster_above, popups=popups,
     )
+
+
+def catalogue_popups(catalogue, sites, border_distances: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """The sites' popups, made once per catalogue snapshot (`site_popups`) and kept with it; made for the sites
+    not yet asked for."""
+    kept = cached("popups", catalogue, lambda _: {})
+    missing = sites[~sites.index.isin(list(kept))] if kept else sites
+    if len(missing):
+        fresh = site_popups(
+            _records(missing), borders=catalogue.borders, border_distances=border_distances,
+            observations=catalogue.observations[catalogue.observations["site_id"].isin(missing.index)],
+            site_sources=catalogue.sources_by_site(missing), known_sources=catalogue.sources.index)
+        kept.update(fresh)
+    return {site_id: kept[site_id] for site_id in sites.index}
 
 
 def _page_rings(catalogue, sites) -> list[dict]:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from app.catalogue import Catalogue
 from app.maps import catalogue_map, discard, render_html
 from app.routers import CatalogueDep
-from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
+from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, MapPageParams, RadiusParams, run_site_query
 
 router = APIRouter(tags=["maps"])
 MAP_RENDERS = 2  # maps drawn at once per process: CPU-bound work, and each holds its page's data until sent
@@ -26,7 +26,7 @@ async def get_map(
     radius: Annotated[RadiusParams, Depends()],
     filters: Annotated[FilterParams, Depends()],
     border: Annotated[BorderParams, Depends()],
-    page: Annotated[PageParams, Depends()],
+    page: Annotated[MapPageParams, Depends()],
     as_of: Annotated[AsOfParams, Depends()],
     rings: Annotated[bool, Query(description="Draw each site's geodesic missile range rings.")] = False,
 ):
