@@ -197,10 +197,45 @@
         }
     }
 
+    /* --- geometry as sent: delta-encoded integer coordinates (encode_geometry in app/maps.py) --- */
+
+    var ENCODED_DEPTH = {LineString: 0, MultiPoint: 0, Polygon: 1, MultiLineString: 1, MultiPolygon: 2};
+
+    function decodeSequence(flat, scale) {
+        var out = [], x = 0, y = 0;
+        for (var i = 0; i + 1 < flat.length; i += 2) {
+            x += flat[i];
+            y += flat[i + 1];
+            out.push([x / scale, y / scale]);
+        }
+        return out;
+    }
+
+    function decodeGeometry(geometry) {
+        if (!geometry) { return geometry; }
+        if (geometry.geometries) { geometry.geometries.forEach(decodeGeometry); }
+        if (geometry.encoded === undefined) { return geometry; }
+        var scale = Math.pow(10, geometry.encoded);
+        var walk = function (value, depth) {
+            return depth === 0 ? decodeSequence(value, scale) : value.map(function (v) { return walk(v, depth - 1); });
+        };
+        geometry.coordinates = walk(geometry.coordinates, ENCODED_DEPTH[geometry.type]);
+        delete geometry.encoded;
+        return geometry;
+    }
+
+    function decoded(geojson) {
+        // A FeatureCollection, a Feature, a geometry or a list of them, decoded in place.
+        if (Array.isArray(geojson)) { geojson.forEach(decoded); } else if (geojson.features) {
+            geojson.features.forEach(decoded);
+        } else if (geojson.type === "Feature") { decodeGeometry(geojson.geometry); } else { decodeGeometry(geojson); }
+        return geojson;
+    }
+
     function shapesLayer(shapes) {
         var group = L.featureGroup();
         shapes.forEach(function (shape) {
-            L.geoJSON(shape.geojson, {style: function () { return shape.style; }, onEachFeature: textTooltip})
+            L.geoJSON(decoded(shape.geojson), {style: function () { return shape.style; }, onEachFeature: textTooltip})
                 .addTo(group);
         });
         return group;
@@ -255,7 +290,7 @@
         var doc = JSON.parse(document.getElementById(dataElementId).textContent);
         var drawn = {map: map, data: doc, markers: [], overlays: {}};
         document.title = doc.title;
-        L.geoJSON(doc.land, {pane: "basemap", interactive: false, style: function () { return doc.land_style; }})
+        L.geoJSON(decoded(doc.land), {pane: "basemap", interactive: false, style: function () { return doc.land_style; }})
             .addTo(map);
         var base = {"Offline vector basemap": L.layerGroup().addTo(map)};
         TILE_LAYERS.forEach(function (t) { base[t[0]] = L.tileLayer(t[1], {attribution: t[2], maxZoom: t[3]}); });

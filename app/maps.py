@@ -366,13 +366,62 @@ def source_entry(source) -> dict:
 
 def _display_geometry(geometry, tolerance_deg: float = 0.0, decimals: int = DISPLAY_DECIMALS,
                       min_area_deg2: float = 0.0) -> dict | None:
-    """A geometry as GeoJSON for drawing: simplified, small islands dropped, coordinates rounded; None if empty."""
+    """A geometry for drawing, simplified, small islands dropped, coordinates rounded and delta-encoded
+    (`encode_geometry`); None if empty."""
     if tolerance_deg:
         geometry = geometry.simplify(tolerance_deg, preserve_topology=True)
     if min_area_deg2 and geometry.geom_type == "MultiPolygon":
         geometry = shapely.MultiPolygon([p for p in geometry.geoms if p.area >= min_area_deg2])
     geometry = shapely.set_precision(geometry, 10.0 ** -decimals, mode="pointwise")
-    return None if geometry.is_empty else mapping(geometry)
+    return None if geometry.is_empty else encode_geometry(geometry, decimals)
+
+
+ENCODED_DEPTH = {"LineString": 0, "MultiPoint": 0, "Polygon": 1, "MultiLineString": 1, "MultiPolygon": 2}
+
+
+def encode_geometry(geometry, decimals: int) -> dict:
+    """A geometry as GeoJSON whose coordinate sequences are flat integer lists: lon and lat times 10**decimals, each
+    after the first as the difference from the one before (`"encoded": decimals`); app/maps.js decodes them.
+
+    >>> encode_geometry(shapely.LineString([(127.5, 37.25), (127.75, 37.0)]), 2)
+    {'type': 'LineString', 'encoded': 2, 'coordinates': [12750, 3725, 25, -25]}
+    """
+    kind = geometry.geom_type
+    if kind == "GeometryCollection":
+        return {"type": kind, "geometries": [encode_geometry(g, decimals) for g in geometry.geoms]}
+    if kind == "Point":
+        return mapping(geometry)
+    scale = 10.0 ** decimals
+
+    def sequence(coords) -> list[int]:
+        whole = np.rint(np.asarray(coords)[:, :2] * scale).astype(np.int64)
+        return np.diff(whole, axis=0, prepend=np.zeros((1, 2), dtype=np.int64)).ravel().tolist()
+
+    def parts(g, depth: int):
+        if depth == 0:
+            return sequence(g.coords)
+        if g.geom_type == "Polygon":
+            return [sequence(r.coords) for r in (g.exterior, *g.interiors)]
+        return [parts(p, depth - 1) for p in g.geoms]
+
+    return {"type": kind, "encoded": decimals, "coordinates": parts(geometry, ENCODED_DEPTH[kind])}
+
+
+def decode_geometry(geometry: dict) -> dict:
+    """Plain GeoJSON from an `encode_geometry` result (what app/maps.js draws), for readers of a map's data."""
+    if geometry.get("type") == "GeometryCollection":
+        return {"type": "GeometryCollection", "geometries": [decode_geometry(g) for g in geometry["geometries"]]}
+    if "encoded" not in geometry:
+        return geometry
+    scale = 10.0 ** geometry["encoded"]
+
+    def walk(value, depth: int):
+        if depth == 0:
+            pairs = np.cumsum(np.asarray(value, dtype=np.int64).reshape(-1, 2), axis=0)
+            return (pairs / scale).tolist()
+        return [walk(v, depth - 1) for v in value]
+
+    return {"type": geometry["type"], "coordinates": walk(geometry["coordinates"], ENCODED_DEPTH[geometry["type"]])}
 
 
 def focus_box(shapes) -> tuple[float, float, float, float] | None:
@@ -380,7 +429,7 @@ def focus_box(shapes) -> tuple[float, float, float, float] | None:
     shapes = [g for g in shapes if has_point(g)]
     if not shapes:
         return None
-    west, south, east, north = shapely.GeometryCollection(shapes).bounds
+    west, south, east, north = shapely.total_bounds(np.array(shapes, dtype=object))
     if east - west > FOCUS_MAX_SPAN_DEG[0] or north - south > FOCUS_MAX_SPAN_DEG[1]:
         return None
     return (max(west - FOCUS_MARGIN_DEG, -180), max(south - FOCUS_MARGIN_DEG, -90),
@@ -636,50 +685,44 @@ SITE_COLUMNS = ("id", "lon", "lat", "colour", "status", "name")
 """A site row of the map's data: string-table index of its id, lon, lat, colour index, status index, name index."""
 
 
-class _Strings:
-    """A map's string table: each text once, referred to by its index."""
-
-    def __init__(self):
-        self.index: dict[str, int] = {}
-
-    def __call__(self, value: str) -> int:
-        """The index of a text, added when new."""
-        found = self.index.get(value)
-        if found is None:
-            found = self.index[value] = len(self.index)
-        return found
-
-    def flat(self, pairs) -> list[int]:
-        """Pairs of texts as one flat list of indexes."""
-        return [self(item) for pair in pairs for item in pair]
-
-
 def site_layer(sites, colours: dict[str, str], popups: dict[str, dict], *, cluster_above: int = CLUSTER_ABOVE,
                records: list | None = None) -> dict:
     """The located sites as one compact array (clustered when there are many), their popups once each, and one
     string table for every text: app/maps.js builds markers, tooltips and popups from it (see `expand_sites`).
 
-    `records`: the sites' ``_records`` when the caller has them already.
+    `records`: the located sites' ``_records`` when the caller has them already.
     """
     geometry = sites.geometry.name
-    located = [(i, s) for i, s in (records if records is not None else _records(sites)) if has_point(s[geometry])]
-    strings, palette = _Strings(), list(dict.fromkeys(colours.values()))
+    located = records if records is not None else [(i, s) for i, s in _records(sites) if has_point(s[geometry])]
+    palette = list(dict.fromkeys(colours.values()))
     colour_at, status_at = {c: n for n, c in enumerate(palette)}, {s: n for n, s in enumerate(STATUS_SHAPES)}
-    rows, compact = [], []
-    for site_id, site in located:
-        status = text(site.get("current_status")) or "unknown"
-        point = site[geometry]
-        rows.append([strings(str(site_id)), round(float(point.x), DISPLAY_DECIMALS), round(float(point.y), DISPLAY_DECIMALS),
-                     colour_at[colours[site_class(site)]], status_at.setdefault(status, len(status_at)),
-                     strings(text(site.get("name")) or str(site_id))])
-        popup = popups[site_id]
-        compact.append([strings.flat(popup["rows"]), -1 if popup["notes"] is None else strings(popup["notes"]),
-                        strings.flat(popup["borders"]),
-                        strings.flat((o["text"], o["source_id"] or "") for o in popup["observations"]),
-                        [strings(i) for i in popup["source_ids"]]])
+    texts, rows = [], []
+    for site_id, site in located:  # every text in order, then one pass (pandas.factorize) numbers them
+        popup, status, point = popups[site_id], text(site.get("current_status")) or "unknown", site[geometry]
+        rows.append([round(float(point.x), DISPLAY_DECIMALS), round(float(point.y), DISPLAY_DECIMALS),
+                     colour_at[colours[popup["class"]]], status_at.setdefault(status, len(status_at))])
+        texts += (str(site_id), text(site.get("name")) or str(site_id))
+        rows_length = popup["lengths"][0]
+        texts += popup["strings"][:rows_length]
+        if not blank(distance := site.get("distance_km")):
+            texts += ("distance from query centre", _km(distance))
+        texts += popup["strings"][rows_length:]
+    codes, strings = pd.factorize(np.array(texts, dtype=object)) if texts else (np.array([], dtype=int), [])
+    codes, at, compact = codes.tolist(), 0, []
+    for row, (site_id, site) in zip(rows, located):
+        popup, lengths = popups[site_id], list(popups[site_id]["lengths"])
+        lengths[0] += 2 if not blank(site.get("distance_km")) else 0
+        row[:0] = codes[at:at + 1]
+        row.append(codes[at + 1])
+        at += 2
+        parts = []
+        for length in lengths:
+            parts.append(codes[at:at + length])
+            at += length
+        compact.append([parts[0], parts[1][0] if parts[1] else -1, parts[2], parts[3], parts[4]])
     return {"name": f"Sites ({len(rows)})", "cluster": len(rows) > cluster_above, "columns": list(SITE_COLUMNS),
             "colours": palette, "statuses": list(status_at), "rows": rows, "popups": compact,
-            "strings": list(strings.index)}
+            "strings": [str(t) for t in strings]}
 
 
 def expand_sites(document: dict) -> list[dict]:
@@ -702,9 +745,15 @@ def expand_sites(document: dict) -> list[dict]:
     return items
 
 
+def drawable_mask(sites) -> np.ndarray:
+    """Which sites have a point to draw (not NULL, not empty), as a boolean array."""
+    geometries = sites.geometry.to_numpy()
+    return ~(shapely.is_missing(geometries) | shapely.is_empty(geometries))
+
+
 def _records(frame) -> list[tuple]:
     """(index, row as a dict) for each row: what iterrows gives, without building a Series per row."""
-    names, columns = list(frame.columns), [frame[c].tolist() for c in frame.columns]
+    names, columns = list(frame.columns), [frame[c].to_numpy(dtype=object).tolist() for c in frame.columns]
     return [(i, dict(zip(names, values))) for i, values in zip(frame.index, zip(*columns))]
 
 
@@ -737,9 +786,9 @@ def add_controls(m: folium.Map) -> None:
     Fullscreen(position="topleft").add_to(m)
 
 
-def _fit(m: folium.Map, sites, centre, radius_km, borders) -> None:
-    """Fit the view to the drawn sites and the query radius, or to the MDL and DMZ when there are none."""
-    shapes = [g for g in sites.geometry if has_point(g)]
+def _fit(m: folium.Map, located: list, centre, radius_km, borders) -> None:
+    """Fit the view to the drawn sites' points and the query radius, or to the MDL and DMZ when there are none."""
+    shapes = list(located)
     if centre is not None and radius_km:
         shapes.append(geodesy.range_ring(centre[0], centre[1], radius_km * 1000))
     elif centre is not None:
@@ -748,7 +797,7 @@ def _fit(m: folium.Map, sites, centre, radius_km, borders) -> None:
         shapes = [g for g in borders[borders["kind"].isin(["mdl", "dmz_edge"])].geometry if g is not None]
     if not shapes:
         return
-    west, south, east, north = shapely.GeometryCollection(shapes).bounds
+    west, south, east, north = shapely.total_bounds(np.array(shapes, dtype=object))
     pad = 0.3 if (east - west) < 2 and (north - south) < 2 else 0.0
     # Keep the sites clear of the legend (top right) and the footer (bottom left).
     m.fit_bounds([[south - pad, west - pad], [north + pad, east + pad]], padding_top_left=(30, 30),
@@ -868,19 +917,21 @@ def site_popups(records, *, borders, border_distances=None, observations=None, s
     if observations is not None and len(observations):
         for _, o in _records(observations.sort_values("observed_on", kind="stable")):  # per site, oldest first
             entries.setdefault(o["site_id"], []).append(observation_entry(o))
-    return {site_id: site_popup(
+    return {site_id: _packed(site_popup(
         site, border_distances=border_distances.get(site_id, {}), border_names=border_names,
         observations=entries.get(site_id, []),
         source_ids=[i for i in dict.fromkeys(map(str, site_sources.get(site_id, [])))
-                    if known_sources is None or i in known_sources])
+                    if known_sources is None or i in known_sources]), site_class(site))
         for site_id, site in records}
 
 
-def _with_distance(popup: dict, distance_km) -> dict:
-    """A popup with the query's distance as its last row (a new dict: popups are shared)."""
-    if blank(distance_km):
-        return popup
-    return {**popup, "rows": [*popup["rows"], ["distance from query centre", _km(distance_km)]]}
+def _packed(popup: dict, site_class_: str) -> dict:
+    """A popup with the site's class and its texts in `site_layer`'s order: `strings`, and `lengths` per part."""
+    parts = ([t for pair in popup["rows"] for t in pair], [] if popup["notes"] is None else [popup["notes"]],
+             [t for pair in popup["borders"] for t in pair],
+             [t for o in popup["observations"] for t in (o["text"], o["source_id"] or "")], list(popup["source_ids"]))
+    return {**popup, "class": site_class_, "strings": tuple(t for part in parts for t in part),
+            "lengths": tuple(len(part) for part in parts)}
 
 
 def site_map(
@@ -920,24 +971,25 @@ def site_map(
     """
     generated_at = generated_at or datetime.now(timezone.utc)
     sources = sources if sources is not None else pd.DataFrame(columns=["id", "title", "publisher", "published_on", "url"])
-    records = _records(sites)
-    colours = class_colours([site_class(s) for _, s in records] + [r.get("class") for r in rings or []
-                                                                   if r.get("class")])
-    located = [g for g in sites.geometry if has_point(g)]
-    centre_point_ = [shapely.Point(centre)] if centre is not None else []
-    focus = focus_box(located + centre_point_ or list(borders[borders["kind"] != "land_border"].geometry))
+    geometry = sites.geometry.name
     source_table = {str(s.get("id", i)): source_entry(s) for i, s in _records(sources)}
     if popups is None:
-        popups = site_popups(records, borders=borders, border_distances=border_distances, observations=observations,
-                             site_sources=site_sources, known_sources=source_table)
-    popups = {site_id: _with_distance(popups[site_id], site.get("distance_km")) for site_id, site in records}
+        popups = site_popups(_records(sites), borders=borders, border_distances=border_distances,
+                             observations=observations, site_sources=site_sources, known_sources=source_table)
+    records = _records(sites[[c for c in ("name", "current_status", "distance_km", geometry) if c in sites.columns]])
+    colours = class_colours({popups[i]["class"] for i, _ in records} | {r.get("class") for r in rings or []
+                                                                        if r.get("class")})
+    drawable = drawable_mask(sites)
+    located = list(sites.geometry.to_numpy()[drawable])
+    centre_point_ = [shapely.Point(centre)] if centre is not None else []
+    focus = focus_box(located + centre_point_ or list(borders[borders["kind"] != "land_border"].geometry))
     overlays = [border_overlay(borders, focus), *ring_overlays(rings or [], colours)]
     if centre is not None and radius_km:
         overlays.append(radius_overlay(centre[0], centre[1], radius_km, centre_label))
-    markers = site_layer(sites, colours, popups, cluster_above=cluster_above, records=records)
+    markers = site_layer(sites, colours, popups, cluster_above=cluster_above,
+                         records=[r for r, ok in zip(records, drawable) if ok])
     statuses = set(sites["current_status"].dropna()) if "current_status" in sites else set()
-    geometry = sites.geometry.name
-    unlocated = [text(s.get("name")) or str(i) for i, s in records if not has_point(s[geometry])]
+    unlocated = [text(s.get("name")) or str(i) for (i, s), ok in zip(records, drawable) if not ok]
     document = {
         "title": f"missile-sites map: {query}" if query else "missile-sites map",
         "land": land_geojson(countries, focus), "land_style": LAND_STYLE, "overlays": overlays,
@@ -950,7 +1002,7 @@ def site_map(
     m = _base_map()
     MapData(document).add_to(m)
     add_controls(m)
-    _fit(m, sites, centre, radius_km, borders)
+    _fit(m, located, centre, radius_km, borders)
     return make_self_contained(m)
 
 

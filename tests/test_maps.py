@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 import shapely
 from folium.plugins import MiniMap
 
-from app import geodesy, store
+from app import geodesy, maps, store
 from app.catalogue import SitePage
 from app.cli import cli
 from app.maps import (
-    DATA_SCRIPT, VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, expand_sites, http_url,
+    DATA_SCRIPT, VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, decode_geometry, expand_sites, http_url,
     make_self_contained, read_map_data, render_html, ring_outline, script_json, site_class, site_map,
     split_at_antimeridian, vendored_css, vendored_js,
 )
@@ -231,7 +231,7 @@ def _geojson_features(html: str) -> list[dict]:
     for overlay in read_map_data(html)["overlays"]:
         for shape in overlay["shapes"]:
             features += shape["geojson"].get("features", [shape["geojson"]])
-    return features
+    return [{**f, "geometry": decode_geometry(f["geometry"])} for f in features]
 
 
 def _ring_parts(catalogue, site_id: str) -> dict[tuple[str, str], shapely.Geometry]:
@@ -342,6 +342,56 @@ def test_map_route_errors_are_the_one_json_shape(client, params, parameter):
     response = client.get("/map", params=params)
     assert response.status_code == 422
     assert response.json()["error"]["parameter"].split(".")[0] == parameter
+
+
+@pytest.mark.parametrize(("path", "limit", "status"), [
+    ("/map", 100_000, 200), ("/map", 100_001, 422), ("/sites", 1000, 200), ("/sites", 1001, 422),
+])
+def test_a_map_takes_the_whole_catalogue_and_sites_keep_their_page_limit(client, path, limit, status):
+    response = client.get(path, params={"limit": limit})
+    assert response.status_code == status
+    if status == 422:
+        assert response.json()["error"]["parameter"] == "limit"
+
+
+def test_the_site_array_holds_every_site_once_and_each_text_once(catalogue):
+    located = catalogue.sites[~catalogue.sites.geometry.isna()]
+    sites = located.iloc[[i % len(located) for i in range(500)]].copy()
+    sites.index = sites["id"] = [f"site-{i}" for i in range(len(sites))]
+    data = read_map_data(render_html(site_map(sites, borders=catalogue.borders, countries=catalogue.countries)))
+    strings = data["sites"]["strings"]
+    assert len(strings) == len(set(strings))  # the string table: every text once
+    assert len(data["sites"]["rows"]) == len(data["sites"]["popups"]) == 500
+    drawn = {site["id"]: site for site in expand_sites(data)}
+    assert list(drawn) == list(sites.index)
+    for site_id, site in sites.iterrows():
+        assert drawn[site_id]["name"] == site["name"]
+        assert (drawn[site_id]["lon"], drawn[site_id]["lat"]) == pytest.approx((site.geometry.x, site.geometry.y), abs=1e-5)
+        assert dict(drawn[site_id]["popup"]["rows"])["country"] == site["country"]
+
+
+def test_popups_are_made_once_per_snapshot(catalogue):
+    page = catalogue.find_sites(limit=1000)
+    first = maps.catalogue_popups(catalogue, page.sites, page.border_distances)
+    again = maps.catalogue_popups(catalogue, page.sites, page.border_distances)
+    assert all(again[site_id] is first[site_id] for site_id in page.sites.index)  # kept, not made again
+    assert set(first) == set(page.sites.index)
+
+
+def test_rings_are_computed_once_per_point_and_range(catalogue):
+    site_id = next(s for s in catalogue.sites.index if _rings(catalogue, s))
+    assert [r["geometry"] for r in catalogue.site_rings(site_id)] == [r["geometry"] for r in catalogue.site_rings(site_id)]
+    assert all(a["geometry"] is b["geometry"] for a, b in zip(catalogue.site_rings(site_id), catalogue.site_rings(site_id)))
+
+
+@pytest.mark.parametrize(("accept", "zipped"), [
+    ("gzip, deflate", True), ("identity", False), ("gzip;q=0", False), ("br, GZIP;q=0.5", True), ("", False),
+])
+def test_the_map_is_gzipped_when_the_client_takes_it(client, accept, zipped):
+    response = client.get("/map", params={"near": "Seoul", "within_km": 150}, headers={"Accept-Encoding": accept})
+    assert response.status_code == 200 and "Accept-Encoding" in response.headers["vary"]
+    assert (response.headers.get("content-encoding") == "gzip") is zipped
+    assert "Sakkanmol" in [site["name"] for site in expand_sites(read_map_data(response.text))]  # decoded by httpx
 
 
 def test_folium_circle_is_not_used_for_rings():

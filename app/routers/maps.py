@@ -1,6 +1,7 @@
 """/map: a site query drawn as one self-contained HTML map."""
 
 import ctypes
+import gzip
 from functools import lru_cache, partial
 from typing import Annotated
 from urllib.parse import unquote_plus
@@ -32,20 +33,36 @@ async def get_map(
 ):
     """The `/sites` query as one HTML file that works offline: sites, borders, rings, query radius, sources."""
     query = "GET /map" + (f"?{unquote_plus(request.url.query)}" if request.url.query else "")
-    draw = partial(_draw, catalogue, centre, radius, filters, border, page, as_of, rings=rings, query=query)
-    return HTMLResponse(await anyio.to_thread.run_sync(draw, limiter=_render_slots(request.app)))
+    zipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+    draw = partial(_draw, catalogue, centre, radius, filters, border, page, as_of, rings=rings, query=query,
+                   zipped=zipped)
+    body = await anyio.to_thread.run_sync(draw, limiter=_render_slots(request.app))
+    headers = {"Vary": "Accept-Encoding"} | ({"Content-Encoding": "gzip"} if zipped else {})
+    return HTMLResponse(body, headers=headers)
 
 
-def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *, rings: bool, query: str) -> str:
-    """Run the query and render its map; then free what the render built and hand the memory back to the system."""
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (named with no q=0)."""
+    for item in accept_encoding.lower().split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip() == "gzip":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *, rings: bool, query: str,
+          zipped: bool = False) -> str | bytes:
+    """Run the query and render its map (gzipped at level 1 when asked: a fast level, the page is mostly
+    text); then free what the render built and hand the memory back to the system."""
     try:
         catalogue = as_of.apply(catalogue)
         result = run_site_query(catalogue, centre, radius, filters, border, page)
         m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query)
         try:
-            return render_html(m)
+            html = render_html(m)
         finally:
             discard(m)
+        return gzip.compress(html.encode(), compresslevel=1, mtime=0) if zipped else html
     finally:
         release_memory()
 
