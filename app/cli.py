@@ -24,7 +24,7 @@ from app.errors import CatalogueError, InvalidParameter, NotFound
 from app.formats import features_csv, sites_geojson
 from app.live import live_path
 from app.schemas import (
-    MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
+    MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, MapPageParams, PageParams, RadiusParams, run_site_query,
 )
 from app.settings import GEODATA_DIR, Settings
 from app.store import LiveFileProblem, check_live
@@ -434,7 +434,7 @@ def map_command(
     filters = _params(FilterParams, status=status, declared=declared, missile_class=missile_class,
                       missile_type=missile_type, facility_type=facility_type, country=country)
     band = _params(BorderParams, border=border, border_min_km=border_min_km, border_max_km=border_max_km)
-    page = _params(PageParams, sort=sort, limit=limit, offset=offset)
+    page = _params(MapPageParams, sort=sort, limit=limit, offset=offset)
     catalogue = _open(gpkg)
     try:
         result = run_site_query(catalogue, centre_params, radius, filters, band, page)

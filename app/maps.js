@@ -197,12 +197,47 @@
         }
     }
 
+    /* --- geometry as sent: delta-encoded integer coordinates (encode_geometry in app/maps.py) --- */
+
+    var ENCODED_DEPTH = {LineString: 0, MultiPoint: 0, Polygon: 1, MultiLineString: 1, MultiPolygon: 2};
+
+    function decodeSequence(flat, scale) {
+        var out = [], x = 0, y = 0;
+        for (var i = 0; i + 1 < flat.length; i += 2) {
+            x += flat[i];
+            y += flat[i + 1];
+            out.push([x / scale, y / scale]);
+        }
+        return out;
+    }
+
+    function decodeGeometry(geometry) {
+        if (!geometry) { return geometry; }
+        if (geometry.geometries) { geometry.geometries.forEach(decodeGeometry); }
+        if (geometry.encoded === undefined) { return geometry; }
+        var scale = Math.pow(10, geometry.encoded);
+        var walk = function (value, depth) {
+            return depth === 0 ? decodeSequence(value, scale) : value.map(function (v) { return walk(v, depth - 1); });
+        };
+        geometry.coordinates = walk(geometry.coordinates, ENCODED_DEPTH[geometry.type]);
+        delete geometry.encoded;
+        return geometry;
+    }
+
+    function decoded(geojson) {
+        // A FeatureCollection, a Feature, a geometry or a list of them, decoded in place.
+        if (Array.isArray(geojson)) { geojson.forEach(decoded); } else if (geojson.features) {
+            geojson.features.forEach(decoded);
+        } else if (geojson.type === "Feature") { decodeGeometry(geojson.geometry); } else { decodeGeometry(geojson); }
+        return geojson;
+    }
+
     function shapesLayer(shapes, dx, group) {
         // The shapes as one group, or (dx: a multiple of 360) their copy one world east or west, added to `group`.
         group = group || L.featureGroup();
         shapes.forEach(function (shape) {
-            var style = dx ? copyStyle(shape.style) : shape.style;
-            L.geoJSON(dx ? shifted(shape.geojson, dx) : shape.geojson,
+            var style = dx ? copyStyle(shape.style) : shape.style, geojson = decoded(shape.geojson);
+            L.geoJSON(dx ? shifted(geojson, dx) : geojson,
                 {style: function () { return style; }, onEachFeature: textTooltip}).addTo(group);
         });
         return group;
@@ -214,11 +249,40 @@
             .bindTooltip(el("span", null, centre.label));
     }
 
-    function siteMarkers(doc, dx) {
-        return doc.sites.items.map(function (site) {
+    function siteItems(sites) {
+        // The compact site rows (SITE_COLUMNS in app/maps.py) as objects; texts come from the string table.
+        var strings = sites.strings;
+        return sites.rows.map(function (row, index) {
+            return {id: strings[row[0]], lon: row[1], lat: row[2], colour: sites.colours[row[3]],
+                status: sites.statuses[row[4]], name: strings[row[5]], index: index};
+        });
+    }
+
+    function sitePopupData(sites, index) {
+        // One site's popup from its compact entry (see expand_sites in app/maps.py).
+        var strings = sites.strings, entry = sites.popups[index];
+        function pairs(indexes) {
+            var result = [];
+            for (var i = 0; i + 1 < indexes.length; i += 2) { result.push([strings[indexes[i]], strings[indexes[i + 1]]]); }
+            return result;
+        }
+        return {
+            rows: pairs(entry[0]), notes: entry[1] < 0 ? null : strings[entry[1]], borders: pairs(entry[2]),
+            observations: pairs(entry[3]).map(function (o) { return {text: o[0], source_id: o[1] || null}; }),
+            source_ids: entry[4].map(function (i) { return strings[i]; })
+        };
+    }
+
+    function siteMarkers(doc, items, dx) {
+        // A marker per site (`siteItems`), moved dx degrees east (a world copy) when dx is given.
+        var sites = doc.sites;
+        return items.map(function (site) {
             var marker = L.marker([site.lat, site.lon + (dx || 0)], {icon: new SiteIcon({site: site, copy: !!dx})});
             marker.bindTooltip(function () { return el("div", null, site.name); }, {sticky: false});
-            marker.bindPopup(function () { return sitePopup(site, doc.sources); }, {maxWidth: 380});
+            marker.bindPopup(function () {
+                site.popup = site.popup || sitePopupData(sites, site.index);
+                return sitePopup(site, doc.sources);
+            }, {maxWidth: 380});
             return marker;
         });
     }
@@ -227,9 +291,9 @@
         if (group.addLayers) { group.addLayers(markers); } else { markers.forEach(function (m) { group.addLayer(m); }); }
     }
 
-    function siteLayer(doc, drawn) {
+    function siteLayer(doc, drawn, items) {
         var group = doc.sites.cluster ? L.markerClusterGroup({maxClusterRadius: 40}) : L.featureGroup();
-        drawn.markers = siteMarkers(doc, 0);
+        drawn.markers = siteMarkers(doc, items, 0);
         addMarkers(group, drawn.markers);
         return group;
     }
@@ -277,7 +341,7 @@
         var drawn = {map: map, data: doc, markers: [], overlays: {}};
         document.title = doc.title;
         var landOptions = {pane: "basemap", interactive: false, style: function () { return doc.land_style; }};
-        L.geoJSON(doc.land, landOptions).addTo(map);
+        L.geoJSON(decoded(doc.land), landOptions).addTo(map);
         var copies = [function (dx) { L.geoJSON(shifted(doc.land, dx), landOptions).addTo(map); }];
         var base = {"Offline vector basemap": L.layerGroup().addTo(map)};
         TILE_LAYERS.forEach(function (t) { base[t[0]] = L.tileLayer(t[1], {attribution: t[2], maxZoom: t[3]}); });
@@ -295,9 +359,9 @@
             centreMarker(doc.centre).addTo(map);
             copies.push(function (dx) { centreMarker(doc.centre, dx).addTo(map); });
         }
-        var sites = siteLayer(doc, drawn).addTo(map);
+        var items = siteItems(doc.sites), sites = siteLayer(doc, drawn, items).addTo(map);
         overlays.push([doc.sites.name, sites]);
-        copies.push(function (dx) { addMarkers(sites, siteMarkers(doc, dx)); });
+        copies.push(function (dx) { addMarkers(sites, siteMarkers(doc, items, dx)); });
         worldCopies(map, copies);
         var control = new TextLayers({}, {}, {position: "topright", collapsed: true});
         Object.keys(base).forEach(function (name) { control.addBaseLayer(base[name], name); });
