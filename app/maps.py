@@ -44,7 +44,7 @@ from shapely.geometry import mapping
 
 from app import geodesy
 from app.catalogue import has_point
-from app.vocab import decode_list
+from app.vocab import CNS_PLACEHOLDER, decode_list
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 # folium's resource names -> the vendored file inlined in their place (see app/vendor/README.md).
@@ -133,6 +133,10 @@ POPUP_CSS = """
 .map-box .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -2px; }
 .map-box svg { vertical-align: -4px; margin-right: 4px; }
 .map-box details { max-height: 14em; overflow-y: auto; }
+.launch-icon { background: none; border: none; } .launch-marker svg { display: block; }
+.launch-cluster-icon { background: rgba(230,81,0,.35); border-radius: 50%; }
+.launch-cluster { font: bold 11px/26px system-ui, sans-serif; text-align: center; color: #3e2723; }
+.map-box.launch-slider input { width: 14em; }
 """
 
 
@@ -268,7 +272,7 @@ class MapData(JSCSSMixin, Element):
         super().__init__()
         self._name = "MapData"
         self.document = document
-        clustered = bool(document["sites"]["cluster"])
+        clustered = bool(document["sites"]["cluster"]) or bool(document.get("launches"))  # launches always cluster
         self.default_js = list(MARKERCLUSTER_JS) if clustered else []
         self.default_css = list(MARKERCLUSTER_CSS) if clustered else []
 
@@ -809,10 +813,19 @@ def _records(frame) -> list[tuple]:
 # --- controls, legend, footer ------------------------------------------------------------------
 
 
-def legend_data(colours: dict[str, str], statuses, border_kinds=None) -> dict:
+LAYER_LEGEND = {
+    "cities": "Cities in range of the drawn sites' missiles (GeoNames, \u2265 15,000 people), sized by population",
+    "launches": "Launches (CNS) at the drawn sites' facilities, up to the slider's year",
+}
+
+
+def legend_data(colours: dict[str, str], statuses, border_kinds=None, *, cities: bool = False,
+                launches: bool = False) -> dict:
     """The legend: colour by missile class, shape by status, line styles of the borders drawn (of the kinds given;
-    all when None)."""
+    all when None), and the cities and launches layers when drawn."""
     return {
+        "layers": [{"kind": kind, "name": LAYER_LEGEND[kind]} for kind, drawn in (("cities", cities),
+                                                                                  ("launches", launches)) if drawn],
         "classes": [{"name": str(name), "colour": colour} for name, colour in colours.items()],
         "statuses": [{"status": s, "text": f"{s.replace('_', ' ')}: {STATUS_SHAPES[s]}"}
                      for s in STATUS_SHAPES if s in statuses or not statuses],
@@ -1006,6 +1019,8 @@ def site_map(
     cluster_above: int = CLUSTER_ABOVE,
     popups: dict[str, dict] | None = None,
     border_layer=None,
+    cities: dict | None = None,
+    launches: dict | None = None,
 ) -> folium.Map:
     """A map of sites with borders, optional range rings and query radius; self-contained once rendered.
 
@@ -1017,7 +1032,8 @@ def site_map(
     sources table (id, title, publisher, published_on, url), `site_sources` maps a site id to its source ids;
     `popups`, when given, are every site's `site_popups` entry (made once per snapshot by `catalogue_map`) and the
     popup arguments are not read; `border_layer`, the whole borders layer `borders` was taken from (its drawing
-    is kept per layer, see `border_overlay`).
+    is kept per layer, see `border_overlay`); `cities` (`city_layer`) and `launches` (`launch_layer`) are drawn
+    when given.
 
     >>> m = site_map(catalogue.sites, borders=catalogue.borders, countries=catalogue.countries,
     ...              query="all sites", data_version=catalogue.version)   # doctest: +SKIP
@@ -1048,7 +1064,9 @@ def site_map(
         "title": f"missile-sites map: {query}" if query else "missile-sites map",
         "land": land_geojson(countries, focus), "land_style": LAND_STYLE, "overlays": overlays,
         "centre": centre_point(*centre, centre_label) if centre is not None and not radius_km else None,
-        "sites": markers, "sources": source_table, "legend": legend_data(colours, statuses, set(borders["kind"])),
+        "sites": markers, "sources": source_table, "cities": cities, "launches": launches,
+        "legend": legend_data(colours, statuses, set(borders["kind"]), cities=cities is not None,
+                              launches=launches is not None),
         "footer": footer_data(query=query, data_version=data_version, generated_at=generated_at,
                               source_ids=list(source_table), shown=len(markers["rows"]), matched=number_matched,
                               unlocated=unlocated),
@@ -1062,8 +1080,12 @@ def site_map(
 
 @_gc_paused_during
 def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | None = None, query: str = "",
-                  generated_at: datetime | None = None, cluster_above: int = CLUSTER_ABOVE) -> folium.Map:
-    """The map of one site query (a `SitePage`): its sites, borders, rings if asked, radius and sources.
+                  generated_at: datetime | None = None, cluster_above: int = CLUSTER_ABOVE, cities: bool = False,
+                  launches: bool = False, missile_types: tuple[str, ...] = (),
+                  missile_classes: tuple[str, ...] = ()) -> folium.Map:
+    """The map of one site query (a `SitePage`): its sites, borders, rings if asked, radius and sources; with `cities`
+    the cities in range of its sites' missiles (narrowed by `missile_types`/`missile_classes`, as the query's filters
+    narrow `GET /cities/in-range`), with `launches` the launches at its sites' facilities.
 
     >>> page = catalogue.find_sites(centre=catalogue.place("Seoul"), within_km=150)   # doctest: +SKIP
     >>> m = catalogue_map(catalogue, page, rings=True, radius_km=150, query="near=Seoul&within_km=150")  # doctest: +SKIP
@@ -1071,7 +1093,11 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
     sites = page.sites
     borders = catalogue.map_borders(sites.index)
     popups = catalogue_popups(catalogue, sites, page.border_distances, borders)
+    city_data = catalogue_cities(catalogue, sites, missile_types=missile_types,
+                                 missile_classes=missile_classes) if cities else None
+    launch_data = catalogue_launches(catalogue, sites) if launches else None
     cited = [i for site_id in sites.index for i in popups[site_id]["source_ids"]] + list(borders["source_id"].dropna())
+    cited += [i for layer in (city_data, launch_data) if layer for i in layer["source_ids"]]
     centre, label = None, "query centre"
     if page.centre is not None:
         centre = (page.centre.lon, page.centre.lat)
@@ -1082,7 +1108,7 @@ def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | No
         rings=_page_rings(catalogue, sites) if rings else None, centre=centre, centre_label=label,
         radius_km=radius_km, query=query, data_version=catalogue.version, sources=catalogue.sources_for(cited),
         generated_at=generated_at, number_matched=page.number_matched, cluster_above=cluster_above, popups=popups,
-        border_layer=catalogue.borders,
+        border_layer=catalogue.borders, cities=city_data, launches=launch_data,
     )
 
 
@@ -1099,6 +1125,105 @@ def catalogue_popups(catalogue, sites, border_distances: dict[str, dict[str, flo
             site_sources=catalogue.sources_by_site(missing), known_sources=catalogue.sources.index)
         kept.update(fresh)
     return {site_id: kept[site_id] for site_id in sites.index}
+
+
+CITY_PAIRS = 3  # reaching (site, missile) pairs a city's popup lists, nearest first; the others are counted
+
+
+def catalogue_cities(catalogue, sites, *, missile_types: tuple[str, ...] = (),
+                     missile_classes: tuple[str, ...] = ()) -> dict:
+    """The cities within range of the map's sites' missiles, as `GET /cities/in-range` answers the same query
+    (`Catalogue.cities_in_range`, on WGS84; `missile_types`/`missile_classes` narrow the missiles), as `city_layer`."""
+    result = catalogue.cities_in_range(list(sites.index), missile_types=missile_types, missile_classes=missile_classes)
+    rows = catalogue.cities_reached(result, sort="population")
+    missiles = catalogue.missiles
+    missile_labels = {str(i): f"{text(n) or i} ({text(c) or NO_CLASS})"
+                      for i, n, c in zip(missiles.index, missiles["name"], missiles["class"])}
+    site_names = {str(i): text(n) or str(i) for i, n in zip(sites.index, sites["name"])}
+    return city_layer(rows, result.pairs, site_names=site_names, missile_labels=missile_labels)
+
+
+def city_layer(rows, pairs, *, site_names: dict[str, str], missile_labels: dict[str, str]) -> dict:
+    """Cities as one compact array, largest first: lon, lat, population, name and country (string-table indexes),
+    the nearest CITY_PAIRS reaching (site, missile, distance km) and how many pairs reach it in all; app/maps.js sizes
+    each circle by its population and builds its popup.
+
+    `rows`: `Catalogue.cities_reached` (id, name, country, population, lon, lat); `pairs`: the `CitiesInRange` pairs.
+    """
+    strings, at = _string_table()
+    ordered = pairs.sort_values(["distance_km", "site_id", "missile_id"], kind="stable")
+    counts = ordered["city_id"].value_counts().to_dict()
+    head = ordered.groupby("city_id", sort=False).head(CITY_PAIRS)
+    nearest: dict[str, list] = {}
+    for city_id, site_id, missile_id, distance in zip(*(_values(head[c]) for c in ("city_id", "site_id", "missile_id")),
+                                                      np.round(head["distance_km"].to_numpy(dtype=float), 1).tolist()):
+        nearest.setdefault(city_id, []).append([at(site_names.get(site_id, site_id)),
+                                                at(missile_labels.get(missile_id, missile_id)), distance])
+    lons, lats = (np.round(rows[c].to_numpy(dtype=float), DISPLAY_DECIMALS).tolist() for c in ("lon", "lat"))
+    items = [[lon, lat, population, at(name), at(country), nearest.get(city_id, []), counts.get(city_id, 0), at(city_id)]
+             for city_id, name, country, population, lon, lat in zip(
+                 _values(rows.index), _values(rows["name"]), _values(rows["country"]),
+                 rows["population"].to_numpy(dtype=np.int64).tolist(), lons, lats)]
+    people = int(rows["population"].sum()) if len(rows) else 0
+    return {"name": f"Cities in range ({len(items):,}; {people:,} people)", "rows": items, "strings": strings,
+            "columns": ["lon", "lat", "population", "name", "country", "nearest", "pairs", "id"],
+            "source_ids": sorted({str(i) for i in rows["source_id"]}) if len(rows) else []}
+
+
+def catalogue_launches(catalogue, sites) -> dict:
+    """The launches the data places at the map's sites' own facilities and known by the snapshot's `as_of` day, as
+    `GET /sites/{id}/launches` lists them; only those with a point (never the placeholder facility), as
+    `launch_layer`."""
+    known = catalogue.launches
+    rows = known[known["site_id"].isin(list(sites.index)) & (known["cns_facility"] != CNS_PLACEHOLDER)]
+    rows = rows[drawable_mask(rows)]
+    order = catalogue.launch_table.frame.index.get_indexer(rows.index)  # by date, then as CNS lists them
+    rows = rows.iloc[np.lexsort((order, rows["launched_on"].to_numpy(dtype=str)))]
+    missiles = catalogue.missiles["name"]
+    names = [text(missiles.get(m)) if text(m) in missiles.index else (text(n) or text(c))
+             for m, n, c in zip(rows["missile_id"], rows["missile_name"], rows["cns_missile"])]
+    return launch_layer(rows.assign(missile=names))
+
+
+def launch_layer(rows) -> dict:
+    """Launches as one compact array, oldest first: lon, lat, year, and the date, missile, facility, outcome, source
+    id and launch id as string-table indexes; app/maps.js draws them with a slider that keeps those up to a year.
+
+    `rows`: the launches layer's rows (a point each) with a `missile` column naming the missile.
+    """
+    strings, at = _string_table()
+    geometries = rows.geometry.to_numpy()
+    items = [[round(float(g.x), DISPLAY_DECIMALS), round(float(g.y), DISPLAY_DECIMALS), int(str(day)[:4]), at(day),
+              at(missile or "unknown missile"), at(text(facility) or ""), at(text(outcome) or "not reported"),
+              at(text(source_id) or ""), at(launch_id)]
+             for g, day, missile, facility, outcome, source_id, launch_id in zip(
+                 geometries, rows["launched_on"], rows["missile"], rows["facility_name"], rows["outcome"],
+                 rows["source_id"], rows.index)]
+    years = [item[2] for item in items]
+    return {"name": f"Launches ({len(items)})", "rows": items, "strings": strings,
+            "columns": ["lon", "lat", "year", "date", "missile", "facility", "outcome", "source_id", "id"],
+            "years": [min(years), max(years)] if years else None,
+            "source_ids": sorted({str(i) for i in rows["source_id"].dropna()})}
+
+
+def _values(column) -> list:
+    """A column's (or an index's) values as a list of Python objects (iterating a pandas string array is slow)."""
+    return column.to_numpy(dtype=object).tolist()
+
+
+def _string_table():
+    """An empty string table and the function that gives a text's index in it (adding it the first time)."""
+    strings: list[str] = []
+    index: dict[str, int] = {}
+
+    def at(value) -> int:
+        value = str(value)
+        if value not in index:
+            index[value] = len(strings)
+            strings.append(value)
+        return index[value]
+
+    return strings, at
 
 
 def _page_rings(catalogue, sites) -> list[dict]:

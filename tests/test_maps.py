@@ -400,6 +400,112 @@ def test_folium_circle_is_not_used_for_rings():
     assert isinstance(folium.Map(tiles=None), folium.Map)
 
 
+# --- cities in range and launches ---------------------------------------------------------------
+
+def _map_cities(data) -> dict[str, dict]:
+    """The cities of a map's data document by GeoNames id: population, name, country, nearest pairs, pair count."""
+    cities = data["cities"]
+    s = cities["strings"]
+    return {s[row[7]]: {"population": row[2], "name": s[row[3]], "country": s[row[4]], "pairs": row[6],
+                        "nearest": [(s[p[0]], s[p[1]], p[2]) for p in row[5]]} for row in cities["rows"]}
+
+
+def _in_range(client, params) -> list[dict]:
+    """Every city GET /cities/in-range answers for a query (paged through)."""
+    features, offset = [], 0
+    while True:
+        body = client.get("/cities/in-range", params={**params, "limit": 1000, "offset": offset}).json()
+        features += body["features"]
+        offset += 1000
+        if offset >= body["numberMatched"]:
+            return features
+
+
+@pytest.mark.parametrize("params", [
+    {"near": "Seoul", "within_km": 150},
+    {"missile_class": "SRBM"},
+    {"near": "Pyongyang", "within_km": 60, "missile_type": "hwasong-6"},
+])
+def test_the_map_carries_the_cities_in_range_the_catalogue_answers(client, catalogue, params):
+    response = client.get("/map", params={**params, "cities": "true"})
+    assert response.status_code == 200
+    data = read_map_data(response.text)
+    drawn = _map_cities(data)
+    expected = _in_range(client, params)
+    assert expected and set(drawn) == {f["id"] for f in expected}
+    for feature in expected:
+        city, props = drawn[feature["id"]], feature["properties"]
+        assert (city["population"], city["name"], city["country"]) == (props["population"], props["name"], props["country"])
+        assert city["pairs"] == len(props["reached_by"])
+        nearest = props["reached_by"][0]
+        site_name = catalogue.sites.loc[nearest["site_id"], "name"]
+        assert city["nearest"][0][0] == site_name and city["nearest"][0][1].startswith(
+            catalogue.missiles.loc[nearest["missile_id"], "name"])
+        assert city["nearest"][0][2] == pytest.approx(nearest["distance_km"], abs=0.051)
+    populations = [city["population"] for city in drawn.values()]
+    assert populations == sorted(populations, reverse=True)  # largest first: small circles drawn over large ones
+    assert data["cities"]["name"] == f"Cities in range ({len(drawn):,}; {sum(populations):,} people)"
+    assert "geonames-cities15000" in data["sources"]
+    assert [layer["kind"] for layer in data["legend"]["layers"]] == ["cities"]
+
+
+def test_cities_and_launches_are_drawn_only_when_asked(client):
+    data = read_map_data(client.get("/map", params={"near": "Seoul", "within_km": 150}).text)
+    assert data["cities"] is None and data["launches"] is None and data["legend"]["layers"] == []
+    assert "geonames-cities15000" not in data["sources"]
+
+
+def _map_launches(data) -> list[dict]:
+    """The launches of a map's data document, in order."""
+    launches = data["launches"]
+    s = launches["strings"]
+    return [{"lon": row[0], "lat": row[1], "year": row[2], "date": s[row[3]], "missile": s[row[4]],
+             "facility": s[row[5]], "source_id": s[row[7]], "id": s[row[8]]} for row in launches["rows"]]
+
+
+@pytest.mark.parametrize("params", [{}, {"as_of": "2010-06-30"}, {"near": "Pyongyang", "within_km": 60}])
+def test_the_map_carries_the_launches_the_endpoint_lists_at_its_sites(client, catalogue, params):
+    data = read_map_data(client.get("/map", params={**params, "launches": "true"}).text)
+    drawn = _map_launches(data)
+    sites = [site["id"] for site in expand_sites(data)]
+    as_of = {"as_of": params["as_of"]} if "as_of" in params else {}
+    listed = [launch for site_id in sites
+              for launch in client.get(f"/sites/{site_id}/launches", params=as_of).json()["launches"]]
+    assert listed and len(drawn) == len(listed)
+    assert sorted(launch["id"] for launch in drawn) == sorted(launch["id"] for launch in listed)
+    by_id = {launch["id"]: launch for launch in listed}
+    for launch in drawn:
+        expected = by_id[launch["id"]]
+        assert [launch["lon"], launch["lat"]] == pytest.approx(expected["point"], abs=1e-5)
+        assert launch["date"] == expected["launched_on"] and launch["year"] == int(expected["launched_on"][:4])
+        assert launch["source_id"] == expected["source_id"] and launch["source_id"] in data["sources"]
+        assert launch["facility"] == expected["facility_name"]
+    placeholder = set(catalogue.launch_table.frame.index[catalogue.launch_table.frame["cns_facility"] == "unknown"])
+    assert placeholder and not placeholder & {launch["id"] for launch in drawn}
+    assert [launch["date"] for launch in drawn] == sorted(launch["date"] for launch in drawn)
+    assert data["launches"]["years"] == [drawn[0]["year"], drawn[-1]["year"]]
+    if "as_of" in params:
+        assert drawn[-1]["date"] <= params["as_of"]
+    assert [layer["kind"] for layer in data["legend"]["layers"]] == ["launches"]
+
+
+def test_the_cli_map_draws_cities_and_launches(tmp_path):
+    out = tmp_path / "srbm.html"
+    result = CliRunner().invoke(cli, ["map", "--missile-class", "SRBM", "--cities", "--launches",
+                                      "--as-of", "2016-12-31", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = read_map_data(out.read_text(encoding="utf-8"))
+    assert data["cities"]["rows"] and data["launches"]["rows"]
+    assert max(launch["date"] for launch in _map_launches(data)) <= "2016-12-31"
+    assert "--cities --launches --as-of 2016-12-31" in data["footer"]["query"]
+
+
+@pytest.mark.parametrize(("params", "parameter"), [({"cities": "maybe"}, "cities"), ({"launches": "2"}, "launches")])
+def test_map_layer_switches_refuse_other_values(client, params, parameter):
+    response = client.get("/map", params=params)
+    assert response.status_code == 422 and response.json()["error"]["parameter"] == parameter
+
+
 # --- the command line --------------------------------------------------------------------------
 
 def test_cli_map_writes_one_self_contained_file(tmp_path, catalogue):

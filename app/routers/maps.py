@@ -30,12 +30,17 @@ async def get_map(
     page: Annotated[MapPageParams, Depends()],
     as_of: Annotated[AsOfParams, Depends()],
     rings: Annotated[bool, Query(description="Draw each site's geodesic missile range rings.")] = False,
+    cities: Annotated[bool, Query(description="Draw the cities within range of the sites' missiles (as "
+                                              "/cities/in-range answers the same query), sized by population.")] = False,
+    launches: Annotated[bool, Query(description="Draw the launches (CNS) at the sites' own facilities, known by "
+                                                "as_of, with a slider that keeps those up to a year.")] = False,
 ):
-    """The `/sites` query as one HTML file that works offline: sites, borders, rings, query radius, sources."""
+    """The `/sites` query as one HTML file that works offline: sites, borders, rings, query radius, sources; the cities
+    in range and the launches when asked."""
     query = "GET /map" + (f"?{unquote_plus(request.url.query)}" if request.url.query else "")
     zipped = accepts_gzip(request.headers.get("accept-encoding", ""))
     draw = partial(_draw, catalogue, centre, radius, filters, border, page, as_of, rings=rings, query=query,
-                   zipped=zipped)
+                   zipped=zipped, cities=cities, launches=launches)
     body = await anyio.to_thread.run_sync(draw, limiter=_render_slots(request.app))
     headers = {"Vary": "Accept-Encoding"} | ({"Content-Encoding": "gzip"} if zipped else {})
     return HTMLResponse(body, headers=headers)
@@ -51,13 +56,15 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *, rings: bool, query: str,
-          zipped: bool = False) -> str | bytes:
+          zipped: bool = False, cities: bool = False, launches: bool = False) -> str | bytes:
     """Run the query and render its map (gzipped at level 1 when asked: a fast level, the page is mostly
     text); then free what the render built and hand the memory back to the system."""
     try:
         catalogue = as_of.apply(catalogue)
         result = run_site_query(catalogue, centre, radius, filters, border, page)
-        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query)
+        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query, cities=cities,
+                          launches=launches, missile_types=tuple(filters.missile_type or ()),
+                          missile_classes=tuple(filters.missile_class or ()))
         try:
             html = render_html(m)
         finally:
