@@ -428,10 +428,21 @@ class Catalogue:
 
     def lines_frame(self, line_ids) -> gpd.GeoDataFrame:
         """The rows of the given borders and coastlines (unknown ids left out), in the given order."""
-        rows = [row for row in map(self.line_row, dict.fromkeys(line_ids)) if row is not None]
+        ids, stored = list(dict.fromkeys(line_ids)), self._border_ids
+        derived = [row for row in (self.line_row(i) for i in ids if i not in stored) if row is not None]
         columns = list(self.borders.columns)
-        frame = pd.DataFrame([row.reindex(columns) for row in rows], columns=columns)
-        return gpd.GeoDataFrame(frame, geometry="geometry", crs=self.borders.crs).set_index("id", drop=False)
+        frame = pd.DataFrame([row.reindex(columns) for row in derived], columns=columns)
+        derived_frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=self.borders.crs).set_index("id", drop=False)
+        stored_frame = self.borders.loc[[i for i in ids if i in stored], columns]  # one slice, not a row at a time
+        if derived_frame.empty:
+            return stored_frame
+        order = [i for i in ids if i in stored or i in derived_frame.index]
+        return pd.concat([stored_frame, derived_frame]).loc[order]
+
+    @cached_property
+    def _border_ids(self) -> frozenset:
+        """The ids of the borders layer."""
+        return frozenset(self.borders.index)
 
     @cached_property
     def vocabularies(self) -> dict[str, tuple[str, ...]]:

@@ -591,11 +591,50 @@ def _borders(borders) -> dict:
         else:
             entry["full"] = Fragment(_collection(_features(geometries, labels, **COARSE)))
             detail = shapely.simplify(geometries, DETAIL["tolerance_deg"], preserve_topology=True)
-            entry["detail"] = _cells(detail, labels, decimals=DETAIL["decimals"])
-            entry["coarse"] = _cells(shapely.simplify(geometries, COARSE["tolerance_deg"]), labels,
-                                     decimals=COARSE["decimals"])
+            entry["detail"] = _line_cells(detail, decimals=DETAIL["decimals"])
+            entry["coarse"] = _line_cells(shapely.simplify(geometries, COARSE["tolerance_deg"]),
+                                          decimals=COARSE["decimals"])
+            entry["label_json"] = [script_json(label) for label in labels]
         kinds[kind] = entry
     return kinds
+
+
+def _line_cells(geometries, decimals: int) -> dict[tuple[int, int], list[tuple[int, str]]]:
+    """Lines cut into CELL_DEG cells and encoded (`encode_geometry`), per cell touched: (the line's position, its
+    coordinate sequences there as JSON text without the outer brackets)."""
+    cells: dict[tuple[int, int], list[tuple[int, str]]] = {}
+    for position, geometry in enumerate(geometries):
+        if not has_point(geometry):
+            continue
+        for key in focus_cells(geometry.bounds):
+            part = shapely.clip_by_rect(geometry, *_cell_box(key))
+            drawn = None if part.is_empty else _display_geometry(part, decimals=decimals)
+            sequences = _sequences(drawn) if drawn else []
+            if sequences:
+                cells.setdefault(key, []).append((position, json.dumps(sequences, separators=(",", ":"))[1:-1]))
+    return cells
+
+
+def _sequences(encoded: dict) -> list[list[int]]:
+    """The encoded coordinate sequences of a drawn line geometry (points, from a cut, left out)."""
+    if encoded["type"] == "GeometryCollection":
+        return [s for g in encoded["geometries"] for s in _sequences(g)]
+    return {"LineString": lambda c: [c], "MultiLineString": list}.get(encoded["type"], lambda c: [])(
+        encoded.get("coordinates", []))
+
+
+def _joined_lines(entry: dict, inside: set) -> Fragment:
+    """The land borders' features: the cells in focus in detail, the others coarse; one MultiLineString per border
+    and level of detail (the label written once, not once per cell)."""
+    parts: dict[tuple[int, int], list[str]] = {}
+    for key in sorted(set(entry["coarse"]) | (inside & set(entry["detail"]))):
+        decimals, cells = (DETAIL["decimals"], entry["detail"]) if key in inside else (COARSE["decimals"], entry["coarse"])
+        for position, text_ in cells.get(key, ()):
+            parts.setdefault((position, decimals), []).append(text_)
+    features = [f'{{"type":"Feature","properties":{entry["label_json"][position]},"geometry":{{"type":"MultiLineString",'
+                f'"encoded":{decimals},"coordinates":[{",".join(texts)}]}}}}'
+                for (position, decimals), texts in sorted(parts.items())]
+    return Fragment(text="[" + ",".join(features) + "]")
 
 
 def _land_ids(borders) -> set:
@@ -621,10 +660,7 @@ def border_overlay(borders, focus=None, layer=None) -> dict:
         elif focus is None:
             parts = [entry["full"]]
         else:
-            inside = set(focus_cells(focus))
-            cells = [(entry["detail"] if key in inside else entry["coarse"]).get(key)
-                     for key in sorted(set(entry["coarse"]) | (inside & set(entry["detail"])))]
-            parts = [{"type": "FeatureCollection", "features": Fragment.joined([c for c in cells if c is not None])}]
+            parts = [{"type": "FeatureCollection", "features": _joined_lines(entry, set(focus_cells(focus)))}]
         shapes += [{"style": entry["style"], "geojson": part} for part in parts]
     names = [BORDER_LABELS[kind] for kind in ("mdl", "dmz_edge", "land_border") if kind in drawn]
     return {"name": "Borders: " + ", ".join(names), "shapes": shapes}
