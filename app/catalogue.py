@@ -8,7 +8,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -138,6 +138,7 @@ REACH_VERDICTS = {  # verdict -> what it says, in the order answers list them
 }
 REACH_COLUMNS = ["site_id", "missile_id", "distance_km", "range_min_km", "range_max_km", "range_kind", "margin_km",
                  "precision_km", "margin_low_km", "margin_high_km", "verdict"]
+RING_CACHE_SIZE = 4096  # range areas kept per (site point, missile range): deterministic, so shared by snapshots
 AS_OF_CACHE_SIZE = 8  # past days kept per snapshot; any reader can ask for any day, so the cache is bounded
 INCREMENTAL_LIMIT = 20_000  # changed rows above which a refresh reads the layers whole
 EDITABLE = {"site": "sites", "observation": "observations", "source": "sources", "missile": "missiles",
@@ -417,10 +418,21 @@ class Catalogue:
 
     def lines_frame(self, line_ids) -> gpd.GeoDataFrame:
         """The rows of the given borders and coastlines (unknown ids left out), in the given order."""
-        rows = [row for row in map(self.line_row, dict.fromkeys(line_ids)) if row is not None]
+        ids, stored = list(dict.fromkeys(line_ids)), self._border_ids
+        derived = [row for row in (self.line_row(i) for i in ids if i not in stored) if row is not None]
         columns = list(self.borders.columns)
-        frame = pd.DataFrame([row.reindex(columns) for row in rows], columns=columns)
-        return gpd.GeoDataFrame(frame, geometry="geometry", crs=self.borders.crs).set_index("id", drop=False)
+        frame = pd.DataFrame([row.reindex(columns) for row in derived], columns=columns)
+        derived_frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=self.borders.crs).set_index("id", drop=False)
+        stored_frame = self.borders.loc[[i for i in ids if i in stored], columns]  # one slice, not a row at a time
+        if derived_frame.empty:
+            return stored_frame
+        order = [i for i in ids if i in stored or i in derived_frame.index]
+        return pd.concat([stored_frame, derived_frame]).loc[order]
+
+    @cached_property
+    def _border_ids(self) -> frozenset:
+        """The ids of the borders layer."""
+        return frozenset(self.borders.index)
 
     @cached_property
     def vocabularies(self) -> dict[str, tuple[str, ...]]:
@@ -706,11 +718,9 @@ class Catalogue:
     @staticmethod
     def _missile_area(lon: float, lat: float, missile: pd.Series):
         """The area a missile reaches from a point: its max-range disc less its min-range hole."""
-        outer_m = float(missile["range_max_km"]) * 1000
         inner = missile["range_min_km"]
-        if pd.isna(inner) or float(inner) <= 0:
-            return geodesy.range_ring(lon, lat, outer_m)
-        return geodesy.annulus(lon, lat, float(inner) * 1000, outer_m)
+        inner_m = 0.0 if pd.isna(inner) or float(inner) <= 0 else float(inner) * 1000
+        return _range_area(float(lon), float(lat), inner_m, float(missile["range_max_km"]) * 1000)
 
     def reach(self, target: Centre, *, where: SiteFilter = SiteFilter(), short_km: float | None = None) -> pd.DataFrame:
         """Every (site, missile) pair whose published range covers the target, allowing for the site's coordinate
@@ -956,6 +966,14 @@ class Catalogue:
             return self._border_distance(site.geometry, target_id)["distance_km"]
         place = self.places.loc[target_id].geometry
         return float(geodesy.distance_m(site.geometry.x, site.geometry.y, place.x, place.y)) / 1000
+
+
+@lru_cache(maxsize=RING_CACHE_SIZE)
+def _range_area(lon: float, lat: float, inner_m: float, outer_m: float):
+    """The geodesic disc (or annulus when inner_m > 0) around a point: kept per (point, range), shapes are immutable."""
+    if inner_m <= 0:
+        return geodesy.range_ring(lon, lat, outer_m)
+    return geodesy.annulus(lon, lat, inner_m, outer_m)
 
 
 def _layer_on(layer: pd.DataFrame, changes: list[dict], instant: str) -> pd.DataFrame:

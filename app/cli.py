@@ -24,7 +24,7 @@ from app.errors import CatalogueError, InvalidParameter, NotFound
 from app.formats import features_csv, sites_geojson
 from app.live import live_path
 from app.schemas import (
-    MAX_RADIUS_KM, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query,
+    MAX_RADIUS_KM, AsOfParams, BorderParams, CentreParams, FilterParams, MapPageParams, PageParams, RadiusParams, run_site_query,
 )
 from app.settings import GEODATA_DIR, Settings
 from app.store import LiveFileProblem, check_live
@@ -443,6 +443,11 @@ def map_command(
     limit: Annotated[int, typer.Option(help="Sites to draw.")] = 100,
     offset: Annotated[int, typer.Option(help="Sites to skip.")] = 0,
     rings: Annotated[bool, typer.Option("--rings", help="Draw each site's geodesic missile range rings.")] = False,
+    cities: Annotated[bool, typer.Option("--cities", help="Draw the cities within range of the sites' missiles, sized "
+                                                         "by population.")] = False,
+    launches: Annotated[bool, typer.Option("--launches", help="Draw the launches (CNS) at the sites' facilities, with a "
+                                                             "year slider.")] = False,
+    as_of: Annotated[Optional[str], typer.Option(help="The catalogue as it stood at the end of this day (YYYY-MM-DD).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write.")] = None,
     png: Annotated[Optional[Path], typer.Option(help="Also (or only) write a PNG, through headless Chromium.")] = None,
     gpkg: GpkgOption = None,
@@ -459,19 +464,25 @@ def map_command(
     query = _command_line("map", lat=lat, lon=lon, near=near, within_km=within_km, status=status, declared=declared,
                           missile_class=missile_class, missile_type=missile_type, facility_type=facility_type,
                           country=country, border=border, border_min_km=border_min_km, border_max_km=border_max_km,
-                          sort=sort, limit=limit if limit != 100 else None, offset=offset or None, rings=rings)
+                          sort=sort, limit=limit if limit != 100 else None, offset=offset or None, rings=rings,
+                          cities=cities, launches=launches, as_of=as_of)
     centre_params = _params(CentreParams, lat=lat, lon=lon, near=near)
     radius = _params(RadiusParams, within_km=within_km)
     filters = _params(FilterParams, status=status, declared=declared, missile_class=missile_class,
                       missile_type=missile_type, facility_type=facility_type, country=country)
     band = _params(BorderParams, border=border, border_min_km=border_min_km, border_max_km=border_max_km)
-    page = _params(PageParams, sort=sort, limit=limit, offset=offset)
+    page = _params(MapPageParams, sort=sort, limit=limit, offset=offset)
+    day = _params(AsOfParams, as_of=as_of)
     catalogue = _open(gpkg)
     try:
+        catalogue = day.apply(catalogue)
         result = run_site_query(catalogue, centre_params, radius, filters, band, page)
+        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query, cities=cities,
+                          launches=launches, missile_types=tuple(filters.missile_type or ()),
+                          missile_classes=tuple(filters.missile_class or ()))
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
-    html = render_html(catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query))
+    html = render_html(m)
     if output is None and png is None:
         output = _writable(Path("map.html"), "--output")
     if output is not None:

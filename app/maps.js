@@ -81,6 +81,35 @@
         return root;
     }
 
+    var CITY_STYLE = {color: "#4a148c", weight: 1, opacity: 0.8, fillColor: "#8e24aa", fillOpacity: 0.3};
+    var LAUNCH_COLOUR = "#e65100";
+
+    function citySymbol(size) {
+        var root = svg("svg", {width: size, height: size});
+        root.appendChild(svg("circle", {cx: size / 2, cy: size / 2, r: size / 2 - 1, stroke: CITY_STYLE.color,
+            "stroke-width": 1, fill: CITY_STYLE.fillColor, "fill-opacity": CITY_STYLE.fillOpacity}));
+        return root;
+    }
+
+    function launchSymbol(size) {
+        // A launch: an upward triangle (a rocket's nose), orange.
+        var root = svg("svg", {width: size, height: size});
+        root.appendChild(svg("polygon", {points: size / 2 + ",1 " + (size - 1) + "," + (size - 1) + " 1," + (size - 1),
+            stroke: "#3e2723", "stroke-width": 1, fill: LAUNCH_COLOUR}));
+        return root;
+    }
+
+    var LaunchIcon = L.DivIcon.extend({
+        options: {html: false, iconSize: [12, 12], iconAnchor: [6, 6], className: "launch-icon"},
+        createIcon: function (oldIcon) {
+            var div = L.DivIcon.prototype.createIcon.call(this, oldIcon);
+            var marker = el("div", this.options.copy ? "launch-marker " + COPY_CLASS : "launch-marker");
+            marker.setAttribute("data-year", this.options.year);
+            div.appendChild(append(marker, launchSymbol(12)));
+            return div;
+        }
+    });
+
     var SiteIcon = L.DivIcon.extend({
         options: {html: false, iconSize: [18, 18], iconAnchor: [9, 9], className: "site-icon"},
         createIcon: function (oldIcon) {
@@ -159,6 +188,10 @@
         });
         append(box, el("h4", null, "Borders"));
         legend.borders.forEach(function (b) { append(box, append(el("div"), lineSymbol(b.style), b.name)); });
+        (legend.layers || []).forEach(function (layer) {
+            var symbol = layer.kind === "cities" ? citySymbol(14) : launchSymbol(14);
+            append(box, append(el("div", "legend-" + layer.kind), symbol, layer.name));
+        });
         return box;
     }
 
@@ -197,12 +230,47 @@
         }
     }
 
+    /* --- geometry as sent: delta-encoded integer coordinates (encode_geometry in app/maps.py) --- */
+
+    var ENCODED_DEPTH = {LineString: 0, MultiPoint: 0, Polygon: 1, MultiLineString: 1, MultiPolygon: 2};
+
+    function decodeSequence(flat, scale) {
+        var out = [], x = 0, y = 0;
+        for (var i = 0; i + 1 < flat.length; i += 2) {
+            x += flat[i];
+            y += flat[i + 1];
+            out.push([x / scale, y / scale]);
+        }
+        return out;
+    }
+
+    function decodeGeometry(geometry) {
+        if (!geometry) { return geometry; }
+        if (geometry.geometries) { geometry.geometries.forEach(decodeGeometry); }
+        if (geometry.encoded === undefined) { return geometry; }
+        var scale = Math.pow(10, geometry.encoded);
+        var walk = function (value, depth) {
+            return depth === 0 ? decodeSequence(value, scale) : value.map(function (v) { return walk(v, depth - 1); });
+        };
+        geometry.coordinates = walk(geometry.coordinates, ENCODED_DEPTH[geometry.type]);
+        delete geometry.encoded;
+        return geometry;
+    }
+
+    function decoded(geojson) {
+        // A FeatureCollection, a Feature, a geometry or a list of them, decoded in place.
+        if (Array.isArray(geojson)) { geojson.forEach(decoded); } else if (geojson.features) {
+            geojson.features.forEach(decoded);
+        } else if (geojson.type === "Feature") { decodeGeometry(geojson.geometry); } else { decodeGeometry(geojson); }
+        return geojson;
+    }
+
     function shapesLayer(shapes, dx, group) {
         // The shapes as one group, or (dx: a multiple of 360) their copy one world east or west, added to `group`.
         group = group || L.featureGroup();
         shapes.forEach(function (shape) {
-            var style = dx ? copyStyle(shape.style) : shape.style;
-            L.geoJSON(dx ? shifted(shape.geojson, dx) : shape.geojson,
+            var style = dx ? copyStyle(shape.style) : shape.style, geojson = decoded(shape.geojson);
+            L.geoJSON(dx ? shifted(geojson, dx) : geojson,
                 {style: function () { return style; }, onEachFeature: textTooltip}).addTo(group);
         });
         return group;
@@ -214,11 +282,40 @@
             .bindTooltip(el("span", null, centre.label));
     }
 
-    function siteMarkers(doc, dx) {
-        return doc.sites.items.map(function (site) {
+    function siteItems(sites) {
+        // The compact site rows (SITE_COLUMNS in app/maps.py) as objects; texts come from the string table.
+        var strings = sites.strings;
+        return sites.rows.map(function (row, index) {
+            return {id: strings[row[0]], lon: row[1], lat: row[2], colour: sites.colours[row[3]],
+                status: sites.statuses[row[4]], name: strings[row[5]], index: index};
+        });
+    }
+
+    function sitePopupData(sites, index) {
+        // One site's popup from its compact entry (see expand_sites in app/maps.py).
+        var strings = sites.strings, entry = sites.popups[index];
+        function pairs(indexes) {
+            var result = [];
+            for (var i = 0; i + 1 < indexes.length; i += 2) { result.push([strings[indexes[i]], strings[indexes[i + 1]]]); }
+            return result;
+        }
+        return {
+            rows: pairs(entry[0]), notes: entry[1] < 0 ? null : strings[entry[1]], borders: pairs(entry[2]),
+            observations: pairs(entry[3]).map(function (o) { return {text: o[0], source_id: o[1] || null}; }),
+            source_ids: entry[4].map(function (i) { return strings[i]; })
+        };
+    }
+
+    function siteMarkers(doc, items, dx) {
+        // A marker per site (`siteItems`), moved dx degrees east (a world copy) when dx is given.
+        var sites = doc.sites;
+        return items.map(function (site) {
             var marker = L.marker([site.lat, site.lon + (dx || 0)], {icon: new SiteIcon({site: site, copy: !!dx})});
             marker.bindTooltip(function () { return el("div", null, site.name); }, {sticky: false});
-            marker.bindPopup(function () { return sitePopup(site, doc.sources); }, {maxWidth: 380});
+            marker.bindPopup(function () {
+                site.popup = site.popup || sitePopupData(sites, site.index);
+                return sitePopup(site, doc.sources);
+            }, {maxWidth: 380});
             return marker;
         });
     }
@@ -227,11 +324,147 @@
         if (group.addLayers) { group.addLayers(markers); } else { markers.forEach(function (m) { group.addLayer(m); }); }
     }
 
-    function siteLayer(doc, drawn) {
+    function siteLayer(doc, drawn, items) {
         var group = doc.sites.cluster ? L.markerClusterGroup({maxClusterRadius: 40}) : L.featureGroup();
-        drawn.markers = siteMarkers(doc, 0);
+        drawn.markers = siteMarkers(doc, items, 0);
         addMarkers(group, drawn.markers);
         return group;
+    }
+
+    /* --- cities in range and launches ---------------------------------------------------------- */
+
+    var CITY_CANVAS_ABOVE = 2000;  // more cities than this are drawn on one canvas (SVG slows down with many)
+
+    function cityRadius(population) {
+        // Circle radius in pixels: area proportional to population (3 px at 15,000 people, ~23 px at 10 million).
+        return Math.min(40, 2.5 + 2 * Math.sqrt(population / 100000));
+    }
+
+    function cityItems(cities) {
+        var s = cities.strings;
+        return cities.rows.map(function (row) {
+            return {lon: row[0], lat: row[1], population: row[2], name: s[row[3]], country: s[row[4]],
+                nearest: row[5].map(function (p) { return {site: s[p[0]], missile: s[p[1]], distance_km: p[2]}; }),
+                pairs: row[6], id: s[row[7]]};
+        });
+    }
+
+    function cityPopup(city) {
+        var box = append(el("div", "site-popup city-popup"), el("h4", null, city.name),
+            table([["country", city.country], ["population", city.population.toLocaleString("en")],
+                ["GeoNames id", city.id]]));
+        var list = el("ul");
+        city.nearest.forEach(function (p) {
+            append(list, el("li", null, p.site + " \u2014 " + p.missile + ", " + p.distance_km.toFixed(1) + " km"));
+        });
+        append(box, el("h5", null, "Reached by (nearest first, geodesic)"), list);
+        if (city.pairs > city.nearest.length) {
+            append(box, el("p", null, "and " + (city.pairs - city.nearest.length) + " more site and missile pairs"));
+        }
+        return box;
+    }
+
+    function cityMarkers(items, renderer, dx) {
+        return items.map(function (city) {
+            var options = Object.assign({radius: cityRadius(city.population), renderer: renderer,
+                className: dx ? "city-marker " + COPY_CLASS : "city-marker"}, CITY_STYLE);
+            var marker = L.circleMarker([city.lat, city.lon + (dx || 0)], options);
+            marker.bindTooltip(function () { return el("span", null, city.name); });
+            marker.bindPopup(function () { return cityPopup(city); }, {maxWidth: 340});
+            marker.city = city;
+            return marker;
+        });
+    }
+
+    function cityLayer(doc, drawn, copies) {
+        var items = cityItems(doc.cities), group = L.featureGroup();
+        var renderer = items.length > CITY_CANVAS_ABOVE ? L.canvas({padding: 0.5}) : undefined;
+        drawn.cityMarkers = cityMarkers(items, renderer, 0);
+        drawn.cityMarkers.forEach(function (m) { group.addLayer(m); });
+        copies.push(function (dx) { cityMarkers(items, renderer, dx).forEach(function (m) { group.addLayer(m); }); });
+        return group;
+    }
+
+    function launchItems(launches) {
+        var s = launches.strings;
+        return launches.rows.map(function (row) {
+            return {lon: row[0], lat: row[1], year: row[2], date: s[row[3]], missile: s[row[4]], facility: s[row[5]],
+                outcome: s[row[6]], source_id: s[row[7]], id: s[row[8]]};
+        });
+    }
+
+    function launchPopup(launch, sources) {
+        var box = append(el("div", "site-popup launch-popup"), el("h4", null, launch.date + " \u2014 " + launch.missile),
+            table([["date", launch.date], ["missile", launch.missile], ["facility", launch.facility],
+                ["outcome", launch.outcome], ["launch id", launch.id]]));
+        if (launch.source_id) {
+            append(box, el("h5", null, "Source"), append(el("ol"), sourceItem(launch.source_id, sources)));
+        }
+        return box;
+    }
+
+    function launchMarkers(items, sources, dx) {
+        return items.map(function (launch) {
+            var marker = L.marker([launch.lat, launch.lon + (dx || 0)],
+                {icon: new LaunchIcon({year: launch.year, copy: !!dx})});
+            marker.bindTooltip(function () { return el("span", null, launch.date + " " + launch.missile); });
+            marker.bindPopup(function () { return launchPopup(launch, sources); }, {maxWidth: 340});
+            marker.launch = launch;
+            return marker;
+        });
+    }
+
+    function launchCluster(cluster) {
+        var div = el("div", "launch-cluster", String(cluster.getChildCount()));
+        return L.divIcon({html: div, className: "launch-cluster-icon", iconSize: [26, 26]});
+    }
+
+    function launchLayer(doc, drawn, copies) {
+        // Every launch its own marker (clustered: many share a facility's point; a click spreads them out); the
+        // slider keeps those up to its year.
+        var items = launchItems(doc.launches), all = launchMarkers(items, doc.sources, 0);
+        var group = L.markerClusterGroup({maxClusterRadius: 30, iconCreateFunction: launchCluster});
+        var state = {year: doc.launches.years ? doc.launches.years[1] : null, shown: all.slice(), count: items.length};
+        group.addLayers(all);
+        function setYear(year) {
+            state.year = year;
+            var keep = function (m) { return m.launch.year <= year; };
+            group.clearLayers();
+            state.shown = all.filter(keep);
+            group.addLayers(state.shown);
+            state.count = items.filter(function (l) { return l.year <= year; }).length;
+            if (state.label) { state.label.textContent = sliderText(year, state.count, items.length); }
+        }
+        copies.push(function (dx) {
+            var more = launchMarkers(items, doc.sources, dx);
+            all = all.concat(more);
+            setYear(state.year);
+        });
+        drawn.launchMarkers = all;
+        drawn.launchLayer = group;
+        drawn.setLaunchYear = setYear;
+        drawn.launchState = state;
+        return group;
+    }
+
+    function sliderText(year, shown, total) {
+        return "Launches up to " + year + ": " + shown + " of " + total;
+    }
+
+    function launchSlider(map, doc, drawn) {
+        // A plain range input: the launches up to the chosen year stay on the map.
+        var years = doc.launches.years;
+        if (!years) { return; }
+        var state = drawn.launchState, input = el("input", "launch-year");
+        input.type = "range";
+        input.min = years[0];
+        input.max = years[1];
+        input.step = 1;
+        input.value = years[1];
+        state.label = el("label", "launch-year-label", sliderText(years[1], state.count, doc.launches.rows.length));
+        input.addEventListener("input", function () { drawn.setLaunchYear(Number(input.value)); });
+        mapBox(map, "bottomright", "launch-slider", append(el("div"), state.label, el("br"), input));
+        drawn.launchSlider = input;
     }
 
     /* --- across ±180°: the world's copies east and west, drawn as the view reaches them ---------- */
@@ -277,7 +510,7 @@
         var drawn = {map: map, data: doc, markers: [], overlays: {}};
         document.title = doc.title;
         var landOptions = {pane: "basemap", interactive: false, style: function () { return doc.land_style; }};
-        L.geoJSON(doc.land, landOptions).addTo(map);
+        L.geoJSON(decoded(doc.land), landOptions).addTo(map);
         var copies = [function (dx) { L.geoJSON(shifted(doc.land, dx), landOptions).addTo(map); }];
         var base = {"Offline vector basemap": L.layerGroup().addTo(map)};
         TILE_LAYERS.forEach(function (t) { base[t[0]] = L.tileLayer(t[1], {attribution: t[2], maxZoom: t[3]}); });
@@ -295,9 +528,11 @@
             centreMarker(doc.centre).addTo(map);
             copies.push(function (dx) { centreMarker(doc.centre, dx).addTo(map); });
         }
-        var sites = siteLayer(doc, drawn).addTo(map);
+        if (doc.cities) { overlays.push([doc.cities.name, cityLayer(doc, drawn, copies).addTo(map)]); }
+        if (doc.launches) { overlays.push([doc.launches.name, launchLayer(doc, drawn, copies).addTo(map)]); }
+        var items = siteItems(doc.sites), sites = siteLayer(doc, drawn, items).addTo(map);
         overlays.push([doc.sites.name, sites]);
-        copies.push(function (dx) { addMarkers(sites, siteMarkers(doc, dx)); });
+        copies.push(function (dx) { addMarkers(sites, siteMarkers(doc, items, dx)); });
         worldCopies(map, copies);
         var control = new TextLayers({}, {}, {position: "topright", collapsed: true});
         Object.keys(base).forEach(function (name) { control.addBaseLayer(base[name], name); });
@@ -305,6 +540,7 @@
         control.addTo(map);
         mapBox(map, "topright", "legend", legendBox(doc.legend));
         mapBox(map, "bottomleft", "footer", footerBox(doc.footer, doc.sources));
+        if (doc.launches) { launchSlider(map, doc, drawn); }
         (window.missileSitesMaps = window.missileSitesMaps || []).push(drawn);
         return drawn;
     }

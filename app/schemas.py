@@ -14,6 +14,8 @@ from app.errors import InvalidParameter
 from app.geodesy import EARTH_HALF_CIRCUMFERENCE_M
 
 MAX_LIMIT = 1000
+MAP_MAX_LIMIT = 100_000
+"""A map draws the whole catalogue (sites are sent as one compact array); `/sites` pages stay at MAX_LIMIT."""
 MAX_RADIUS_KM = EARTH_HALF_CIRCUMFERENCE_M / 1000
 MIN_RADIUS_KM = 0.001
 """The smallest radius (a metre): a ring much smaller collapses below float resolution and cannot be drawn."""
@@ -117,6 +119,13 @@ class PageParams:
                     "first (e.g. the first belt in order from the MDL).")] = None
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0
+
+
+@dataclass
+class MapPageParams(PageParams):
+    """Order and paging for a map: up to the whole catalogue in one map."""
+
+    limit: Annotated[int, Query(ge=1, le=MAP_MAX_LIMIT, description="Sites to draw.")] = 100
 
 
 DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"

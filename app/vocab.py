@@ -38,6 +38,7 @@ VOCAB = {
     "target_kind": ("place", "border"),
 }
 STATUSES = VOCAB["status_seen"]
+CNS_PLACEHOLDER = "unknown"  # the CNS database's facility for launches whose site was not reported: never a location
 DECLARED = VOCAB["declared_status"]
 
 # Site fields a client sends as lists, and every stored list column (JSON arrays) by table.

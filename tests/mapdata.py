@@ -70,3 +70,26 @@ def hostile_map(catalogue, texts=HOSTILE, *, url=HOSTILE_URL, query=HOSTILE_QUER
         border_distances={site_id: {"mdl": 85.0} for site_id in sites.index}, observations=observations,
         site_sources={site_id: ["evil-source", "good-source"] for site_id in sites.index},
     )
+
+
+def hostile_city_and_launch_layers(texts=HOSTILE) -> tuple[dict, dict]:
+    """A cities layer and a launches layer (`city_layer`, `launch_layer`) whose every text is one of `texts`."""
+    import shapely
+
+    from app.maps import city_layer, launch_layer
+
+    count = len(texts)
+    rows = pd.DataFrame({"name": list(texts), "country": list(reversed(texts)),
+                         "population": [15_000 * (i + 1) ** 2 for i in range(count)],
+                         "lon": [126.0 + 0.3 * i for i in range(count)], "lat": [38.0] * count,
+                         "source_id": ["evil-source"] * count}, index=[f"{t}#{i}" for i, t in enumerate(texts)])
+    pairs = pd.DataFrame({"city_id": list(rows.index), "site_id": [f"site-{i}" for i in range(count)],
+                          "missile_id": [f"missile-{i}" for i in range(count)],
+                          "distance_km": [10.0 * (i + 1) for i in range(count)]})
+    cities = city_layer(rows, pairs, site_names={f"site-{i}": t for i, t in enumerate(texts)},
+                        missile_labels={f"missile-{i}": t for i, t in enumerate(reversed(texts))})
+    launches = gpd.GeoDataFrame({
+        "launched_on": [f"{2000 + i}-01-0{1 + i % 9}" for i in range(count)], "missile": list(texts),
+        "facility_name": list(reversed(texts)), "outcome": list(texts), "source_id": ["evil-source"] * count,
+    }, geometry=[shapely.Point(125.5 + 0.3 * i, 39.0) for i in range(count)], index=[f"launch-{i}" for i in range(count)])
+    return cities, launch_layer(launches)

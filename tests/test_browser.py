@@ -11,7 +11,7 @@ import pytest
 from pyproj import Geod
 
 from app.catalogue import SitePage
-from app.maps import catalogue_map, render_html
+from app.maps import catalogue_map, read_map_data, render_html
 from app.settings import REPO_ROOT
 from app.snapshot import map_png, offline_page, open_map
 from tests.mapdata import HOSTILE, HOSTILE_QUERY, hostile_map
@@ -274,3 +274,96 @@ def test_a_pacific_view_shows_rings_and_sites_on_both_sides_of_the_antimeridian(
         assert seen["west"] and seen["east"], (lon, seen)
         assert seen["sites_west"] == 1 and seen["sites_east"] == 0, (lon, seen)  # the site is west of the line
     assert before["rings"] == after["rings"] > 0 and after["markers"] == 1  # copies are extra, the world unchanged
+
+
+LAYERS_JS = """() => {
+    const drawn = window.missileSitesMaps[0];
+    const cities = drawn.cityMarkers.map((m) => ({population: m.city.population, radius: m.getRadius(),
+        width: m._path ? m._path.getBoundingClientRect().width : 0}));
+    const shown = () => ({layer: drawn.launchLayer.getLayers().length,
+        visible: document.querySelectorAll('.launch-marker:not(.world-copy)').length,
+        in_clusters: [...document.querySelectorAll('.launch-cluster')].reduce((n, e) => n + Number(e.textContent), 0),
+        label: document.querySelector('.launch-year-label').textContent});
+    return {cities, svg: document.querySelectorAll('path.city-marker:not(.world-copy)').length, shown: shown(),
+            slider: {min: Number(drawn.launchSlider.min), max: Number(drawn.launchSlider.max)},
+            legend: document.querySelector('.map-box.legend').textContent};
+}"""
+SHOWN_JS = """() => {
+    const drawn = window.missileSitesMaps[0];
+    return {layer: drawn.launchLayer.getLayers().length,
+            visible: document.querySelectorAll('.launch-marker:not(.world-copy)').length,
+            in_clusters: [...document.querySelectorAll('.launch-cluster')].reduce((n, e) => n + Number(e.textContent), 0),
+            label: document.querySelector('.launch-year-label').textContent};
+}"""
+
+
+def test_cities_sized_by_population_and_launches_filtered_by_the_slider(client, tmp_path):
+    response = client.get("/map", params={"missile_class": "SRBM", "cities": "true", "launches": "true"})
+    assert response.status_code == 200
+    path = _load(tmp_path, response.text, "srbm-cities-launches")
+    years = sorted(row[2] for row in read_map_data(response.text)["launches"]["rows"])
+    cut = years[len(years) // 2] - 1  # a year that keeps some launches and drops others
+    with offline_page() as (page, log):
+        open_map(page, path)
+        before = page.evaluate(LAYERS_JS)
+        slider = page.locator("input.launch-year")
+        slider.fill(str(cut))  # sets the value and fires `input`, as dragging does
+        page.wait_for_timeout(300)
+        after = page.evaluate(SHOWN_JS)
+        _screenshot(page, "srbm-cities-launches")
+        page.locator(".launch-year").evaluate("(e) => { e.value = e.min; e.dispatchEvent(new Event('input')); }")
+        first = page.evaluate(SHOWN_JS)
+    assert log.problems == []
+    cities = before["cities"]
+    assert cities and before["svg"] == len(cities)  # every city drawn as its own circle
+    by_population = sorted(cities, key=lambda c: c["population"])
+    assert all(a["radius"] <= b["radius"] for a, b in zip(by_population, by_population[1:]))
+    assert by_population[0]["radius"] < by_population[-1]["radius"]
+    smallest, largest = by_population[0], by_population[-1]
+    assert 0 < smallest["width"] < largest["width"]  # drawn on the page, larger for the larger city
+    assert before["slider"] == {"min": years[0], "max": years[-1]}
+    assert before["shown"]["layer"] == len(years) == before["shown"]["visible"] + before["shown"]["in_clusters"]
+    assert f"{len(years)} of {len(years)}" in before["shown"]["label"]
+    kept = sum(1 for y in years if y <= cut)
+    assert 0 < kept < len(years)
+    assert after["layer"] == kept == after["visible"] + after["in_clusters"]
+    assert f"up to {cut}: {kept} of {len(years)}" in after["label"]
+    assert first["layer"] == sum(1 for y in years if y == years[0]) < kept
+    assert "Cities in range" in before["legend"] and "Launches (CNS)" in before["legend"]
+
+
+POPUP_TEXT_JS = """() => {
+    const drawn = window.missileSitesMaps[0], texts = [];
+    for (const layer of [...drawn.cityMarkers, ...drawn.launchMarkers]) {
+        const content = layer.getPopup().getContent();
+        const popup = typeof content === 'function' ? content(layer) : content;
+        const tooltip = layer.getTooltip().getContent();
+        texts.push({popup: popup.textContent, tags: [...popup.querySelectorAll('*')].map((e) => e.tagName.toLowerCase()),
+                    tooltip: (typeof tooltip === 'function' ? tooltip(layer) : tooltip).textContent});
+    }
+    return {texts, layers: document.querySelector('.leaflet-control-layers').textContent,
+            label: document.querySelector('.launch-year-label').textContent};
+}"""
+
+
+def test_hostile_city_and_launch_texts_stay_text_in_the_browser(catalogue, tmp_path):
+    from app.maps import site_map
+    from tests.mapdata import hostile_city_and_launch_layers, hostile_sites
+
+    cities, launches = hostile_city_and_launch_layers()
+    html = render_html(site_map(hostile_sites(catalogue), borders=catalogue.borders, countries=catalogue.countries,
+                                cities=cities, launches=launches))
+    path = _load(tmp_path, html, "hostile-cities-launches")
+    with offline_page() as (page, log):
+        open_map(page, path)
+        shown = page.evaluate(POPUP_TEXT_JS)
+        images = page.evaluate("() => document.images.length")
+    assert log.problems == [] and images == 0  # no alert() dialog, no error, no request, no injected image
+    popups = " ".join(t["popup"] for t in shown["texts"])
+    tooltips = [t["tooltip"] for t in shown["texts"]]
+    for text in HOSTILE:
+        assert popups.count(text) >= 3  # city name, country, site, missile; launch missile, facility, outcome
+        assert text in tooltips  # each city's tooltip is its name
+    assert not {tag for t in shown["texts"] for tag in t["tags"]} - {"h4", "h5", "table", "tr", "th", "td", "ul",
+                                                                    "li", "p", "ol", "a", "code"}
+    assert f"Launches up to {2000 + len(HOSTILE) - 1}: {len(HOSTILE)} of {len(HOSTILE)}" == shown["label"].strip()

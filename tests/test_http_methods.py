@@ -28,11 +28,14 @@ def paths(client) -> dict[str, set[str]]:
             for path, item in client.get("/openapi.json").json()["paths"].items()}
 
 
+IDENTITY = {"Accept-Encoding": "identity"}
+
+
 def test_head_on_every_get_route_is_the_get_without_a_body(client, paths):
     urls = [_url(p) for p, methods in paths.items() if "GET" in methods] + EXTRA_GET_PATHS
     assert len(urls) > 15
-    for url in urls:
-        got, head = client.get(url), client.head(url)
+    for url in urls:  # unencoded: a gzipped map's length follows its generation time, which differs between the two
+        got, head = client.get(url, headers=IDENTITY), client.head(url, headers=IDENTITY)
         assert head.status_code == got.status_code == 200, (url, head.status_code, got.status_code)
         assert head.headers["content-type"] == got.headers["content-type"], url
         assert head.content == b"", url

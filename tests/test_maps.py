@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 import shapely
 from folium.plugins import MiniMap
 
-from app import geodesy, store
+from app import geodesy, maps, store
 from app.catalogue import SitePage
 from app.cli import cli
 from app.maps import (
-    DATA_SCRIPT, VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, http_url, make_self_contained,
-    read_map_data, render_html, ring_outline, script_json, site_class, site_map, split_at_antimeridian, vendored_css,
-    vendored_js,
+    DATA_SCRIPT, VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, decode_geometry, expand_sites, http_url,
+    make_self_contained, read_map_data, render_html, ring_outline, script_json, site_class, site_map,
+    split_at_antimeridian, vendored_css, vendored_js,
 )
 from app.settings import GEODATA_DIR, REPO_ROOT
 from tests.mapdata import BENIGN, GENERATED_AT, HOSTILE, HOSTILE_QUERY, HOSTILE_URL, hostile_map
@@ -110,9 +110,9 @@ def test_hostile_text_is_only_in_the_data_document_and_exact_there(hostile_html,
 
 
 def test_every_hostile_field_reaches_the_document_as_given(hostile_data):
-    names = [site["name"] for site in hostile_data["sites"]["items"]]
+    names = [site["name"] for site in expand_sites(hostile_data)]
     assert sorted(names) == sorted(t.strip() for t in HOSTILE)
-    rows = {label: value for site in hostile_data["sites"]["items"] for label, value in site["popup"]["rows"]}
+    rows = {label: value for site in expand_sites(hostile_data) for label, value in site["popup"]["rows"]}
     assert rows["also known as"] == f"{HOSTILE[0]}, {HOSTILE[2]}"
     labels = [shape["geojson"]["properties"].get("label", "") for o in hostile_data["overlays"] for shape in o["shapes"]
               if shape["geojson"]["type"] == "Feature"]
@@ -154,7 +154,7 @@ def test_map_links_nothing_outside(seoul_html):
 
 def test_every_vendored_asset_is_inlined(seoul_html):
     assert seoul_html.count("Leaflet 1.9.4") == 1  # leaflet.js's own banner, once
-    assert "jQuery v3.7.1" in seoul_html
+    assert "jQuery" not in seoul_html  # nothing the maps draw calls it
     for name in ("L.Control.Measure", "leaflet.Control.FullScreen", "L.control.fullscreen", "L.control.scale",
                  "L.Control.Layers.extend", "missileSitesDraw"):
         assert name in seoul_html, name
@@ -197,7 +197,7 @@ def test_map_shows_the_query_sites_and_footer(catalogue, seoul_page, seoul_html)
     located = seoul_page.sites[~seoul_page.sites.geometry.isna()]
     assert len(located) >= 2
     data = read_map_data(seoul_html)
-    assert sorted(site["name"] for site in data["sites"]["items"]) == sorted(located["name"])
+    assert sorted(site["name"] for site in expand_sites(data)) == sorted(located["name"])
     assert data["footer"]["data_version"] == catalogue.version
     assert data["footer"]["generated_at"] == "2024-05-01T12:00:00+00:00"
     assert data["footer"]["query"] == "near=Seoul&within_km=300&rings=true"
@@ -209,7 +209,7 @@ def test_popup_has_border_distances_observations_and_sources(catalogue):
     page = catalogue.find_sites(centre=catalogue.place("Seoul"), within_km=150)
     assert site_id in page.sites.index
     data = read_map_data(render_html(catalogue_map(catalogue, page)))
-    popup = next(site["popup"] for site in data["sites"]["items"] if site["id"] == site_id)
+    popup = next(site["popup"] for site in expand_sites(data) if site["id"] == site_id)
     distance_km = page.border_distances[site_id]["mdl"]
     assert ["Military Demarcation Line", f"{distance_km:,.1f} km"] in popup["borders"]
     observed = catalogue.site_observations(site_id)["observed_on"].dropna()
@@ -231,7 +231,7 @@ def _geojson_features(html: str) -> list[dict]:
     for overlay in read_map_data(html)["overlays"]:
         for shape in overlay["shapes"]:
             features += shape["geojson"].get("features", [shape["geojson"]])
-    return features
+    return [{**f, "geometry": decode_geometry(f["geometry"])} for f in features]
 
 
 def _ring_parts(catalogue, site_id: str) -> dict[tuple[str, str], shapely.Geometry]:
@@ -305,7 +305,7 @@ def test_many_sites_are_clustered(catalogue, count, clustered):
     sites.index = [f"site-{i}" for i in range(count)]
     html = render_html(site_map(sites, borders=catalogue.borders, countries=catalogue.countries))
     data = read_map_data(html)
-    assert data["sites"]["cluster"] is clustered and len(data["sites"]["items"]) == count
+    assert data["sites"]["cluster"] is clustered and len(expand_sites(data)) == count
     assert ("Leaflet.markercluster" in html) is clustered  # the plugin is inlined only when it is used
 
 
@@ -314,7 +314,7 @@ def test_site_without_coordinate_is_listed_not_drawn(catalogue):
     sites.loc[sites.index[0], "geometry"] = None
     html = render_html(site_map(sites, borders=catalogue.borders, countries=catalogue.countries))
     data = read_map_data(html)
-    assert [site["id"] for site in data["sites"]["items"]] == [sites.index[1]]
+    assert [site["id"] for site in expand_sites(data)] == [sites.index[1]]
     assert data["footer"]["unlocated"] == [sites.iloc[0]["name"]]
 
 
@@ -325,7 +325,7 @@ def test_map_route_returns_html(client, catalogue):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     data = read_map_data(response.text)
-    assert "Sakkanmol" in [site["name"] for site in data["sites"]["items"]]
+    assert "Sakkanmol" in [site["name"] for site in expand_sites(data)]
     assert data["footer"]["data_version"] == catalogue.version
     assert data["footer"]["query"] == "GET /map?near=Seoul&within_km=150&rings=true"
     assert any(o["name"].startswith("Range: ") for o in data["overlays"])
@@ -344,10 +344,166 @@ def test_map_route_errors_are_the_one_json_shape(client, params, parameter):
     assert response.json()["error"]["parameter"].split(".")[0] == parameter
 
 
+@pytest.mark.parametrize(("path", "limit", "status"), [
+    ("/map", 100_000, 200), ("/map", 100_001, 422), ("/sites", 1000, 200), ("/sites", 1001, 422),
+])
+def test_a_map_takes_the_whole_catalogue_and_sites_keep_their_page_limit(client, path, limit, status):
+    response = client.get(path, params={"limit": limit})
+    assert response.status_code == status
+    if status == 422:
+        assert response.json()["error"]["parameter"] == "limit"
+
+
+def test_the_site_array_holds_every_site_once_and_each_text_once(catalogue):
+    located = catalogue.sites[~catalogue.sites.geometry.isna()]
+    sites = located.iloc[[i % len(located) for i in range(500)]].copy()
+    sites.index = sites["id"] = [f"site-{i}" for i in range(len(sites))]
+    data = read_map_data(render_html(site_map(sites, borders=catalogue.borders, countries=catalogue.countries)))
+    strings = data["sites"]["strings"]
+    assert len(strings) == len(set(strings))  # the string table: every text once
+    assert len(data["sites"]["rows"]) == len(data["sites"]["popups"]) == 500
+    drawn = {site["id"]: site for site in expand_sites(data)}
+    assert list(drawn) == list(sites.index)
+    for site_id, site in sites.iterrows():
+        assert drawn[site_id]["name"] == site["name"]
+        assert (drawn[site_id]["lon"], drawn[site_id]["lat"]) == pytest.approx((site.geometry.x, site.geometry.y), abs=1e-5)
+        assert dict(drawn[site_id]["popup"]["rows"])["country"] == site["country"]
+
+
+def test_popups_are_made_once_per_snapshot(catalogue):
+    page = catalogue.find_sites(limit=1000)
+    first = maps.catalogue_popups(catalogue, page.sites, page.border_distances)
+    again = maps.catalogue_popups(catalogue, page.sites, page.border_distances)
+    assert all(again[site_id] is first[site_id] for site_id in page.sites.index)  # kept, not made again
+    assert set(first) == set(page.sites.index)
+
+
+def test_rings_are_computed_once_per_point_and_range(catalogue):
+    site_id = next(s for s in catalogue.sites.index if _rings(catalogue, s))
+    assert [r["geometry"] for r in catalogue.site_rings(site_id)] == [r["geometry"] for r in catalogue.site_rings(site_id)]
+    assert all(a["geometry"] is b["geometry"] for a, b in zip(catalogue.site_rings(site_id), catalogue.site_rings(site_id)))
+
+
+@pytest.mark.parametrize(("accept", "zipped"), [
+    ("gzip, deflate", True), ("identity", False), ("gzip;q=0", False), ("br, GZIP;q=0.5", True), ("", False),
+])
+def test_the_map_is_gzipped_when_the_client_takes_it(client, accept, zipped):
+    response = client.get("/map", params={"near": "Seoul", "within_km": 150}, headers={"Accept-Encoding": accept})
+    assert response.status_code == 200 and "Accept-Encoding" in response.headers["vary"]
+    assert (response.headers.get("content-encoding") == "gzip") is zipped
+    assert "Sakkanmol" in [site["name"] for site in expand_sites(read_map_data(response.text))]  # decoded by httpx
+
+
 def test_folium_circle_is_not_used_for_rings():
     source = (VENDOR_DIR.parent / "maps.py").read_text(encoding="utf-8")
     assert "folium.Circle(" not in source and "Circle(" not in source.replace("CircleMarker(", "")
     assert isinstance(folium.Map(tiles=None), folium.Map)
+
+
+# --- cities in range and launches ---------------------------------------------------------------
+
+def _map_cities(data) -> dict[str, dict]:
+    """The cities of a map's data document by GeoNames id: population, name, country, nearest pairs, pair count."""
+    cities = data["cities"]
+    s = cities["strings"]
+    return {s[row[7]]: {"population": row[2], "name": s[row[3]], "country": s[row[4]], "pairs": row[6],
+                        "nearest": [(s[p[0]], s[p[1]], p[2]) for p in row[5]]} for row in cities["rows"]}
+
+
+def _in_range(client, params) -> list[dict]:
+    """Every city GET /cities/in-range answers for a query (paged through)."""
+    features, offset = [], 0
+    while True:
+        body = client.get("/cities/in-range", params={**params, "limit": 1000, "offset": offset}).json()
+        features += body["features"]
+        offset += 1000
+        if offset >= body["numberMatched"]:
+            return features
+
+
+@pytest.mark.parametrize("params", [
+    {"near": "Seoul", "within_km": 150},
+    {"missile_class": "SRBM"},
+    {"near": "Pyongyang", "within_km": 60, "missile_type": "hwasong-6"},
+])
+def test_the_map_carries_the_cities_in_range_the_catalogue_answers(client, catalogue, params):
+    response = client.get("/map", params={**params, "cities": "true"})
+    assert response.status_code == 200
+    data = read_map_data(response.text)
+    drawn = _map_cities(data)
+    expected = _in_range(client, params)
+    assert expected and set(drawn) == {f["id"] for f in expected}
+    for feature in expected:
+        city, props = drawn[feature["id"]], feature["properties"]
+        assert (city["population"], city["name"], city["country"]) == (props["population"], props["name"], props["country"])
+        assert city["pairs"] == len(props["reached_by"])
+        nearest = props["reached_by"][0]
+        site_name = catalogue.sites.loc[nearest["site_id"], "name"]
+        assert city["nearest"][0][0] == site_name and city["nearest"][0][1].startswith(
+            catalogue.missiles.loc[nearest["missile_id"], "name"])
+        assert city["nearest"][0][2] == pytest.approx(nearest["distance_km"], abs=0.051)
+    populations = [city["population"] for city in drawn.values()]
+    assert populations == sorted(populations, reverse=True)  # largest first: small circles drawn over large ones
+    assert data["cities"]["name"] == f"Cities in range ({len(drawn):,}; {sum(populations):,} people)"
+    assert "geonames-cities15000" in data["sources"]
+    assert [layer["kind"] for layer in data["legend"]["layers"]] == ["cities"]
+
+
+def test_cities_and_launches_are_drawn_only_when_asked(client):
+    data = read_map_data(client.get("/map", params={"near": "Seoul", "within_km": 150}).text)
+    assert data["cities"] is None and data["launches"] is None and data["legend"]["layers"] == []
+    assert "geonames-cities15000" not in data["sources"]
+
+
+def _map_launches(data) -> list[dict]:
+    """The launches of a map's data document, in order."""
+    launches = data["launches"]
+    s = launches["strings"]
+    return [{"lon": row[0], "lat": row[1], "year": row[2], "date": s[row[3]], "missile": s[row[4]],
+             "facility": s[row[5]], "source_id": s[row[7]], "id": s[row[8]]} for row in launches["rows"]]
+
+
+@pytest.mark.parametrize("params", [{}, {"as_of": "2010-06-30"}, {"near": "Pyongyang", "within_km": 60}])
+def test_the_map_carries_the_launches_the_endpoint_lists_at_its_sites(client, catalogue, params):
+    data = read_map_data(client.get("/map", params={**params, "launches": "true"}).text)
+    drawn = _map_launches(data)
+    sites = [site["id"] for site in expand_sites(data)]
+    as_of = {"as_of": params["as_of"]} if "as_of" in params else {}
+    listed = [launch for site_id in sites
+              for launch in client.get(f"/sites/{site_id}/launches", params=as_of).json()["launches"]]
+    assert listed and len(drawn) == len(listed)
+    assert sorted(launch["id"] for launch in drawn) == sorted(launch["id"] for launch in listed)
+    by_id = {launch["id"]: launch for launch in listed}
+    for launch in drawn:
+        expected = by_id[launch["id"]]
+        assert [launch["lon"], launch["lat"]] == pytest.approx(expected["point"], abs=1e-5)
+        assert launch["date"] == expected["launched_on"] and launch["year"] == int(expected["launched_on"][:4])
+        assert launch["source_id"] == expected["source_id"] and launch["source_id"] in data["sources"]
+        assert launch["facility"] == expected["facility_name"]
+    placeholder = set(catalogue.launch_table.frame.index[catalogue.launch_table.frame["cns_facility"] == "unknown"])
+    assert placeholder and not placeholder & {launch["id"] for launch in drawn}
+    assert [launch["date"] for launch in drawn] == sorted(launch["date"] for launch in drawn)
+    assert data["launches"]["years"] == [drawn[0]["year"], drawn[-1]["year"]]
+    if "as_of" in params:
+        assert drawn[-1]["date"] <= params["as_of"]
+    assert [layer["kind"] for layer in data["legend"]["layers"]] == ["launches"]
+
+
+def test_the_cli_map_draws_cities_and_launches(tmp_path):
+    out = tmp_path / "srbm.html"
+    result = CliRunner().invoke(cli, ["map", "--missile-class", "SRBM", "--cities", "--launches",
+                                      "--as-of", "2016-12-31", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = read_map_data(out.read_text(encoding="utf-8"))
+    assert data["cities"]["rows"] and data["launches"]["rows"]
+    assert max(launch["date"] for launch in _map_launches(data)) <= "2016-12-31"
+    assert "--cities --launches --as-of 2016-12-31" in data["footer"]["query"]
+
+
+@pytest.mark.parametrize(("params", "parameter"), [({"cities": "maybe"}, "cities"), ({"launches": "2"}, "launches")])
+def test_map_layer_switches_refuse_other_values(client, params, parameter):
+    response = client.get("/map", params=params)
+    assert response.status_code == 422 and response.json()["error"]["parameter"] == parameter
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """/map: a site query drawn as one self-contained HTML map."""
 
 import ctypes
+import gzip
 from functools import lru_cache, partial
 from typing import Annotated
 from urllib.parse import unquote_plus
@@ -12,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from app.catalogue import Catalogue
 from app.maps import catalogue_map, discard, render_html
 from app.routers import CatalogueDep
-from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, run_site_query
+from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, MapPageParams, RadiusParams, run_site_query
 
 router = APIRouter(tags=["maps"])
 MAP_RENDERS = 2  # maps drawn at once per process: CPU-bound work, and each holds its page's data until sent
@@ -26,26 +27,49 @@ async def get_map(
     radius: Annotated[RadiusParams, Depends()],
     filters: Annotated[FilterParams, Depends()],
     border: Annotated[BorderParams, Depends()],
-    page: Annotated[PageParams, Depends()],
+    page: Annotated[MapPageParams, Depends()],
     as_of: Annotated[AsOfParams, Depends()],
     rings: Annotated[bool, Query(description="Draw each site's geodesic missile range rings.")] = False,
+    cities: Annotated[bool, Query(description="Draw the cities within range of the sites' missiles (as "
+                                              "/cities/in-range answers the same query), sized by population.")] = False,
+    launches: Annotated[bool, Query(description="Draw the launches (CNS) at the sites' own facilities, known by "
+                                                "as_of, with a slider that keeps those up to a year.")] = False,
 ):
-    """The `/sites` query as one HTML file that works offline: sites, borders, rings, query radius, sources."""
+    """The `/sites` query as one HTML file that works offline: sites, borders, rings, query radius, sources; the cities
+    in range and the launches when asked."""
     query = "GET /map" + (f"?{unquote_plus(request.url.query)}" if request.url.query else "")
-    draw = partial(_draw, catalogue, centre, radius, filters, border, page, as_of, rings=rings, query=query)
-    return HTMLResponse(await anyio.to_thread.run_sync(draw, limiter=_render_slots(request.app)))
+    zipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+    draw = partial(_draw, catalogue, centre, radius, filters, border, page, as_of, rings=rings, query=query,
+                   zipped=zipped, cities=cities, launches=launches)
+    body = await anyio.to_thread.run_sync(draw, limiter=_render_slots(request.app))
+    headers = {"Vary": "Accept-Encoding"} | ({"Content-Encoding": "gzip"} if zipped else {})
+    return HTMLResponse(body, headers=headers)
 
 
-def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *, rings: bool, query: str) -> str:
-    """Run the query and render its map; then free what the render built and hand the memory back to the system."""
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (named with no q=0)."""
+    for item in accept_encoding.lower().split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip() == "gzip":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *, rings: bool, query: str,
+          zipped: bool = False, cities: bool = False, launches: bool = False) -> str | bytes:
+    """Run the query and render its map (gzipped at level 1 when asked: a fast level, the page is mostly
+    text); then free what the render built and hand the memory back to the system."""
     try:
         catalogue = as_of.apply(catalogue)
         result = run_site_query(catalogue, centre, radius, filters, border, page)
-        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query)
+        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query, cities=cities,
+                          launches=launches, missile_types=tuple(filters.missile_type or ()),
+                          missile_classes=tuple(filters.missile_class or ()))
         try:
-            return render_html(m)
+            html = render_html(m)
         finally:
             discard(m)
+        return gzip.compress(html.encode(), compresslevel=1, mtime=0) if zipped else html
     finally:
         release_memory()
 

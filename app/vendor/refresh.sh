@@ -26,8 +26,6 @@ copy leaflet leaflet LICENSE dist/leaflet.js dist/leaflet.css \
     dist/images/layers.png dist/images/layers-2x.png \
     dist/images/marker-icon.png dist/images/marker-icon-2x.png dist/images/marker-shadow.png
 
-fetch jquery@3.7.1
-copy jquery jquery LICENSE.txt dist/jquery.min.js
 
 fetch leaflet.markercluster@1.5.3
 copy leaflet.markercluster leaflet.markercluster MIT-LICENCE.txt dist/leaflet.markercluster.js \
