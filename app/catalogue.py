@@ -238,7 +238,11 @@ class Catalogue:
                    "sources": self.sources, "missiles": self.missiles, "places": self.places}
         new = self._copy()
         new._set_editable({table: _upsert(current[table], fresh[table]) for table in current}, last_change)
-        return new._derive_from(self)
+        new._derive_from(self)
+        if "answers" in self.__dict__:  # features of the sites no change touched are kept
+            from app.answers import SiteAnswers
+            new.__dict__["answers"] = SiteAnswers(new, carried=self.answers, changed=set(fresh["sites"].index))
+        return new
 
     def _changed_ids(self, connection) -> dict[str, list[str]] | None:
         """The ids per layer changed after this snapshot's last change; None when the layers must be read whole
@@ -266,7 +270,7 @@ class Catalogue:
     def _copy(self) -> "Catalogue":
         """A shallow copy sharing the fixed layers, with the values derived from sites dropped."""
         new = copy.copy(self)
-        for name in ("measured_border_ids", "vocabularies", "_centres_by_name", "_lines_by_country"):
+        for name in ("measured_border_ids", "vocabularies", "_centres_by_name", "_lines_by_country", "answers"):
             new.__dict__.pop(name, None)
         return new
 
@@ -345,6 +349,12 @@ class Catalogue:
             borders.updated(self._located_ids, lons, lats, lines, mask)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
         self.__dict__.pop("site_borders", None)
+
+    @cached_property
+    def answers(self):
+        """This snapshot's site features as bytes and the orders pages are selected in (app.answers)."""
+        from app.answers import SiteAnswers
+        return SiteAnswers(self)
 
     @cached_property
     def site_borders(self) -> pd.DataFrame:

@@ -174,6 +174,16 @@ def run_site_query(catalogue: Catalogue, centre: CentreParams, radius: RadiusPar
     )
 
 
+def select_sites(catalogue: Catalogue, centre: CentreParams, radius: RadiusParams, filters: FilterParams,
+                 border: BorderParams, page: PageParams):
+    """The page of /sites the parameter groups describe, as positions into the snapshot's answers."""
+    where = centre.resolve(catalogue)
+    return catalogue.answers.select(
+        where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
+        sort=page.sort or ("distance" if where is not None else "name"), limit=page.limit, offset=page.offset,
+    )
+
+
 CitySort = Literal["population", "distance", "name"]
 
 

@@ -2,7 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+import orjson
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from app.catalogue import record, split_list
 from app.exports import EXPORT_MEDIA_TYPES, export_response, sites_format
@@ -11,7 +13,7 @@ from app.routers import CatalogueDep, GeoJSONResponse
 from app.routers.launches import site_launch_summary
 from app.schemas import (
     MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, as_of_fields,
-    run_site_query,
+    run_site_query, select_sites,
 )
 
 router = APIRouter(tags=["sites"])
@@ -40,17 +42,29 @@ def list_sites(
 ):
     """Sites as GeoJSON (or CSV, KML, GeoPackage), filtered, optionally within a geodesic radius of a point or place."""
     catalogue = as_of.apply(catalogue)
-    result = run_site_query(catalogue, centre, radius, filters, border, page)
-    body = {**sites_geojson(catalogue, result, limit=page.limit, offset=page.offset), **as_of_fields(catalogue)}
+    selection = select_sites(catalogue, centre, radius, filters, border, page)
     fmt = sites_format(request.headers.get("accept", ""), f)
     if fmt != "geojson":
-        return export_response(catalogue, fmt, body["features"], "sites")
-    return GeoJSONResponse(body)  # already JSON-ready: skips FastAPI's jsonable_encoder walk
+        result = run_site_query(catalogue, centre, radius, filters, border, page)
+        features = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)["features"]
+        return export_response(catalogue, fmt, features, "sites")
+    body = catalogue.answers.sites_body(selection, limit=page.limit, offset=page.offset,
+                                        after=as_of_fields(catalogue))
+    return Response(body, media_type=GEOJSON_MEDIA_TYPE)  # the snapshot's feature bytes, concatenated
 
 
 @router.get("/sites/{site_id}", response_class=GeoJSONResponse, summary="One site, in full")
 def get_site(catalogue: CatalogueDep, site_id: SiteId):
     """A site with its observations, missiles and ranges, sources, and border distances."""
+    answers = catalogue.answers
+    body = answers.site_bodies.get(site_id)
+    if body is None:  # built once per snapshot
+        body = answers.keep_site_body(site_id, orjson.dumps(_site_in_full(catalogue, site_id)))
+    return Response(body, media_type=GEOJSON_MEDIA_TYPE)
+
+
+def _site_in_full(catalogue, site_id: str) -> dict:
+    """One site's feature in full (NotFound, Gone)."""
     site = catalogue.site_row(site_id)
     properties = site_properties(site)
     properties["observations"] = [
