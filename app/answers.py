@@ -29,6 +29,7 @@ from app.vocab import decode_list
 if TYPE_CHECKING:
     from app.catalogue import Catalogue
 
+ORDERS_KEPT = 16  # whole orders (positions, distances) of recent queries kept per snapshot
 SITE_BODIES_KEPT = 4096  # full /sites/{id} answers kept per snapshot
 EXTRA_COLUMNS = ("distance_km", "border_distance_km")  # per-request properties, in the order features carry them
 
@@ -56,6 +57,7 @@ class SiteAnswers:
         self._lock = threading.Lock()
         self._heads: dict[str, tuple[bytes, bytes]] = {}  # id -> (the /sites head, the OGC head)
         self._tails: dict[str, bytes] = {}
+        self._orders: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}  # the last queries' orders
         self.site_bodies: dict[str, bytes] = {}  # /sites/{id} answers of this snapshot
         if carried is not None:
             self._heads = {k: v for k, v in carried._heads.items() if k not in changed and k in self.position}
@@ -111,6 +113,19 @@ class SiteAnswers:
             raise InvalidParameter("sort=border needs a border: give border (e.g. border=mdl)", parameter="sort")
         if sort not in SORTS:
             raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(SORTS)}", parameter="sort")
+        positions, distance = self._ordered(centre, within_km, sort, None if boxes is None else tuple(map(tuple, boxes)))
+        page = positions[offset: offset + limit]
+        extras = {} if distance is None else {"distance_km": distance[offset: offset + limit].tolist()}
+        return Selection(page, extras, len(positions), centre)
+
+    def _ordered(self, centre: Centre | None, within_km: float | None, sort: str,
+                 boxes: tuple | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every matching site's position in the asked order, with its distance in km when there is a centre (the
+        last few answers kept: the next page, or the same view asked again, only slices)."""
+        key = (centre, within_km, sort, boxes)
+        known = self._orders.get(key)
+        if known is not None:
+            return known
         distance = None
         if centre is None:
             positions = self.name_order
@@ -125,9 +140,11 @@ class SiteAnswers:
             keep = self._in_boxes(boxes)[positions]
             positions = positions[keep]
             distance = None if distance is None else distance[keep]
-        page = positions[offset: offset + limit]
-        extras = {} if distance is None else {"distance_km": distance[offset: offset + limit].tolist()}
-        return Selection(page, extras, len(positions), centre)
+        with self._lock:
+            if len(self._orders) >= ORDERS_KEPT:
+                self._orders.pop(next(iter(self._orders)))
+            self._orders[key] = (positions, distance)
+        return positions, distance
 
     def _near(self, centre: Centre, within_km: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Positions (ascending) of the located sites within the radius (all of them without one), distances in km."""
