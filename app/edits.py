@@ -10,7 +10,6 @@ import shapely
 
 from app import store, vocab
 from app.errors import Gone, InvalidParameter, NotFound
-from app.build_data import alpha3
 from app.history import period_start
 from app.migrations import ATTACHED_TABLE
 from app.models import (
@@ -559,6 +558,8 @@ def attach_borders(connection: sqlite3.Connection, border_id: str, countries: li
     if row is None:
         raise NotFound(f"no border with id {border_id!r} (coastlines and land borders are measured without"
                        " attaching)", parameter="border_id")
+    from app.build_data import alpha3  # the offline build's checks (pycountry), imported on the first use
+
     at, changes = store.utc_now(), []
     for country in dict.fromkeys(countries):
         problem = alpha3(blank_ok=False)(country, {})
