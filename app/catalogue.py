@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from app import geodesy, history, migrations, regions
+from app import border_store, geodesy, history, migrations, regions
 from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound, StorageUnavailable
@@ -174,12 +174,13 @@ class Catalogue:
             launches = LaunchTable.of(read_layer(connection, "launches")) if has_table(connection, "launches") else None
             self._set_editable(*self._read_editable(connection))
             self._read_fixed(connection)
+            stored = border_store.read_matrix(connection, self.build_id)  # what writers measured: kept, not redone
         self.coastlines = regions.Coastlines(self.build_id, self.countries, self._land_borders_by_country)
         # layers no edit touches, shared by every snapshot: launches (small) read now, cities on first use; None when
         # the file was built before the layer existed
         self._fixed_layers: dict[str, object] = {"launches": launches}
         self._fixed_lock = threading.Lock()
-        self._index_sites(None)
+        self._index_sites(stored)
 
     def _read_fixed(self, connection) -> None:
         """The named lines attached to each country (read again on a whole refresh: an operator may change them)."""

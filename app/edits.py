@@ -8,7 +8,7 @@ import sqlite3
 
 import shapely
 
-from app import store, vocab
+from app import border_store, store, vocab
 from app.errors import Gone, InvalidParameter, NotFound
 from app.history import period_start
 from app.migrations import ATTACHED_TABLE
@@ -240,6 +240,7 @@ def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> 
         assignments = ", ".join(f'"{c}" = ?' for c in row)
         connection.execute(f"UPDATE sites SET {assignments} WHERE id = ?", [*row.values(), site["id"]])
     store.touch_contents(connection, "sites", shapely.Point(site["lon"], site["lat"]) if located else None)
+    border_store.write_sites(connection, [(site["id"], site.get("country"), site["lon"], site["lat"])])
 
 
 def new_site(data: SiteCreate, *, site_id: str | None, at: str, actor: str) -> dict:
@@ -580,4 +581,5 @@ def attach_borders(connection: sqlite3.Connection, border_id: str, countries: li
                                      before=pair if detach else None, after=None if detach else pair))
     if changes:
         store.touch_contents(connection, ATTACHED_TABLE)
+        border_store.rewrite_countries(connection, {change["entity_id"].rsplit(":", 1)[1] for change in changes})
     return changes

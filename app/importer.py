@@ -18,7 +18,7 @@ from pathlib import Path
 import pydantic
 import shapely
 
-from app import edits, store
+from app import border_store, edits, store
 from app.errors import CatalogueError
 from app.models import LIST_FIELDS, MissileCreate, PlaceCreate, SiteCreate
 from app.vocab import decode_list
@@ -489,6 +489,8 @@ def _insert_sites(connection: sqlite3.Connection, batch: _Batch) -> None:
                            " WHERE lower(table_name) = lower('sites')", (len(batch.site_rows),))
     for sql in triggers.values():
         connection.execute(sql)
+    border_store.write_sites(connection, [(site_id, s.get("country"), s["lon"], s["lat"])
+                                          for site_id, s in zip(batch.ids, batch.sites)])
 
 
 def _taken(connection: sqlite3.Connection, ids: list[str], chunk: int = 500) -> bool:
