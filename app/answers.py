@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from app.catalogue import Catalogue
 
 ORDERS_KEPT = 16  # whole orders (positions, distances) of recent queries kept per snapshot
+PAGES_KEPT = 64  # pages of features kept per snapshot
 SITE_BODIES_KEPT = 4096  # full /sites/{id} answers kept per snapshot
 EXTRA_COLUMNS = ("distance_km", "border_distance_km")  # per-request properties, in the order features carry them
 
@@ -42,6 +43,7 @@ class Selection:
     extras: dict[str, list]
     number_matched: int
     centre: Centre | None = None
+    key: tuple | None = None  # the query and page, when the page can be kept for the snapshot
 
 
 class SiteAnswers:
@@ -58,6 +60,8 @@ class SiteAnswers:
         self._heads: dict[str, tuple[bytes, bytes]] = {}  # id -> (the /sites head, the OGC head)
         self._tails: dict[str, bytes] = {}
         self._orders: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}  # the last queries' orders
+        self._pages: dict[tuple, bytes] = {}  # the last pages' features
+        self._kept: dict[tuple, object] = {}
         self.site_bodies: dict[str, bytes] = {}  # /sites/{id} answers of this snapshot
         if carried is not None:
             self._heads = {k: v for k, v in carried._heads.items() if k not in changed and k in self.position}
@@ -113,10 +117,11 @@ class SiteAnswers:
             raise InvalidParameter("sort=border needs a border: give border (e.g. border=mdl)", parameter="sort")
         if sort not in SORTS:
             raise InvalidParameter(f"unknown sort {sort!r}; allowed: {', '.join(SORTS)}", parameter="sort")
-        positions, distance = self._ordered(centre, within_km, sort, None if boxes is None else tuple(map(tuple, boxes)))
+        key = (centre, within_km, sort, None if boxes is None else tuple(map(tuple, boxes)))
+        positions, distance = self._ordered(*key)
         page = positions[offset: offset + limit]
         extras = {} if distance is None else {"distance_km": distance[offset: offset + limit].tolist()}
-        return Selection(page, extras, len(positions), centre)
+        return Selection(page, extras, len(positions), centre, (*key, offset, limit))
 
     def _ordered(self, centre: Centre | None, within_km: float | None, sort: str,
                  boxes: tuple | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -142,7 +147,7 @@ class SiteAnswers:
             distance = None if distance is None else distance[keep]
         with self._lock:
             if len(self._orders) >= ORDERS_KEPT:
-                self._orders.pop(next(iter(self._orders)))
+                self._orders.pop(next(iter(self._orders)), None)
             self._orders[key] = (positions, distance)
         return positions, distance
 
@@ -189,7 +194,21 @@ class SiteAnswers:
     # --- encoding -------------------------------------------------------------------------------------
 
     def features(self, selection: Selection, *, ogc: bool = False) -> bytes:
-        """The page's features as the members of a JSON array (no brackets)."""
+        """The page's features as the members of a JSON array (no brackets); the last pages asked are kept."""
+        if selection.key is None:
+            return self._features(selection, ogc)
+        key = (*selection.key, ogc)
+        body = self._pages.get(key)
+        if body is None:
+            body = self._features(selection, ogc)
+            with self._lock:
+                if len(self._pages) >= PAGES_KEPT:
+                    self._pages.pop(next(iter(self._pages)), None)
+                self._pages[key] = body
+        return body
+
+    def _features(self, selection: Selection, ogc: bool) -> bytes:
+        """The page's features, concatenated from each site's head, per-request properties and tail."""
         positions = selection.positions.tolist()
         if not positions:
             return b""
@@ -248,6 +267,17 @@ class SiteAnswers:
 
     # --- whole answers --------------------------------------------------------------------------------
 
+    def kept(self, key: tuple, build):
+        """A small value (a page's links) kept for the snapshot under `key`, built by `build()` the first time."""
+        value = self._kept.get(key)
+        if value is None:
+            value = build()
+            with self._lock:
+                if len(self._kept) >= PAGES_KEPT:
+                    self._kept.pop(next(iter(self._kept)), None)
+                self._kept[key] = value
+        return value
+
     def keep_site_body(self, site_id: str, body: bytes) -> bytes:
         """Keep one site's full answer for this snapshot (a bounded number of them)."""
         with self._lock:
@@ -267,10 +297,10 @@ class SiteAnswers:
         closing = b"]" + (b"," + orjson.dumps(after)[1:] if after else b"}")
         return orjson.dumps(head)[:-1] + b',"features":[' + self.features(selection) + closing
 
-    def items_body(self, selection: Selection, members: dict) -> bytes:
-        """An OGC items FeatureCollection: `type`, the features (empty lists as null), then the other members."""
-        return (b'{"type":"FeatureCollection","features":[' + self.features(selection, ogc=True) + b"],"
-                + orjson.dumps(members)[1:])
+    def items_body(self, selection: Selection, members: bytes) -> bytes:
+        """An OGC items FeatureCollection: `type`, the features (empty lists as null), then the other members (a
+        JSON object's text)."""
+        return b'{"type":"FeatureCollection","features":[' + self.features(selection, ogc=True) + b"]," + members[1:]
 
 
 def _joined(parts: list[bytes], count: int, per_feature: int):

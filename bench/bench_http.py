@@ -5,8 +5,11 @@ bytes, pygeoapi (its SQLite/GeoPackage provider) and TiPG (over PostGIS) on the 
 ``python bench/bench_http.py`` (``--sizes 23`` for the bundled catalogue only; ``--rounds 3 --duration 4``).
 A benchmark, not a test: it prints one table of medians (over rounds, the targets measured in turn within each
 round) with their ratios, and asserts nothing. Needs ``wrk`` (``apt-get install -y wrk``). The peers run from a
-separate virtualenv (``--peers``, default /work/peers: ``python -m venv /work/peers && /work/peers/bin/pip install
-pygeoapi tipg uvicorn``) and never from the project's; TiPG needs PostgreSQL 15 with PostGIS from Debian
+separate virtualenvs and never from the project's: TiPG from ``--peers`` (default /work/peers: ``python -m venv
+/work/peers && /work/peers/bin/pip install tipg uvicorn``), pygeoapi from ``--pygeoapi-venv`` (default
+/work/peers-debian: ``/usr/bin/python3 -m venv /work/peers-debian && /work/peers-debian/bin/pip install pygeoapi
+uvicorn``; Debian's Python, since its SQLite provider loads SpatiaLite, which a Python built without loadable SQLite
+extensions cannot); TiPG needs PostgreSQL 15 with PostGIS from Debian
 (``apt-get install -y postgresql-15-postgis-3``), started here as a throwaway cluster on a Unix socket in a temporary
 folder; pygeoapi needs ``libsqlite3-mod-spatialite`` and ``ogr2ogr`` (gdal-bin). A peer that cannot run is
 reported as unavailable, with the reason, in its rows.
@@ -196,17 +199,17 @@ def peer_gpkg(source: Path, workdir: Path, size: int) -> Path:
 # --- the servers ----------------------------------------------------------------------------------
 
 
-def ours(gpkg: Path, *, workers: int = 1) -> Server:
-    """missile-sites on a catalogue: one uvicorn worker, or `serve --workers N`."""
+def ours(gpkg: Path, *, workers: int | None = None) -> Server:
+    """missile-sites on a catalogue: one uvicorn worker without access log (as bare runs), or `serve --workers N`."""
     port = free_port()
     env = {"PYTHONPATH": str(REPO), "MISSILE_SITES_GPKG": str(gpkg), "MISSILE_SITES_SEED_GPKG": str(gpkg)}
-    if workers == 1:
+    if workers is None:
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
                    "--no-access-log", "--log-level", "warning"]
     else:
         command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", str(workers)]
-    return Server(f"ours-{workers}", command, env=env, port=port, ready="/health", cwd=REPO)
+    return Server(f"ours-{workers or 1}", command, env=env, port=port, ready="/health", cwd=REPO)
 
 
 BARE_APP = '''
@@ -252,9 +255,9 @@ server:
 logging: {{level: ERROR}}
 metadata:
   identification: {{title: bench, description: bench, keywords: [bench], keywords_type: theme, terms_of_service: none, url: http://127.0.0.1}}
-  license: {{name: none}}
-  provider: {{name: bench}}
-  contact: {{name: bench}}
+  license: {{name: none, url: "http://127.0.0.1"}}
+  provider: {{name: bench, url: "http://127.0.0.1"}}
+  contact: {{name: bench, position: bench, address: none, city: none, stateorprovince: none, postalcode: none, country: none, phone: none, fax: none, email: none@example.org, url: "http://127.0.0.1", hours: none, instructions: none, role: pointOfContact}}
 resources:
   sites:
     type: collection
@@ -356,10 +359,11 @@ def measure_size(size: int, args, workdir: Path, postgis: PostGIS | None, postgi
         servers["ours"] = ours(gpkg)
         bodies = {url: fetch(servers["ours"].base + url) for url in (SITES, SITE, ITEMS)}
         servers["bare"] = bare(bodies, workdir)
-        for name, start in (("pygeoapi", lambda: pygeoapi(args.peers, gpkg, workdir, size)),
+        for name, start in (("pygeoapi", lambda: pygeoapi(args.pygeoapi_venv, gpkg, workdir, size)),
                             ("tipg", lambda: tipg(args.peers, postgis.database(f"sites{size}", gpkg), workdir))):
-            if not (args.peers / "bin" / "uvicorn").exists():
-                problems[name] = f"no peers' virtualenv at {args.peers}"
+            venv = args.pygeoapi_venv if name == "pygeoapi" else args.peers
+            if not (venv / "bin" / "uvicorn").exists():
+                problems[name] = f"no virtualenv with {name} and uvicorn at {venv}"
                 continue
             if name == "tipg" and postgis is None:
                 problems[name] = postgis_problem or "PostGIS unavailable"
@@ -416,14 +420,14 @@ def measure_size(size: int, args, workdir: Path, postgis: PostGIS | None, postgi
 
 
 def measure_workers(size: int, args, workdir: Path) -> list[list]:
-    """/sites at c=32 with 1 and 2 workers (`serve --workers`)."""
+    """/sites at c=32 with 1 and 2 workers, both through `serve --workers N` (its access log included)."""
     gpkg = catalogue_of(size, workdir)
     rates: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(args.rounds):
         for workers in (1, 2):
             server = ours(gpkg, workers=workers)
             try:
-                time.sleep(2 * server.startup_s if workers > 1 else 0)  # every worker up, not only the first
+                time.sleep(2 * server.startup_s)  # every worker up, not only the first
                 wrk(server.base + SITES, 32, 1)  # warm every worker
                 rates[workers].append(wrk(server.base + SITES, 32, args.duration)[0])
             finally:
@@ -456,7 +460,9 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="23,100000", help="catalogue sizes (23: the bundled catalogue)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each value is the median over them")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
-    parser.add_argument("--peers", type=Path, default=Path("/work/peers"), help="the peers' virtualenv")
+    parser.add_argument("--peers", type=Path, default=Path("/work/peers"), help="the peers' virtualenv (TiPG)")
+    parser.add_argument("--pygeoapi-venv", type=Path, default=Path("/work/peers-debian"),
+                        help="pygeoapi's virtualenv, on a Python whose sqlite3 loads extensions (Debian's python3)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "missile-sites-bench-http",
                         help="where the generated catalogues are kept between runs")
     parser.add_argument("--workers-size", type=int, default=23, help="catalogue size for the 1 vs 2 workers row")

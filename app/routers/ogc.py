@@ -13,6 +13,7 @@ from typing import Annotated, Callable
 from urllib.parse import urlencode
 
 import numpy as np
+import orjson
 import pandas as pd
 import shapely
 from fastapi import APIRouter, Path, Request, Response
@@ -311,9 +312,12 @@ def _site_items_fast(catalogue: Catalogue, request: Request) -> bytes | None:
     boxes = None if bbox is None else parse_bbox(bbox)
     answers = catalogue.answers
     selection = answers.select(centre=centre, within_km=within_km, limit=limit, offset=offset, boxes=boxes)
-    members = _items_members(request, COLLECTIONS["sites"], limit, offset, selection.number_matched,
-                             len(selection.positions), catalogue)
-    return answers.items_body(selection, {**members, **as_of_fields(catalogue)})
+    matched, returned = selection.number_matched, len(selection.positions)
+    links = answers.kept(("links", str(request.base_url), request.url.path, request.url.query, limit, offset, matched),
+                         lambda: orjson.dumps(_items_links(request, COLLECTIONS["sites"], limit, offset, matched)))
+    counts = orjson.dumps({"numberMatched": matched, "numberReturned": returned, "timeStamp": _time_stamp()})
+    rest = orjson.dumps({"data_version": catalogue.version, **as_of_fields(catalogue)})
+    return answers.items_body(selection, counts[:-1] + b',"links":' + links + b"," + rest[1:])
 
 
 def _features(catalogue: Catalogue, collection: Collection, rows: pd.DataFrame) -> list[dict]:
@@ -396,6 +400,19 @@ def items_collection(catalogue: Catalogue, collection: Collection, request: Requ
 def _items_members(request: Request, collection: Collection, limit: int, offset: int, matched: int, returned: int,
                    catalogue: Catalogue) -> dict:
     """An items page's members after its features: counts, time stamp, links, data version."""
+    return {
+        "numberMatched": matched, "numberReturned": returned, "timeStamp": _time_stamp(),
+        "links": _items_links(request, collection, limit, offset, matched), "data_version": catalogue.version,
+    }
+
+
+def _time_stamp() -> str:
+    """Now, UTC, to the second, as OGC items pages carry it."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _items_links(request: Request, collection: Collection, limit: int, offset: int, matched: int) -> list[dict]:
+    """An items page's links: itself in each format, its collection, the next and previous pages."""
     links = [
         _link(_items_url(request), "self", GEOJSON_MEDIA_TYPE, "this page"),
         _link(_items_url(request, f="html"), "alternate", "text/html", "this page as HTML"),
@@ -409,11 +426,7 @@ def _items_members(request: Request, collection: Collection, limit: int, offset:
     if offset > 0:
         links.append(_link(_items_url(request, offset=max(0, offset - limit), limit=limit), "prev",
                            GEOJSON_MEDIA_TYPE, "previous page"))
-    return {
-        "numberMatched": matched, "numberReturned": returned,
-        "timeStamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "links": links, "data_version": catalogue.version,
-    }
+    return links
 
 
 def _items_html(collection: Collection, body: dict, request: Request) -> HTMLResponse:
