@@ -67,7 +67,12 @@ class Server:
         started = time.perf_counter()
         self.process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=self.log,
                                         stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
-        self.startup_s = wait_ok(self.base + ready, timeout_s, self.process) - started
+        try:
+            self.startup_s = wait_ok(self.base + ready, timeout_s, self.process) - started
+        except RuntimeError as exc:
+            self.stop()
+            last = self.tail().strip().splitlines()[-1:] or ["(no output)"]
+            raise RuntimeError(f"{exc}; its log ends: {last[0][:160]}") from None
 
     def rss_mib(self) -> float:
         """Resident memory of the process and its children, MiB."""
@@ -427,13 +432,22 @@ def measure_workers(size: int, args, workdir: Path) -> list[list]:
         for workers in (1, 2):
             server = ours(gpkg, workers=workers)
             try:
-                time.sleep(2 * server.startup_s)  # every worker up, not only the first
-                wrk(server.base + SITES, 32, 1)  # warm every worker
+                warm(server.base + SITES)  # every worker up and answering, not only the first
                 rates[workers].append(wrk(server.base + SITES, 32, args.duration)[0])
             finally:
                 server.stop()
     one, two = median(rates[1]), median(rates[2])
     return [[f"GET {SITES}, serve --workers 2", size, 32, two, None, "--workers 1", one, two / one]]
+
+
+def warm(url: str, tries: int = 10) -> None:
+    """Load the server until two runs in a row agree within 15% (a worker still starting answers nothing)."""
+    last = 0.0
+    for _ in range(tries):
+        rate = wrk(url, 32, 2)[0]
+        if last and abs(rate - last) <= 0.15 * max(rate, last):
+            return
+        last = rate
 
 
 def print_table(rows: list[list]) -> None:
