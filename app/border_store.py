@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from app import regions
-from app.border_distances import BorderMatrix, distances_to_line
+from app.border_distances import BorderMatrix, LineIndex
 from app.migrations import BORDER_DISTANCES_TABLE as TABLE
 from app.migrations import build_id as file_build_id
 from app.vocab import decode_list
@@ -48,6 +48,14 @@ class Lines:
                 self.land_ids.setdefault(country, []).append(border_id)
                 land_geometries.setdefault(country, []).append(geometry)
         self.coastlines = regions.Coastlines(build, read_layer(connection, "countries"), land_geometries)
+        self._indexes: dict[str, LineIndex] = {}  # each line's segment index, built once per process
+
+    def index(self, line_id: str) -> LineIndex:
+        """A line's index for measuring many points (built on first use, kept: a write then costs milliseconds)."""
+        index = self._indexes.get(line_id)
+        if index is None:
+            index = self._indexes.setdefault(line_id, LineIndex(self.geometry(line_id)))
+        return index
 
     def for_country(self, country, attached: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
         """The lines a site in the country is measured against (as `Catalogue.lines_for_country`)."""
@@ -75,9 +83,33 @@ def lines_of(connection) -> Lines:
     return lines
 
 
-def write_sites(connection, sites) -> None:
+def warm(connection, countries) -> None:
+    """Read the build's lines and index those the given countries' sites are measured against (what measuring a
+    site costs the first time in a process: about a second), before a write takes the lock."""
+    if not has_table(connection):
+        return
+    lines = lines_of(connection)
+    attached = regions.read_attachments(connection, lines.borders)
+    for country in set(countries):
+        for line_id in lines.for_country(country, attached):
+            lines.index(line_id)
+
+
+def _warm_for(connection, sites) -> bool:
+    """Whether this process has already indexed every line the sites are measured against."""
+    with _LINES_LOCK:
+        lines = _LINES.get(file_build_id(connection))
+    if lines is None:
+        return False
+    attached = regions.read_attachments(connection, lines.borders)
+    return all(line_id in lines._indexes for site in sites for line_id in lines.for_country(site[1], attached))
+
+
+def write_sites(connection, sites, *, measure: bool = True) -> None:
     """Measure and store the border distances of the given sites, `(id, country, lon, lat)` with lon None when the
-    site has no point, replacing what was stored for them; inside the caller's transaction."""
+    site has no point, replacing what was stored for them; inside the caller's transaction. With `measure=False`
+    they are measured only where this process has the lines ready (see `warm`), else only their old rows go (a
+    reader measures a site it finds no row for): a single write never holds the lock for the first indexing."""
     if not has_table(connection):
         return
     sites = list(sites)
@@ -86,7 +118,7 @@ def write_sites(connection, sites) -> None:
         part = ids[start:start + 500]
         connection.execute(f'DELETE FROM "{TABLE}" WHERE site_id IN ({", ".join("?" * len(part))})', part)
     located = [site for site in sites if site[2] is not None and site[3] is not None]
-    if not located:
+    if not located or (not measure and not _warm_for(connection, located)):
         return
     lines = lines_of(connection)
     attached = regions.read_attachments(connection, lines.borders)
@@ -100,8 +132,7 @@ def write_sites(connection, sites) -> None:
         shape = (len(group), len(line_ids))
         distance, near_lon, near_lat = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
         for column, line_id in enumerate(line_ids):
-            distance[:, column], near_lon[:, column], near_lat[:, column] = distances_to_line(
-                lons, lats, lines.geometry(line_id))
+            distance[:, column], near_lon[:, column], near_lat[:, column] = lines.index(line_id).distances(lons, lats)
         text = json.dumps(list(line_ids))
         rows += [(site[0], float(site[2]), float(site[3]), text, _blob(distance[n]), _blob(near_lon[n]),
                   _blob(near_lat[n]), lines.build_id) for n, site in enumerate(group)]

@@ -240,7 +240,7 @@ def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> 
         assignments = ", ".join(f'"{c}" = ?' for c in row)
         connection.execute(f"UPDATE sites SET {assignments} WHERE id = ?", [*row.values(), site["id"]])
     store.touch_contents(connection, "sites", shapely.Point(site["lon"], site["lat"]) if located else None)
-    border_store.write_sites(connection, [(site["id"], site.get("country"), site["lon"], site["lat"])])
+    border_store.write_sites(connection, [(site["id"], site.get("country"), site["lon"], site["lat"])], measure=False)
 
 
 def new_site(data: SiteCreate, *, site_id: str | None, at: str, actor: str) -> dict:

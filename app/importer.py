@@ -435,6 +435,7 @@ def _prepare(connection: sqlite3.Connection, sites: list[dict], actor: str) -> _
     batch = _Batch(sites, bases, edits.free_ids(connection, "sites", bases), store.utc_now(), actor,
                    [()] * len(sites), [()] * len(sites))
     batch.build(range(len(sites)))
+    border_store.warm(connection, {site.get("country") for site in sites if site.get("lon") is not None})
     return batch
 
 
