@@ -95,21 +95,12 @@ def warm(connection, countries) -> None:
             lines.index(line_id)
 
 
-def _warm_for(connection, sites) -> bool:
-    """Whether this process has already indexed every line the sites are measured against."""
-    with _LINES_LOCK:
-        lines = _LINES.get(file_build_id(connection))
-    if lines is None:
-        return False
-    attached = regions.read_attachments(connection, lines.borders)
-    return all(line_id in lines._indexes for site in sites for line_id in lines.for_country(site[1], attached))
-
-
 def write_sites(connection, sites, *, measure: bool = True) -> None:
     """Measure and store the border distances of the given sites, `(id, country, lon, lat)` with lon None when the
     site has no point, replacing what was stored for them; inside the caller's transaction. With `measure=False`
-    they are measured only where this process has the lines ready (see `warm`), else only their old rows go (a
-    reader measures a site it finds no row for): a single write never holds the lock for the first indexing."""
+    only their old rows go (a reader measures a site it finds no row for): a single site's write never holds the
+    write lock for measuring (with eight writers at once, even milliseconds each made some wait past the busy
+    timeout); imports, the build and the migration measure in bulk, having readied the lines first (`warm`)."""
     if not has_table(connection):
         return
     sites = list(sites)
@@ -118,7 +109,7 @@ def write_sites(connection, sites, *, measure: bool = True) -> None:
         part = ids[start:start + 500]
         connection.execute(f'DELETE FROM "{TABLE}" WHERE site_id IN ({", ".join("?" * len(part))})', part)
     located = [site for site in sites if site[2] is not None and site[3] is not None]
-    if not located or (not measure and not _warm_for(connection, located)):
+    if not located or not measure:
         return
     lines = lines_of(connection)
     attached = regions.read_attachments(connection, lines.borders)

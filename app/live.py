@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TypeVar
 
-from app import border_store, store
+from app import store
 from app.catalogue import Catalogue
 from app.errors import ServiceBusy, StorageUnavailable
 from app.settings import Settings
@@ -105,20 +105,11 @@ class LiveCatalogue:
             connection = store.connect(self.path, busy_timeout_ms=int(self.write_wait_s * 1000))
             try:
                 store.ensure_edit_schema(connection)
-                self._warm(connection)
             except BaseException:
                 connection.close()
                 raise
             self._connection = connection
         return self._connection
-
-    def _warm(self, connection: sqlite3.Connection) -> None:
-        """Ready the lines this catalogue's sites are measured against, so a site write stores its border distances
-        without indexing a line under the lock (a failure only leaves those rows for readers to measure)."""
-        try:
-            border_store.warm(connection, self._current.sites["country"].dropna().unique())
-        except Exception:  # noqa: BLE001 - the rows are a cache: writes go on without them
-            log.exception("readying the border lines of %s failed", self.path)
 
     def wait_for(self, change_id: int | None, timeout: float = VISIBLE_WAIT_S) -> bool:
         """Wake the refresher and wait until the snapshot includes the change (True), or the timeout passes."""

@@ -52,21 +52,19 @@ def test_the_build_stores_every_located_site_and_start_up_measures_nothing(live,
     assert_same(catalogue.border_matrix, measured_afresh(catalogue))
 
 
-def test_a_written_site_is_stored_as_measured_and_a_moved_one_measured_again(live):
-    with closing(store.connect(live)) as connection:
-        border_store.warm(connection, ["PRK"])  # as the service's writer does before its first write
-    with closing(store.connect(live)) as connection, store.transaction(connection):
-        created = edits.create_site(connection, SiteCreate(**NEW_SITE), "alice")
-        edits.update_site(connection, "sakkanmol", SiteUpdate(lon=126.0, lat=39.5), "alice")
-    with closing(store.connect_readonly(live)) as connection:
-        rows = dict(connection.execute(f'SELECT site_id, lon FROM "{BORDER_DISTANCES_TABLE}"').fetchall())
-    assert rows[created["entity_id"]] == 126.5 and rows["sakkanmol"] == 126.0
+def test_imported_sites_are_stored_as_measured(live, tmp_path):
+    from app.importer import import_file
+
+    source = tmp_path / "sites.csv"
+    source.write_text("name,country,facility_type,lon,lat,coord_confidence,coord_source_id,source_ids\n"
+                      f"Import Base,PRK,missile_base,126.5,39.0,approximate,{SOURCE},{SOURCE}\n", encoding="utf-8")
+    assert import_file(source, live, actor="alice").written
+    assert "import-base" in stored_ids(live)
     catalogue = Catalogue(live)
     assert_same(catalogue.border_matrix, measured_afresh(catalogue))
 
 
-def test_a_cold_process_write_drops_the_old_row_and_readers_measure_the_site(live, monkeypatch):
-    monkeypatch.setattr(border_store, "_LINES", {})  # a process that has not readied the lines
+def test_a_site_write_drops_the_old_row_and_readers_measure_the_site(live):
     with closing(store.connect(live)) as connection, store.transaction(connection):
         created = edits.create_site(connection, SiteCreate(**NEW_SITE), "alice")
         edits.update_site(connection, "sakkanmol", SiteUpdate(lon=126.0, lat=39.5), "alice")
