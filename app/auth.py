@@ -126,7 +126,7 @@ def require_editor(request: Request, credentials: HTTPAuthorizationCredentials |
     return principal
 
 
-def require_reader(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+async def require_reader(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
     """Dependency of reads: anyone when reads are open (a valid token still names its holder), else a token."""
     route = request.scope.get("route")
     if _access(request).read_access == "open" or getattr(route, "path", None) in ALWAYS_OPEN:

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from app import geodesy
 
@@ -159,6 +158,8 @@ class LineIndex:
         nseg, nvert = len(self.start), len(self.lons)
         self.nseg = nseg
         # tree nodes: the chords' midpoints (ids < nseg), then the vertices (id nseg + v)
+        from scipy.spatial import cKDTree  # imported when lines are first measured: not at start-up
+
         self.tree = cKDTree(np.vstack([self.a_xyz + self.ab / 2, xyz]), leafsize=32)
         self.k = min(_K, nseg + nvert)
         # the segments on either side of each vertex (-1: none)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from app import geodesy, history, migrations, regions
+from app import border_store, geodesy, history, migrations, regions
 from app.border_distances import BorderMatrix
 from app.spatial_index import PointIndex
 from app.errors import Gone, InvalidParameter, NotFound, StorageUnavailable
@@ -165,12 +165,13 @@ class Catalogue:
             launches = LaunchTable.of(read_layer(connection, "launches")) if has_table(connection, "launches") else None
             self._set_editable(*self._read_editable(connection))
             self._read_fixed(connection)
+            stored = border_store.read_matrix(connection, self.build_id)  # what writers measured: kept, not redone
         self.coastlines = regions.Coastlines(self.build_id, self.countries, self._land_borders_by_country)
         # layers no edit touches, shared by every snapshot: launches (small) read now, cities on first use; None when
         # the file was built before the layer existed
         self._fixed_layers: dict[str, object] = {"launches": launches}
         self._fixed_lock = threading.Lock()
-        self._index_sites(None)
+        self._index_sites(stored)
 
     def _read_fixed(self, connection) -> None:
         """The named lines attached to each country (read again on a whole refresh: an operator may change them)."""
@@ -229,7 +230,11 @@ class Catalogue:
                    "sources": self.sources, "missiles": self.missiles, "places": self.places}
         new = self._copy()
         new._set_editable({table: _upsert(current[table], fresh[table]) for table in current}, last_change)
-        return new._derive_from(self)
+        new._derive_from(self)
+        if "answers" in self.__dict__:  # features of the sites no change touched are kept
+            from app.answers import SiteAnswers
+            new.__dict__["answers"] = SiteAnswers(new, carried=self.answers, changed=set(fresh["sites"].index))
+        return new
 
     def _changed_ids(self, connection) -> dict[str, list[str]] | None:
         """The ids per layer changed after this snapshot's last change; None when the layers must be read whole
@@ -257,7 +262,7 @@ class Catalogue:
     def _copy(self) -> "Catalogue":
         """A shallow copy sharing the fixed layers, with the values derived from sites dropped."""
         new = copy.copy(self)
-        for name in ("measured_border_ids", "vocabularies", "_centres_by_name", "_lines_by_country"):
+        for name in ("measured_border_ids", "vocabularies", "_centres_by_name", "_lines_by_country", "answers"):
             new.__dict__.pop(name, None)
         return new
 
@@ -336,6 +341,12 @@ class Catalogue:
             borders.updated(self._located_ids, lons, lats, lines, mask)
         self._other_border_km: dict[str, pd.Series] = {}  # bands on borders sites are not measured against
         self.__dict__.pop("site_borders", None)
+
+    @cached_property
+    def answers(self):
+        """This snapshot's site features as bytes and the orders pages are selected in (app.answers)."""
+        from app.answers import SiteAnswers
+        return SiteAnswers(self)
 
     @cached_property
     def site_borders(self) -> pd.DataFrame:

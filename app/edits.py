@@ -8,9 +8,8 @@ import sqlite3
 
 import shapely
 
-from app import store, vocab
+from app import border_store, store, vocab
 from app.errors import Gone, InvalidParameter, NotFound
-from app.build_data import alpha3
 from app.history import period_start
 from app.migrations import ATTACHED_TABLE
 from app.models import (
@@ -241,6 +240,7 @@ def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> 
         assignments = ", ".join(f'"{c}" = ?' for c in row)
         connection.execute(f"UPDATE sites SET {assignments} WHERE id = ?", [*row.values(), site["id"]])
     store.touch_contents(connection, "sites", shapely.Point(site["lon"], site["lat"]) if located else None)
+    border_store.write_sites(connection, [(site["id"], site.get("country"), site["lon"], site["lat"])], measure=False)
 
 
 def new_site(data: SiteCreate, *, site_id: str | None, at: str, actor: str) -> dict:
@@ -559,6 +559,8 @@ def attach_borders(connection: sqlite3.Connection, border_id: str, countries: li
     if row is None:
         raise NotFound(f"no border with id {border_id!r} (coastlines and land borders are measured without"
                        " attaching)", parameter="border_id")
+    from app.build_data import alpha3  # the offline build's checks (pycountry), imported on the first use
+
     at, changes = store.utc_now(), []
     for country in dict.fromkeys(countries):
         problem = alpha3(blank_ok=False)(country, {})
@@ -579,4 +581,5 @@ def attach_borders(connection: sqlite3.Connection, border_id: str, countries: li
                                      before=pair if detach else None, after=None if detach else pair))
     if changes:
         store.touch_contents(connection, ATTACHED_TABLE)
+        border_store.rewrite_countries(connection, {change["entity_id"].rsplit(":", 1)[1] for change in changes})
     return changes

@@ -12,9 +12,6 @@ from contextlib import closing
 from pathlib import Path
 from xml.etree import ElementTree
 
-from fastkml import Document, Placemark, Style, kml
-from fastkml.data import Data, ExtendedData
-from fastkml.styles import IconStyle, LineStyle, StyleUrl
 from shapely.geometry import shape
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
@@ -85,6 +82,10 @@ def _sources(catalogue: Catalogue, properties: dict) -> list[dict]:
 
 def features_kml(catalogue: Catalogue, features: list[dict], title: str) -> str:
     """Features as KML 2.2: one style per missile class, escaped HTML descriptions listing the sources."""
+    from fastkml import Document, Placemark, Style, kml  # imported on the first KML asked for: not at start-up
+    from fastkml.data import Data, ExtendedData
+    from fastkml.styles import IconStyle, LineStyle, StyleUrl
+
     classes = sorted({site_class(f["properties"]) for f in features})
     styles = [Style(id=_style_id(name), styles=[
         IconStyle(color=CLASS_COLOURS.get(name, DEFAULT_COLOUR), scale=1.0, icon_href=ICON),
@@ -104,7 +105,7 @@ def features_kml(catalogue: Catalogue, features: list[dict], title: str) -> str:
     return kml_text(kml.KML(features=[document]))
 
 
-def kml_text(document: kml.KML) -> str:
+def kml_text(document) -> str:
     """A KML document as text with KML the default namespace, whichever etree fastkml uses (without lxml it writes
     `kml:` on every element, and togeojson, which most web maps read KML with, then finds no feature)."""
     root = ElementTree.fromstring(document.to_string())  # our own XML: no entities, no DTD

@@ -18,7 +18,7 @@ from pathlib import Path
 import pydantic
 import shapely
 
-from app import edits, store
+from app import border_store, edits, store
 from app.errors import CatalogueError
 from app.models import LIST_FIELDS, MissileCreate, PlaceCreate, SiteCreate
 from app.vocab import decode_list
@@ -436,6 +436,7 @@ def _prepare(connection: sqlite3.Connection, sites: list[dict], actor: str) -> _
     batch = _Batch(sites, bases, edits.free_ids(connection, "sites", bases), store.utc_now(), actor,
                    [()] * len(sites), [()] * len(sites))
     batch.build(range(len(sites)))
+    border_store.warm(connection, {site.get("country") for site in sites if site.get("lon") is not None})
     return batch
 
 
@@ -495,6 +496,8 @@ def _insert_sites(connection: sqlite3.Connection, batch: _Batch) -> None:
                            " WHERE lower(table_name) = lower('sites')", (len(batch.site_rows),))
     for sql in triggers.values():
         connection.execute(sql)
+    border_store.write_sites(connection, [(site_id, s.get("country"), s["lon"], s["lat"])
+                                          for site_id, s in zip(batch.ids, batch.sites)])
 
 
 def _taken(connection: sqlite3.Connection, ids: list[str], chunk: int = 500) -> bool:

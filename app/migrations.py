@@ -7,6 +7,8 @@ UNIQUE index on it.
 Schema 3: places have an `aliases` list (the names `near=` also answers to); an `attached_borders` table
 attaches named lines to the countries whose sites are measured against them (at first each line that is not a
 land border, to the countries it separates: the MDL and the DMZ edges to KOR and PRK).
+Schema 4: a `site_border_distances` table keeps each located site's border distances (app.border_store), written
+with the sites and read at start-up; the upgrade measures every site once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sqlite3
 
 from app.vocab import LIST_COLUMNS, decode_list, encode_list, split_legacy
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 META_TABLE = "catalogue_meta"
 META_DESCRIPTION = "The catalogue file's schema version and the id of the build it came from."
 META_DDL = (f'CREATE TABLE "{META_TABLE}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,'
@@ -27,6 +29,13 @@ ATTACHED_TABLE = "attached_borders"
 ATTACHED_DESCRIPTION = "Named lines (MDL, DMZ edges, ...) attached to the countries whose sites are measured against them."
 ATTACHED_DDL = (f'CREATE TABLE "{ATTACHED_TABLE}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,'
                 ' "border_id" TEXT NOT NULL, "country" TEXT NOT NULL, UNIQUE ("border_id", "country"))')
+BORDER_DISTANCES_TABLE = "site_border_distances"
+BORDER_DISTANCES_DESCRIPTION = ("Each located site's distances to the lines it is measured against, as measured when "
+                                "the site was written (app.border_store).")
+BORDER_DISTANCES_DDL = (f'CREATE TABLE "{BORDER_DISTANCES_TABLE}" ("fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,'
+                        ' "site_id" TEXT NOT NULL UNIQUE, "lon" REAL NOT NULL, "lat" REAL NOT NULL,'
+                        ' "border_ids" TEXT NOT NULL, "distances_m" BLOB NOT NULL, "nearest_lons" BLOB NOT NULL,'
+                        ' "nearest_lats" BLOB NOT NULL, "build_id" TEXT NOT NULL)')
 JSON_MIME_TYPE = "application/json"
 SCHEMA_EXTENSION = "http://www.geopackage.org/spec121/#extension_schema"
 SCHEMA_DDL = (
@@ -147,7 +156,12 @@ def _upgrade_2_to_3(connection: sqlite3.Connection) -> None:
     _schema_3(connection, at=_now())
 
 
-UPGRADES = {"1": _upgrade_1_to_2, "2": _upgrade_2_to_3}
+def _upgrade_3_to_4(connection: sqlite3.Connection) -> None:
+    """Schema 3 -> 4: the site_border_distances table, every located site measured once."""
+    _schema_4(connection, at=_now())
+
+
+UPGRADES = {"1": _upgrade_1_to_2, "2": _upgrade_2_to_3, "3": _upgrade_3_to_4}
 
 
 def convert_lists(connection: sqlite3.Connection) -> int:
@@ -204,6 +218,7 @@ def finish_schema(connection: sqlite3.Connection, *, build_id: str, at: str) -> 
     fresh file, inside its transaction."""
     _schema_2(connection, build_id=build_id, at=at)
     _schema_3(connection, at=at)
+    _schema_4(connection, at=at)
 
 
 def _schema_2(connection: sqlite3.Connection, *, build_id: str, at: str) -> None:
@@ -232,7 +247,20 @@ def _schema_3(connection: sqlite3.Connection, *, at: str) -> None:
     connection.executemany(f'INSERT INTO "{ATTACHED_TABLE}" (border_id, country) VALUES (?, ?)',
                            [(border_id, country) for border_id, countries in lines
                             for country in sorted(decode_list(countries))])
-    connection.execute(f'UPDATE "{META_TABLE}" SET value = ? WHERE key = ?', (SCHEMA_VERSION, "schema_version"))
+    connection.execute(f'UPDATE "{META_TABLE}" SET value = ? WHERE key = ?', ("3", "schema_version"))
+
+
+def _schema_4(connection: sqlite3.Connection, *, at: str) -> None:
+    """The schema-4 parts: the site_border_distances table with every located site measured, schema_version 4."""
+    from app import border_store  # measuring needs the geometry stack; only a build or an upgrade gets here
+
+    connection.execute(BORDER_DISTANCES_DDL)
+    connection.execute(
+        "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change)"
+        " VALUES (?, 'attributes', ?, ?, ?)",
+        (BORDER_DISTANCES_TABLE, BORDER_DISTANCES_TABLE, BORDER_DISTANCES_DESCRIPTION, at))
+    border_store.write_all(connection)
+    connection.execute(f'UPDATE "{META_TABLE}" SET value = ? WHERE key = ?', ("4", "schema_version"))
 
 
 def register_json_columns(connection: sqlite3.Connection) -> None:

@@ -199,7 +199,7 @@ def _operation_parameters(document: dict) -> dict[tuple[str, str], dict[str, boo
     return table
 
 
-def check_query_parameters(request: Request) -> None:
+async def check_query_parameters(request: Request) -> None:
     """400 naming a query parameter the operation does not document, or a single-valued one given twice."""
     service_description(request.app)
     route = request.scope.get("route")

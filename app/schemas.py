@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import inspect
 import re
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import Query
+import pydantic
+from fastapi import Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from app.catalogue import BorderBand, Catalogue, Centre, SiteFilter, SitePage
 from app.errors import InvalidParameter
@@ -178,6 +183,81 @@ def run_site_query(catalogue: Catalogue, centre: CentreParams, radius: RadiusPar
     """The /sites query the parameter groups describe; sorted by distance when there is a centre."""
     where = centre.resolve(catalogue)
     return catalogue.find_sites(
+        where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
+        sort=page.sort or ("distance" if where is not None else "name"), limit=page.limit, offset=page.offset,
+    )
+
+
+def _declaring(groups, fields) -> typing.Callable:
+    """A function whose signature declares the groups' parameters, as `Depends()` on each would (for API docs)."""
+    def declared(**values):
+        return values
+
+    declared.__signature__ = inspect.Signature([
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
+        for names in fields for name, hint, default in names])
+    return declared
+
+
+def _is_list(hint) -> bool:
+    """Whether an `Annotated[list[...] | None, ...]` parameter takes several values."""
+    kind = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+    return any(typing.get_origin(member) is list for member in (typing.get_args(kind) or (kind,)))
+
+
+class QueryGroups:
+    """Parameter groups (dataclasses of `Annotated[..., Query(...)]`) parsed in one pydantic validation.
+
+    The same values, bounds and errors as FastAPI's per-parameter validation of `Depends()` on each group, at one
+    call instead of one per parameter; `openapi_parameters()` gives the operation's parameters exactly as FastAPI
+    documents them (routes pass it as `openapi_extra`)."""
+
+    def __init__(self, *groups: type):
+        self.groups = groups
+        self.fields = []
+        for group in groups:
+            hints = typing.get_type_hints(group, include_extras=True)
+            self.fields.append([(f.name, hints[f.name], f.default) for f in dataclasses.fields(group)])
+        flat = [field for names in self.fields for field in names]
+        self._names = [(name, _is_list(hint)) for name, hint, _ in flat]
+        self._model = pydantic.create_model(f"{groups[0].__name__}Query",
+                                            **{name: (hint, default) for name, hint, default in flat})
+
+    async def __call__(self, request: Request) -> tuple:
+        """The groups, filled from the request's query string; RequestValidationError as FastAPI raises it."""
+        params, values = request.query_params, {}
+        for name, listed in self._names:
+            value = params.getlist(name) if listed else params.get(name)
+            if value:
+                values[name] = value
+            elif value == "":
+                values[name] = value
+        try:
+            parsed = self._model.model_validate(values)
+        except pydantic.ValidationError as exc:
+            raise RequestValidationError([{**error, "loc": ("query", *error["loc"])}
+                                          for error in exc.errors(include_url=False)]) from None
+        return tuple(group(**{name: getattr(parsed, name) for name, _, _ in names})
+                     for group, names in zip(self.groups, self.fields))
+
+    def openapi_parameters(self) -> list[dict]:
+        """The parameters, documented by FastAPI as for a route taking `Depends()` on each group."""
+        from fastapi import Depends, FastAPI
+
+        app = FastAPI()
+        app.get("/")(lambda _=Depends(_declaring(self.groups, self.fields)): None)
+        return app.openapi()["paths"]["/"]["get"]["parameters"]
+
+
+site_query = QueryGroups(CentreParams, RadiusParams, FilterParams, BorderParams, PageParams, AsOfParams)
+"""The parameters of /sites as one dependency: (centre, radius, filters, border, page, as_of)."""
+
+
+def select_sites(catalogue: Catalogue, centre: CentreParams, radius: RadiusParams, filters: FilterParams,
+                 border: BorderParams, page: PageParams):
+    """The page of /sites the parameter groups describe, as positions into the snapshot's answers."""
+    where = centre.resolve(catalogue)
+    return catalogue.answers.select(
         where=filters.to_filter(), centre=where, within_km=radius.within_km, band=border.to_band(),
         sort=page.sort or ("distance" if where is not None else "name"), limit=page.limit, offset=page.offset,
     )

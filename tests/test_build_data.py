@@ -465,7 +465,7 @@ def test_catalogue_meta_holds_the_schema_version_and_the_hash_of_the_inputs(buil
         meta = dict(connection.execute("SELECT key, value FROM catalogue_meta"))
         kind = connection.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'catalogue_meta'").fetchone()
         assert migrations.build_id(connection) == meta["build_id"]
-    assert meta == {"schema_version": "3", "build_id": inputs_sha256(SOURCES)} and kind == ("attributes",)
+    assert meta == {"schema_version": "4", "build_id": inputs_sha256(SOURCES)} and kind == ("attributes",)
     assert len(meta["build_id"]) == 64 and meta["build_id"] != inputs_sha256(SOURCES) + "x"
     notes = sources_copy / "sources.csv"
     notes.write_bytes(notes.read_bytes().replace(b"Report", b"Rapport", 1))

@@ -27,8 +27,17 @@ def dump(path: Path) -> dict[str, list[tuple]]:
                 for t in tables if t != migrations.META_TABLE}
 
 
+def _drop_schema_4(connection: sqlite3.Connection) -> None:
+    """Take the schema-4 part out of a file: the site_border_distances table."""
+    connection.execute(f'DROP TABLE "{migrations.BORDER_DISTANCES_TABLE}"')
+    connection.execute("DELETE FROM gpkg_contents WHERE table_name = ?", (migrations.BORDER_DISTANCES_TABLE,))
+    connection.execute("UPDATE catalogue_meta SET value = '3' WHERE key = 'schema_version'")
+
+
 def _drop_schema_3(connection: sqlite3.Connection) -> None:
-    """Take the schema-3 parts out of a file: places' aliases column and the attached_borders table."""
+    """Take the schema-3 parts (and the later ones) out of a file: places' aliases column and the attached_borders
+    table."""
+    _drop_schema_4(connection)
     connection.execute("ALTER TABLE places DROP COLUMN aliases")
     connection.execute("DELETE FROM gpkg_data_columns WHERE table_name = 'places' AND column_name = 'aliases'")
     connection.execute(f'DROP TABLE "{migrations.ATTACHED_TABLE}"')
@@ -116,7 +125,7 @@ def test_migration_keeps_every_value_and_is_idempotent(old, tmp_path):
         expected_id = migrations.build_id(connection)  # computed the same way on the unmigrated file
     with closing(store.connect(old)) as connection:
         assert migrations.migrate(connection) is True
-        assert migrations.schema_version(connection) == "3"
+        assert migrations.schema_version(connection) == migrations.SCHEMA_VERSION == "4"
         assert migrations.build_id(connection) == expected_id and expected_id.startswith("legacy-")
         before = connection.total_changes
         assert migrations.migrate(connection) is False
@@ -124,6 +133,9 @@ def test_migration_keeps_every_value_and_is_idempotent(old, tmp_path):
     migrated, bundled = dump(old), dump(BUNDLED)
     assert set(migrated) == set(bundled) | {"changes"}
     for table, rows in bundled.items():  # every bundled row as the build writes it, JSON lists byte for byte
+        if table == migrations.BORDER_DISTANCES_TABLE:  # measured under the file's own (legacy) build id
+            assert [row[:-1] for row in migrated[table][:len(rows)]] == [row[:-1] for row in rows]
+            continue
         width = len(rows[0])
         assert [row[:width] for row in migrated[table][:len(rows)]] == _without_place_aliases(table, rows), table
     with closing(store.connect_readonly(old)) as connection:
@@ -141,7 +153,7 @@ def _without_place_aliases(table: str, rows: list[tuple]) -> list[tuple]:
 def test_schema_2_to_3_adds_place_aliases_and_attaches_the_korean_lines_once(tmp_path):
     path = make_schema_2(tmp_path / "two.gpkg")
     with closing(store.connect(path)) as connection:
-        assert migrations.migrate(connection) is True and migrations.schema_version(connection) == "3"
+        assert migrations.migrate(connection) is True and migrations.schema_version(connection) == "4"
         assert migrations.migrate(connection) is False
     migrated, bundled = dump(path), dump(BUNDLED)
     assert set(migrated) == set(bundled)
@@ -169,7 +181,7 @@ def test_ensure_edit_schema_migrates(tmp_path):
     path = make_schema_1(tmp_path / "plain.gpkg", edited=False)
     with closing(store.connect(path)) as connection:
         store.ensure_edit_schema(connection)
-        assert migrations.schema_version(connection) == "3"
+        assert migrations.schema_version(connection) == "4"
         assert store.has_edit_schema(connection)
         assert connection.execute("SELECT countries FROM borders WHERE id = 'mdl'").fetchone() == ('["KOR","PRK"]',)
 
@@ -189,10 +201,22 @@ def test_duplicate_ids_stop_the_migration_naming_table_and_id_and_change_nothing
     assert dump(old) == before
 
 
+def test_schema_3_to_4_measures_every_located_site_once(tmp_path):
+    path = store.copy_consistent(BUNDLED, tmp_path / "three.gpkg")
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        connection.execute("BEGIN")
+        _drop_schema_4(connection)
+        connection.execute("COMMIT")
+    with closing(store.connect(path)) as connection:
+        assert migrations.migrate(connection) is True and migrations.schema_version(connection) == "4"
+        assert migrations.migrate(connection) is False
+    assert dump(path) == dump(BUNDLED)  # the same rows the build writes, byte for byte
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = store.copy_consistent(BUNDLED, tmp_path / "newer.gpkg")
     with closing(sqlite3.connect(path)) as connection:
-        connection.execute("UPDATE catalogue_meta SET value = '4' WHERE key = 'schema_version'")
+        connection.execute("UPDATE catalogue_meta SET value = '5' WHERE key = 'schema_version'")
         connection.commit()
     with closing(store.connect(path)) as connection, pytest.raises(migrations.MigrationError, match="newer"):
         migrations.migrate(connection)

@@ -9,7 +9,7 @@ from app.catalogue import Catalogue
 from app.formats import GEOJSON_MEDIA_TYPE
 
 
-def get_catalogue(request: Request) -> Catalogue:
+async def get_catalogue(request: Request) -> Catalogue:
     """The newest catalogue snapshot (re-read when any process has committed a change)."""
     return request.app.state.live.current()
 

@@ -13,9 +13,11 @@ from typing import Annotated, Callable
 from urllib.parse import urlencode
 
 import numpy as np
+import orjson
 import pandas as pd
 import shapely
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.catalogue import Catalogue, Centre, SitePage, has_point, record, split_list
@@ -282,14 +284,40 @@ def _day_parameter(text: str | None, name: str) -> dt.date | None:
 
 def _site_rows(catalogue: Catalogue, request: Request) -> pd.DataFrame:
     """Every site in /sites order; with the radius extension, those within it, with distance_km."""
+    centre, within_km = _radius_extension(request)
+    return catalogue.find_sites(centre=centre, within_km=within_km, limit=len(catalogue.sites) + 1).sites
+
+
+def _radius_extension(request: Request) -> tuple[Centre | None, float | None]:
+    """The centre and radius of the `lat`, `lon`, `within_km` extension (None when not given)."""
     lat = _float_parameter(request, "lat", -90, 90)
     lon = _float_parameter(request, "lon", -180, 180)
     within_km = _float_parameter(request, "within_km", 0, MAX_RADIUS_KM)
     if (lat is None) != (lon is None) or (within_km is not None and lat is None):
         raise UnsupportedParameter("the radius extension needs lat, lon and within_km together",
                                    parameter="within_km" if lat is not None else "lat")
-    centre = None if lat is None else Centre(lon, lat)
-    return catalogue.find_sites(centre=centre, within_km=within_km, limit=len(catalogue.sites) + 1).sites
+    return (None if lat is None else Centre(lon, lat)), within_km
+
+
+def _site_items_fast(catalogue: Catalogue, request: Request) -> bytes | None:
+    """A sites items page as GeoJSON bytes, selected by the snapshot's index and orders and built from its cached
+    features (the same answer as `items_collection`); None when the request filters by date or property."""
+    query = request.query_params
+    if "datetime" in query or any(prop.name in query for prop in queryable_properties("sites")):
+        return None
+    limit = min(_int_parameter(request, "limit", DEFAULT_LIMIT, 1, None), MAX_LIMIT)
+    offset = _int_parameter(request, "offset", 0, 0, MAX_OFFSET)
+    centre, within_km = _radius_extension(request)
+    bbox = query.get("bbox")
+    boxes = None if bbox is None else parse_bbox(bbox)
+    answers = catalogue.answers
+    selection = answers.select(centre=centre, within_km=within_km, limit=limit, offset=offset, boxes=boxes)
+    matched, returned = selection.number_matched, len(selection.positions)
+    links = answers.kept(("links", str(request.base_url), request.url.path, request.url.query, limit, offset, matched),
+                         lambda: orjson.dumps(_items_links(request, COLLECTIONS["sites"], limit, offset, matched)))
+    counts = orjson.dumps({"numberMatched": matched, "numberReturned": returned, "timeStamp": _time_stamp()})
+    rest = orjson.dumps({"data_version": catalogue.version, **as_of_fields(catalogue)})
+    return answers.items_body(selection, counts[:-1] + b',"links":' + links + b"," + rest[1:])
 
 
 def _features(catalogue: Catalogue, collection: Collection, rows: pd.DataFrame) -> list[dict]:
@@ -365,6 +393,26 @@ def items_collection(catalogue: Catalogue, collection: Collection, request: Requ
     rows, limit, offset = select_items(catalogue, collection, request)
     page = rows.iloc[offset: offset + limit]
     features = _empty_lists_as_null(collection, _features(catalogue, collection, page))
+    return {"type": "FeatureCollection", "features": features,
+            **_items_members(request, collection, limit, offset, len(rows), len(page), catalogue)}
+
+
+def _items_members(request: Request, collection: Collection, limit: int, offset: int, matched: int, returned: int,
+                   catalogue: Catalogue) -> dict:
+    """An items page's members after its features: counts, time stamp, links, data version."""
+    return {
+        "numberMatched": matched, "numberReturned": returned, "timeStamp": _time_stamp(),
+        "links": _items_links(request, collection, limit, offset, matched), "data_version": catalogue.version,
+    }
+
+
+def _time_stamp() -> str:
+    """Now, UTC, to the second, as OGC items pages carry it."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _items_links(request: Request, collection: Collection, limit: int, offset: int, matched: int) -> list[dict]:
+    """An items page's links: itself in each format, its collection, the next and previous pages."""
     links = [
         _link(_items_url(request), "self", GEOJSON_MEDIA_TYPE, "this page"),
         _link(_items_url(request, f="html"), "alternate", "text/html", "this page as HTML"),
@@ -372,18 +420,13 @@ def items_collection(catalogue: Catalogue, collection: Collection, request: Requ
           for name, (media_type, _) in ITEM_EXPORTERS.items() if name != "gpkg"),
         _link(f"{_base(request)}/collections/{collection.id}", "collection", "application/json", collection.title),
     ]
-    if offset + limit < len(rows):
+    if offset + limit < matched:
         links.append(_link(_items_url(request, offset=offset + limit, limit=limit), "next", GEOJSON_MEDIA_TYPE,
                            "next page"))
     if offset > 0:
         links.append(_link(_items_url(request, offset=max(0, offset - limit), limit=limit), "prev",
                            GEOJSON_MEDIA_TYPE, "previous page"))
-    return {
-        "type": "FeatureCollection", "features": features,
-        "numberMatched": len(rows), "numberReturned": len(page),
-        "timeStamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "links": links, "data_version": catalogue.version,
-    }
+    return links
 
 
 def _items_html(collection: Collection, body: dict, request: Request) -> HTMLResponse:
@@ -542,6 +585,10 @@ def collection_items(request: Request, catalogue: Catalogue, collection: Collect
         rows, limit, offset = select_items(catalogue, collection, request)
         rows = rows.iloc[offset: offset + limit]
         return ITEM_EXPORTERS[fmt][1](catalogue, collection.id, _features(catalogue, collection, rows))
+    if fmt == "json" and collection.id == "sites":
+        fast = _site_items_fast(catalogue, request)
+        if fast is not None:
+            return Response(fast, media_type=GEOJSON_MEDIA_TYPE)
     body = {**items_collection(catalogue, collection, request), **as_of_fields(catalogue)}
     if fmt == "html":
         return _items_html(collection, body, request)
@@ -587,8 +634,12 @@ def _add_collection_routes(collection: Collection) -> None:
     @router.get(f"{url}/items", response_class=GeoJSONResponse, summary=f"The {name} features",
                 responses=items_response(EXPORT_MEDIA_TYPES), openapi_extra={"parameters": items_parameters(name)},
                 operation_id=f"get_{name}_items", description=collection.description)
-    def items(request: Request, catalogue: CatalogueDep):
-        return collection_items(request, catalogue, collection)
+    async def items(request: Request, catalogue: CatalogueDep):
+        if name == "sites" and "as_of" not in request.query_params and _item_format(request) == "json":
+            fast = _site_items_fast(catalogue, request)  # selected and concatenated: answered on the event loop
+            if fast is not None:
+                return Response(fast, media_type=GEOJSON_MEDIA_TYPE)
+        return await run_in_threadpool(collection_items, request, catalogue, collection)
 
     @router.get(f"{url}/items/{{featureId}}", response_class=GeoJSONResponse, summary=f"One of the {name}",
                 responses=ITEM_RESPONSE, openapi_extra=PAGE_F, operation_id=f"get_{name}_item")

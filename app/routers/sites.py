@@ -2,16 +2,19 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+import orjson
 
-from app.catalogue import record, split_list
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from fastapi.concurrency import run_in_threadpool
+
+from app.catalogue import Catalogue, SiteFilter, record, split_list
 from app.exports import EXPORT_MEDIA_TYPES, export_response, sites_format
 from app.formats import GEOJSON_MEDIA_TYPE, feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.routers.launches import site_launch_summary
 from app.schemas import (
-    MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, AsOfParams, BorderParams, CentreParams, FilterParams, PageParams, RadiusParams, as_of_fields,
-    run_site_query,
+    MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, as_of_fields, run_site_query, select_sites, site_query,
 )
 
 router = APIRouter(tags=["sites"])
@@ -25,32 +28,54 @@ SITES_RESPONSES = {200: {"description": "The sites, as asked by `f` or Accept", 
 }}}
 
 
-@router.get("/sites", response_class=GeoJSONResponse, summary="Find sites", responses=SITES_RESPONSES)
-def list_sites(
+@router.get("/sites", response_class=GeoJSONResponse, summary="Find sites", responses=SITES_RESPONSES,
+            openapi_extra={"parameters": site_query.openapi_parameters()})
+async def list_sites(
     catalogue: CatalogueDep,
-    centre: Annotated[CentreParams, Depends()],
-    radius: Annotated[RadiusParams, Depends()],
-    filters: Annotated[FilterParams, Depends()],
-    border: Annotated[BorderParams, Depends()],
-    page: Annotated[PageParams, Depends()],
-    as_of: Annotated[AsOfParams, Depends()],
+    query: Annotated[tuple, Depends(site_query)],
     request: Request,
     f: Annotated[str | None, Query(description="geojson (default), csv, kml or gpkg; or by Accept.",
                                    json_schema_extra={"enum": SITES_FORMATS})] = None,
 ):
     """Sites as GeoJSON (or CSV, KML, GeoPackage), filtered, optionally within a geodesic radius of a point or place."""
+    centre, radius, filters, border, page, as_of = query
+    accept = request.headers.get("accept", "")
+    geojson = f in (None, "geojson", "json") and not any(t in accept for t in EXPORT_MEDIA_TYPES.values())
+    if geojson and as_of.as_of is None and filters.to_filter() == SiteFilter() and border.border is None:
+        return _sites_answer(catalogue, query, request, f)  # selected and concatenated: answered on the event loop
+    return await run_in_threadpool(_sites_answer, catalogue, query, request, f)
+
+
+def _sites_answer(catalogue: Catalogue, query: tuple, request: Request, f: str | None) -> Response:
+    """/sites in any format: the catalogue as of the day asked, the page selected, then encoded."""
+    centre, radius, filters, border, page, as_of = query
     catalogue = as_of.apply(catalogue)
-    result = run_site_query(catalogue, centre, radius, filters, border, page)
-    body = {**sites_geojson(catalogue, result, limit=page.limit, offset=page.offset), **as_of_fields(catalogue)}
+    selection = select_sites(catalogue, centre, radius, filters, border, page)
     fmt = sites_format(request.headers.get("accept", ""), f)
     if fmt != "geojson":
-        return export_response(catalogue, fmt, body["features"], "sites")
-    return GeoJSONResponse(body)  # already JSON-ready: skips FastAPI's jsonable_encoder walk
+        result = run_site_query(catalogue, centre, radius, filters, border, page)
+        features = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)["features"]
+        return export_response(catalogue, fmt, features, "sites")
+    body = catalogue.answers.sites_body(selection, limit=page.limit, offset=page.offset,
+                                        after=as_of_fields(catalogue))
+    return Response(body, media_type=GEOJSON_MEDIA_TYPE)  # the snapshot's feature bytes, concatenated
+
+
+
 
 
 @router.get("/sites/{site_id}", response_class=GeoJSONResponse, summary="One site, in full")
-def get_site(catalogue: CatalogueDep, site_id: SiteId):
+async def get_site(catalogue: CatalogueDep, site_id: SiteId):
     """A site with its observations, missiles and ranges, sources, and border distances."""
+    answers = catalogue.answers
+    body = answers.site_bodies.get(site_id)
+    if body is None:  # built once per snapshot, off the event loop
+        body = answers.keep_site_body(site_id, orjson.dumps(await run_in_threadpool(_site_in_full, catalogue, site_id)))
+    return Response(body, media_type=GEOJSON_MEDIA_TYPE)
+
+
+def _site_in_full(catalogue, site_id: str) -> dict:
+    """One site's feature in full (NotFound, Gone)."""
     site = catalogue.site_row(site_id)
     properties = site_properties(site)
     properties["observations"] = [
