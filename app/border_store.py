@@ -27,9 +27,10 @@ _LINES_LOCK = threading.Lock()
 
 
 def has_table(connection) -> bool:
-    """Whether the file has the table (schema 4 and later)."""
-    return connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                              (TABLE,)).fetchone() is not None
+    """Whether the store has the table (a GeoPackage of schema 4 and later; the PostGIS schema measures at load)."""
+    from app.store import has_table as store_has_table
+
+    return store_has_table(connection, TABLE)
 
 
 class Lines:
