@@ -154,8 +154,11 @@ def serve(
     import uvicorn
 
     settings = Settings()
-    if _database() is None:  # a database that does not answer, or has no schema, stops here with one line
+    database = _database()  # a database that does not answer, or has no schema, stops here with one line
+    if database is None:
         _live(settings)  # a missing, corrupt or unreadable live file stops here with one line
+    else:
+        database.close()  # the workers open their own
     try:
         listener = listening_socket(host or settings.host, port or settings.port)
     except OSError as exc:

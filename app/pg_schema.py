@@ -116,14 +116,29 @@ def link_ddl(link: str) -> list[str]:
     return [
         f"CREATE TABLE {link} (owner_id text NOT NULL REFERENCES {owner} (id) ON DELETE CASCADE,"
         f" ref_id text NOT NULL REFERENCES {referenced} (id), PRIMARY KEY (owner_id, ref_id))",
-        f"CREATE FUNCTION {link}_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        f" DELETE FROM {link} WHERE owner_id = NEW.id;"
-        f" INSERT INTO {link} SELECT DISTINCT NEW.id, item"
-        f" FROM jsonb_array_elements_text(coalesce(NEW.{column}, '[]')::jsonb) AS item;"
-        f" RETURN NULL; END $$",
+        keep_function(link, delete_on_insert=True),
         f"CREATE TRIGGER {link}_keep AFTER INSERT OR UPDATE OF {column} ON {owner}"
         f" FOR EACH ROW EXECUTE FUNCTION {link}_keep()",
     ]
+
+
+def keep_function(link: str, *, delete_on_insert: bool = False) -> str:
+    """The trigger function that rewrites an owner's link rows from its list cell (on an update only, from
+    migration 2: an inserted owner has none, and the delete's plan, made while the table was small, scanned it
+    whole for each row of a bulk insert)."""
+    column = LINKS[link][1]
+    delete = f"DELETE FROM {link} WHERE owner_id = NEW.id;"
+    if not delete_on_insert:
+        delete = f"IF TG_OP = 'UPDATE' THEN {delete} END IF;"
+    return (f"CREATE OR REPLACE FUNCTION {link}_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {delete}"
+            f" INSERT INTO {link} SELECT DISTINCT NEW.id, item"
+            f" FROM jsonb_array_elements_text(coalesce(NEW.{column}, '[]')::jsonb) AS item;"
+            f" RETURN NULL; END $$")
+
+
+def link_inserts_skip_the_delete() -> list[str]:
+    """Migration 2: the link triggers delete an owner's old link rows only when it is updated."""
+    return [keep_function(link) for link in LINKS]
 
 
 def first_schema() -> list[str]:
@@ -154,6 +169,7 @@ def first_schema() -> list[str]:
 
 MIGRATIONS: tuple[tuple[int, str, "callable"], ...] = (
     (1, "the first PostgreSQL schema", first_schema),
+    (2, "link triggers delete old link rows on update only", link_inserts_skip_the_delete),
 )
 VERSION_DDL = (f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version integer PRIMARY KEY, description text NOT NULL,"
                " applied_at timestamptz NOT NULL DEFAULT now())")

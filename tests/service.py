@@ -50,11 +50,14 @@ class Service:
         self.env = service_env(self.live, **env)
         self.process: subprocess.Popen | None = None
 
+    def command(self) -> list[str]:
+        """The service's command line."""
+        return [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), "--workers",
+                str(self.workers), "--log-level", "warning"]
+
     def start(self, *, wait_s: float = 180.0) -> "Service":
         """Start the service and wait until /health answers 200."""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), "--workers", str(self.workers),
-             "--log-level", "warning"], env=self.env, cwd=self.live.parent, start_new_session=True,
+        self.process = subprocess.Popen(self.command(), env=self.env, cwd=self.live.parent, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

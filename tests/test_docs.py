@@ -74,14 +74,30 @@ def test_the_readme_leads_with_the_newcomers_path():
 
 # --- every example in the README, run ---------------------------------------------------------------------------
 
+TEAM_SERVER = "### A team's server"
+
+
+def team_server_block() -> list[str]:
+    """The command lines of the README's team-server block (tests/test_team_server.py runs them on a cluster)."""
+    section = README[README.index(TEAM_SERVER):]
+    block = re.search(r"^```\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
 def _examples() -> list[str]:
-    """Every command line in the README's code blocks but the install-and-run ones of "Two commands"."""
+    """Every command line in the README's code blocks but the install-and-run ones of "Two commands" and the
+    team-server block (its own test runs it against a throwaway PostgreSQL cluster)."""
     blocks = re.findall(r"^```\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL)
+    team = team_server_block()
     lines = [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+    lines = [line for line in lines if line not in team]
     return [line for line in lines if not line.startswith("python -m pip install")]
 
 
 def test_the_readme_has_examples_to_run():
+    team = team_server_block()
+    assert team[0].startswith("apt-get install") and team[-1].endswith("missile-sites serve --workers 4")
+    assert "def test_the_team_server_block_runs_as_written" in (REPO_ROOT / "tests" / "test_team_server.py").read_text()
     examples = _examples()
     assert sum(e.startswith("curl ") for e in examples) == 3
     assert sum(e.startswith("missile-sites ") for e in examples) == 4

@@ -63,9 +63,12 @@ def test_the_schema_refuses_what_the_vocabularies_and_references_forbid(pg_clust
             connection.execute("DELETE FROM sources WHERE id = %s", (SOURCE,))
         with pytest.raises(psycopg.errors.UniqueViolation):
             connection.execute("INSERT INTO missiles (id, name, class) VALUES ('hwasong-10', 'again', 'IRBM')")
+        connection.execute("""UPDATE sites SET source_ids = %s WHERE id = 'sakkanmol'""", (f'["{SOURCE}"]',))
+        links = connection.execute("SELECT ref_id FROM site_sources WHERE owner_id = 'sakkanmol'").fetchall()
         kinds = dict(connection.execute("SELECT f_table_name, type FROM geography_columns").fetchall())
         versions = connection.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
-    assert kinds["sites"] == "Point" and versions == [(1,)]
+    assert links == [(SOURCE,)]  # an update replaces the owner's link rows (migration 2 keeps that)
+    assert kinds["sites"] == "Point" and versions == [(1,), (2,)]
 
 
 def test_a_commit_elsewhere_wakes_the_worker_before_its_poll(pg_cluster, pg_template):
