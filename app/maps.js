@@ -186,8 +186,9 @@
         legend.statuses.forEach(function (s) {
             append(box, append(el("div"), statusSymbol(s.status, "#9e9e9e", 14), s.text));
         });
-        append(box, el("h4", null, "Borders"));
+        if (legend.borders.length) { append(box, el("h4", null, "Borders")); }
         legend.borders.forEach(function (b) { append(box, append(el("div"), lineSymbol(b.style), b.name)); });
+        if ((legend.layers || []).length) { append(box, el("h4", null, "Also drawn")); }
         (legend.layers || []).forEach(function (layer) {
             var symbol = layer.kind === "cities" ? citySymbol(14) : launchSymbol(14);
             append(box, append(el("div", "legend-" + layer.kind), symbol, layer.name));

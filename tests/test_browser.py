@@ -282,7 +282,7 @@ LAYERS_JS = """() => {
         width: m._path ? m._path.getBoundingClientRect().width : 0}));
     const shown = () => ({layer: drawn.launchLayer.getLayers().length,
         visible: document.querySelectorAll('.launch-marker:not(.world-copy)').length,
-        in_clusters: [...document.querySelectorAll('.launch-cluster')].reduce((n, e) => n + Number(e.textContent), 0),
+        in_clusters: [...document.querySelectorAll('.launch-cluster-icon:not(.world-copy) .launch-cluster')].reduce((n, e) => n + Number(e.textContent), 0),
         label: document.querySelector('.launch-year-label').textContent});
     return {cities, svg: document.querySelectorAll('path.city-marker:not(.world-copy)').length, shown: shown(),
             slider: {min: Number(drawn.launchSlider.min), max: Number(drawn.launchSlider.max)},
@@ -292,9 +292,11 @@ SHOWN_JS = """() => {
     const drawn = window.missileSitesMaps[0];
     return {layer: drawn.launchLayer.getLayers().length,
             visible: document.querySelectorAll('.launch-marker:not(.world-copy)').length,
-            in_clusters: [...document.querySelectorAll('.launch-cluster')].reduce((n, e) => n + Number(e.textContent), 0),
+            in_clusters: [...document.querySelectorAll('.launch-cluster-icon:not(.world-copy) .launch-cluster')].reduce((n, e) => n + Number(e.textContent), 0),
             label: document.querySelector('.launch-year-label').textContent};
 }"""
+
+SETTLED_JS = f"""() => {{ const s = ({SHOWN_JS})(); return s.layer === s.visible + s.in_clusters; }}"""
 
 
 def test_cities_sized_by_population_and_launches_filtered_by_the_slider(client, tmp_path):
@@ -305,13 +307,15 @@ def test_cities_sized_by_population_and_launches_filtered_by_the_slider(client, 
     cut = years[len(years) // 2] - 1  # a year that keeps some launches and drops others
     with offline_page() as (page, log):
         open_map(page, path)
+        page.wait_for_function(SETTLED_JS, timeout=15_000)  # the clusters' zoom animation has ended
         before = page.evaluate(LAYERS_JS)
         slider = page.locator("input.launch-year")
         slider.fill(str(cut))  # sets the value and fires `input`, as dragging does
-        page.wait_for_timeout(300)
+        page.wait_for_function(SETTLED_JS, timeout=15_000)
         after = page.evaluate(SHOWN_JS)
         _screenshot(page, "srbm-cities-launches")
         page.locator(".launch-year").evaluate("(e) => { e.value = e.min; e.dispatchEvent(new Event('input')); }")
+        page.wait_for_function(SETTLED_JS, timeout=15_000)
         first = page.evaluate(SHOWN_JS)
     assert log.problems == []
     cities = before["cities"]

@@ -30,7 +30,7 @@ from app.settings import GEODATA_DIR, Settings
 from app.store import connect_readonly, ensure_live, read_layer
 
 SEED = 20261124
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 30
 """Cases per operation and phase; the coverage phase adds its own bounded set of boundary cases."""
 EDITOR_TOKEN = new_token()
 EDITOR = {"Authorization": f"Bearer {EDITOR_TOKEN}"}

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 
 from app.catalogue import Catalogue
-from app.maps import catalogue_map, discard, render_html
 from app.routers import CatalogueDep
 from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, MapPageParams, RadiusParams, run_site_query
 
@@ -59,6 +58,8 @@ def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *,
           zipped: bool = False, cities: bool = False, launches: bool = False) -> str | bytes:
     """Run the query and render its map (gzipped at level 1 when asked: a fast level, the page is mostly
     text); then free what the render built and hand the memory back to the system."""
+    from app.maps import catalogue_map, discard, render_html  # folium on first use: start-up never pays for it
+
     try:
         catalogue = as_of.apply(catalogue)
         result = run_site_query(catalogue, centre, radius, filters, border, page)
