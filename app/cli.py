@@ -458,7 +458,7 @@ def map_command(
     """Draw the `sites` query as one self-contained HTML map (and/or a PNG), as GET /map does."""
     import time
 
-    from app.maps import catalogue_map, render_html
+    from app.maps import query_map, render_html
 
     started = time.perf_counter()
     for path, option in ((output, "--output"), (png, "--png")):
@@ -478,11 +478,8 @@ def map_command(
     day = _params(AsOfParams, as_of=as_of)
     catalogue = _open(gpkg)
     try:
-        catalogue = day.apply(catalogue)
-        result = run_site_query(catalogue, centre_params, radius, filters, band, page)
-        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query, cities=cities,
-                          launches=launches, missile_types=tuple(filters.missile_type or ()),
-                          missile_classes=tuple(filters.missile_class or ()))
+        result, m = query_map(catalogue, day, centre_params, radius, filters, band, page, rings=rings, query=query,
+                              cities=cities, launches=launches)
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
     html = render_html(m)

@@ -1115,6 +1115,18 @@ def site_map(
 
 
 @_gc_paused_during
+def query_map(catalogue, day, centre, radius, filters, border, page, *, rings: bool, query: str,
+              cities: bool = False, launches: bool = False):
+    """A site query's result and its map (the parameter groups of /map and `missile-sites map`), as of `day`."""
+    from app.schemas import run_site_query
+
+    catalogue = day.apply(catalogue)
+    result = run_site_query(catalogue, centre, radius, filters, border, page)
+    return result, catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query,
+                                 cities=cities, launches=launches, missile_types=tuple(filters.missile_type or ()),
+                                 missile_classes=tuple(filters.missile_class or ()))
+
+
 def catalogue_map(catalogue, page, *, rings: bool = False, radius_km: float | None = None, query: str = "",
                   generated_at: datetime | None = None, cluster_above: int = CLUSTER_ABOVE, cities: bool = False,
                   launches: bool = False, missile_types: tuple[str, ...] = (),

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from app.catalogue import Catalogue
 from app.routers import CatalogueDep
-from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, MapPageParams, RadiusParams, run_site_query
+from app.schemas import AsOfParams, BorderParams, CentreParams, FilterParams, MapPageParams, RadiusParams
 
 router = APIRouter(tags=["maps"])
 MAP_RENDERS = 2  # maps drawn at once per process: CPU-bound work, and each holds its page's data until sent
@@ -58,14 +58,11 @@ def _draw(catalogue: Catalogue, centre, radius, filters, border, page, as_of, *,
           zipped: bool = False, cities: bool = False, launches: bool = False) -> str | bytes:
     """Run the query and render its map (gzipped at level 1 when asked: a fast level, the page is mostly
     text); then free what the render built and hand the memory back to the system."""
-    from app.maps import catalogue_map, discard, render_html  # folium on first use: start-up never pays for it
+    from app.maps import discard, query_map, render_html  # folium on first use: start-up never pays for it
 
     try:
-        catalogue = as_of.apply(catalogue)
-        result = run_site_query(catalogue, centre, radius, filters, border, page)
-        m = catalogue_map(catalogue, result, rings=rings, radius_km=radius.within_km, query=query, cities=cities,
-                          launches=launches, missile_types=tuple(filters.missile_type or ()),
-                          missile_classes=tuple(filters.missile_class or ()))
+        _, m = query_map(catalogue, as_of, centre, radius, filters, border, page, rings=rings, query=query,
+                         cities=cities, launches=launches)
         try:
             html = render_html(m)
         finally:
