@@ -32,6 +32,14 @@ from app.store import LiveFileProblem, check_live
 cli = typer.Typer(help="A sourced catalogue of missile sites with geodesic proximity queries.", no_args_is_help=True)
 console = Console()
 errors = Console(stderr=True)
+
+
+@cli.callback()
+def _fresh_consoles() -> None:
+    """Size each run's output by its own terminal or COLUMNS (one process may run many commands)."""
+    global console, errors
+    console, errors = Console(), Console(stderr=True)
+
 GpkgOption = Annotated[Optional[Path], typer.Option(help="GeoPackage to read (default: the settings').")]
 
 
@@ -356,7 +364,7 @@ def build_data(
         path = build(sources, out)
     except ValueError as exc:
         _fail(str(exc))
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", soft_wrap=True)
 
 
 @cli.command()
@@ -491,7 +499,7 @@ def map_command(
         except OSError as exc:
             _fail(f"--output: cannot write {_os_error(exc)}")
         console.print(f"wrote {output} ({len(html.encode()) / 1e6:.2f} MB, {len(result.sites)} sites, "
-                      f"{time.perf_counter() - started:.2f} s)", highlight=False)
+                      f"{time.perf_counter() - started:.2f} s)", highlight=False, soft_wrap=True)
     if png is not None:
         _write_png(html, png)
 
@@ -506,7 +514,7 @@ def _write_png(html: str, path: Path) -> None:
         _fail(f"--png: {exc}")
     except OSError as exc:
         _fail(f"--png: cannot write {_os_error(exc)}")
-    console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 def _command_line(command: str, **options) -> str:
@@ -709,7 +717,7 @@ def backup_command(
     retired = f" ({result.retired} retired)" if result.retired else ""
     console.print(f"wrote {result.path} from {getattr(source, 'label', source)}: {result.size / 1e6:.2f} MB ({result.size} bytes), "
                   f"{result.sites} sites{retired}, integrity_check: {'; '.join(result.integrity[:5])}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(1)
 

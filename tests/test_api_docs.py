@@ -8,6 +8,8 @@ from app.routers.docs import DOCS_ASSETS, VENDOR_DIR
 from app.snapshot import offline_page
 from tests.service import Service
 
+pytestmark = pytest.mark.slow  # a real browser, client or fuzzer
+
 OUTSIDE = re.compile(r"""(?:src|href)=["']?(?:https?:)?//""")
 
 

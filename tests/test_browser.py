@@ -16,6 +16,8 @@ from app.settings import REPO_ROOT
 from app.snapshot import map_png, offline_page, open_map
 from tests.mapdata import HOSTILE, HOSTILE_QUERY, hostile_map
 
+pytestmark = pytest.mark.slow  # a real browser, client or fuzzer
+
 SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
 COUNT_JS = """() => ({
     markers: document.querySelectorAll('.site-marker:not(.world-copy)').length,

@@ -16,6 +16,7 @@ from app import edits, store
 from app.main import create_app
 from app.models import ObservationCreate, SiteCreate, SiteUpdate
 from app.settings import GEODATA_DIR, Settings
+from tests.service import EDITOR_TOKEN, Service
 
 SOURCE = "csis-bp-hoejung-ni-2022"
 OBSERVATIONS_PER_SITE = 3
@@ -229,31 +230,12 @@ def _post_many(base: str, worker: int, token: str, failures) -> None:
                     failures.value += 1
 
 
-def test_eight_clients_post_at_once_to_a_two_worker_service(live, tmp_path):
-    import socket
-    import subprocess
-    import sys
-
+def test_eight_clients_post_at_once_to_a_two_worker_service(live):
     import httpx
 
-    from app.auth import hash_token
-
-    token = "durability-editor-token"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "MISSILE_SITES_GPKG": str(live), "MISSILE_SITES_WRITE_BURST": "100000",
-           "MISSILE_SITES_TOKENS": f'[{{"name": "editor", "role": "editor", "sha256": "{hash_token(token)}"}}]'}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--workers", "2",
-                               "--log-level", "warning"], env=env, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
+    server = Service(live, workers=2).start()
+    base, token = server.base, EDITOR_TOKEN
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         before = httpx.get(f"{base}/sites?limit=1").json()["numberMatched"]
         failures = FORK.Value("i", 0)
         started = time.perf_counter()
@@ -267,8 +249,7 @@ def test_eight_clients_post_at_once_to_a_two_worker_service(live, tmp_path):
         ask = lambda: httpx.get(f"{base}/sites?limit=1").json()["numberMatched"]  # noqa: E731
         after = [_eventually(ask, before + stored, within_s=2.0) for _ in range(4)]  # both workers
     finally:
-        server.terminate()
-        server.wait(30)
+        server.kill()
     print(f"\n{PROCESSES} clients x {WRITES_EACH} POST /sites to 2 workers in {elapsed:.1f} s: "
           f"{failures.value} errors, {stored} rows stored, {PROCESSES * WRITES_EACH - stored} lost")
     assert failures.value == 0 and stored == PROCESSES * WRITES_EACH

@@ -11,6 +11,8 @@ import pytest
 
 from tests.service import Service
 
+pytestmark = pytest.mark.slow  # a real browser, client or fuzzer
+
 QGIS_PYTHON = "/usr/bin/python3"  # Debian's Python, where python3-qgis installs `qgis`
 READER = Path(__file__).parent / "clients" / "qgis_oapif.py"
 LIST_FIELDS = ("aliases", "missile_types", "missile_classes", "source_ids")
