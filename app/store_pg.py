@@ -34,6 +34,7 @@ GPKG_HEADER = store.GPKG_MAGIC + b"\x00\x01" + struct.pack("<i", store.SRS_ID)  
 EWKB_SRID = 0x20000000
 RETRIED = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 WRITE_ATTEMPTS = 8
+WRITE_LOCK = 0x6D697373  # the advisory lock every write transaction takes first, on every host: one writer at a time
 LAYERS = pg_schema.LOAD_ORDER
 
 
@@ -218,6 +219,7 @@ class PostGISStore:
         with self._pool.connection(timeout=self.write_wait_s) as connection, connection.transaction():
             connection.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
             connection.execute(f"SET LOCAL lock_timeout = {int(self.write_wait_s * 1000)}")
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])  # writers queue, not conflict
             return work(PgConnection(connection))
 
     def export_gpkg(self, destination: Path) -> Path:
