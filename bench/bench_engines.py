@@ -6,10 +6,12 @@ tests do). For each size it imports the same synthetic CSV (bench_import's) into
 GeoPackage and into a PostGIS database made by `db init` from the bundled one (the import row: the whole
 `import_file`), then measures on each engine:
 
-- radius query in-process: `find_sites` within 50 km of a random point in the sites' area, sorted by distance, first
-  100 (the snapshot), and on the same database `ST_DWithin` + `ST_Distance` ordered, first 100, with the count;
-- radius query over HTTP: the same as GET /sites on `uvicorn --workers 2`, one request at a time;
-- writes per second: 8 threads POSTing new sites for a few seconds;
+- radius query in-process: within 50 km of a random point in the sites' area, sorted by distance, first 100, as
+  GET /sites selects it from the snapshot (and through pandas' `find_sites`), and on the same database `ST_DWithin`
+  + `ST_Distance` ordered, first 100, with the count;
+- radius query over HTTP: the same as GET /sites on `missile-sites serve --workers 2`, one request at a time;
+- writes per second: 8 threads POSTing new sites for a few seconds, and 8 threads calling the store's write directly
+  (the engine's ceiling, without HTTP or the wait for the worker's snapshot);
 - commit to every worker: from sending a POST until each worker's /health reports its change (an upper bound);
 - start-up: from starting the service until /health answers; RSS: each worker's resident memory after the runs.
 """
@@ -17,6 +19,7 @@ GeoPackage and into a PostGIS database made by `db init` from the bundled one (t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -33,9 +36,11 @@ sys.path.insert(0, str(REPO / "bench"))
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
-from app import store  # noqa: E402
+from app import edits, store  # noqa: E402
 from app.catalogue import Catalogue, Centre  # noqa: E402
 from app.importer import import_file  # noqa: E402
+from app.models import SiteCreate  # noqa: E402
+from app.store_gpkg import GeoPackageStore  # noqa: E402
 from app.store_pg import PostGISStore, init_database  # noqa: E402
 from bench_import import SOURCE, write_csv  # noqa: E402
 from tests.pg import make_cluster  # noqa: E402
@@ -68,9 +73,44 @@ def median_ms(call, points) -> float:
 
 
 def snapshot_radius_ms(catalogue: Catalogue) -> float:
-    """The in-process radius query on a snapshot."""
+    """The in-process radius query on a snapshot, as GET /sites selects its page (the answer path)."""
+    answers = catalogue.answers
+    return median_ms(lambda lon, lat: answers.select(centre=Centre(lon, lat), within_km=RADIUS_KM, sort="distance",
+                                                     limit=100), centres(QUERIES))
+
+
+def find_sites_ms(catalogue: Catalogue) -> float:
+    """The same query through `find_sites` (pandas: what filters and exports use)."""
     return median_ms(lambda lon, lat: catalogue.find_sites(centre=Centre(lon, lat), within_km=RADIUS_KM,
                                                            sort="distance", limit=100), centres(QUERIES))
+
+
+def store_writes_per_second(database, *, one_at_a_time: bool) -> float:
+    """Created sites per second with WRITERS threads calling the store's write directly (no HTTP, no wait for a
+    snapshot): the engine's own ceiling. `one_at_a_time` holds a lock round each write, as the service's single writer
+    thread does for the GeoPackage (whose writer connection is not shared between threads)."""
+    done, stop, lock = [], threading.Event(), threading.Lock() if one_at_a_time else contextlib.nullcontext()
+
+    def writer(number: int) -> None:
+        count = 0
+        while not stop.is_set():
+            body = SiteCreate(name=f"Store write {number} {count}", country="PRK", facility_type="missile_base",
+                              lon=127.0, lat=40.0, coord_confidence="approximate", coord_source_id=SOURCE,
+                              source_ids=[SOURCE])
+            with lock:
+                database.write(lambda connection: edits.create_site(connection, body, "bench"))
+            count += 1
+        done.append(count)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(WRITE_SECONDS)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
 
 
 def st_dwithin_ms(url: str) -> float:
@@ -165,9 +205,18 @@ def rss_mb(pids: set[int]) -> float:
     return statistics.median(sizes)
 
 
+class Served(Service):
+    """`missile-sites serve --workers N`, the documented deployment (its listening socket has TCP_NODELAY)."""
+
+    def command(self) -> list[str]:
+        """The CLI's serve command."""
+        return [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", str(self.workers)]
+
+
 def serve(label: str, live: Path, **env: str) -> dict:
     """One engine's service figures: start-up, HTTP radius, writes, visibility, RSS."""
-    service = Service(live, workers=2, MISSILE_SITES_WRITE_WAIT_S="60", **env)
+    service = Served(live, workers=2, MISSILE_SITES_WRITE_WAIT_S="60", **env)
     started = time.perf_counter()
     service.start(wait_s=600)
     figures = {"start-up s": time.perf_counter() - started}
@@ -202,9 +251,16 @@ def run(size: int, cluster, folder: Path) -> dict[str, dict]:
         result["postgis"] = {"import s": time.perf_counter() - started}
         with psycopg.connect(url, autocommit=True) as connection:
             connection.execute("VACUUM ANALYZE")
-        result["gpkg"]["radius in-process ms"] = snapshot_radius_ms(Catalogue(gpkg))
-        result["postgis"]["radius in-process ms"] = snapshot_radius_ms(database.load_snapshot())
+        for engine, snapshot in (("gpkg", Catalogue(gpkg)), ("postgis", database.load_snapshot())):
+            result[engine]["radius in-process ms"] = snapshot_radius_ms(snapshot)
+            result[engine]["find_sites (pandas) ms"] = find_sites_ms(snapshot)
         result["postgis"]["ST_DWithin ms"] = st_dwithin_ms(url)
+        result["postgis"]["store writes/s (8 threads)"] = store_writes_per_second(database, one_at_a_time=False)
+        geopackage = GeoPackageStore(gpkg)
+        try:
+            result["gpkg"]["store writes/s (8 threads)"] = store_writes_per_second(geopackage, one_at_a_time=True)
+        finally:
+            geopackage.close()
     finally:
         database.close()
     result["gpkg"].update(serve("gpkg", gpkg))
@@ -234,8 +290,8 @@ def main() -> None:
                 continue
             gpkg = result["gpkg"][measure]
             print(f"{size:>7} {measure:<26} {gpkg:>11.2f} {value:>11.2f} {value / gpkg:>13.2f}")
-    print(f"radius: {RADIUS_KM:g} km around {QUERIES} random points, sorted by distance, first 100; HTTP on uvicorn"
-          f" --workers 2; writes: {WRITERS} threads for {WRITE_SECONDS:g} s; commit→every worker: from sending the"
+    print(f"radius: {RADIUS_KM:g} km around {QUERIES} random points, sorted by distance, first 100; HTTP on missile-sites"
+          f" serve --workers 2; writes: {WRITERS} threads for {WRITE_SECONDS:g} s; commit→every worker: from sending the"
           " POST until each worker's /health has it (median of"
           f" {VISIBILITY_WRITES}); import: the whole import_file of size-23 synthetic sites", flush=True)
 
