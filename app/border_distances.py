@@ -317,7 +317,24 @@ def distances_to_line(lons, lats, line) -> tuple[np.ndarray, np.ndarray, np.ndar
     >>> round(float(d[1]), 1), round(abs(float(x[1])), 6), round(float(y[1]), 6)
     (110574.4, 180.0, 0.0)
     """
-    return LineIndex(line).distances(lons, lats)
+    return line_index(line).distances(lons, lats)
+
+
+_LINE_INDEXES: dict[int, tuple[object, "LineIndex"]] = {}  # id(line) -> (the line, kept alive so its id stays its own)
+LINE_INDEXES_KEPT = 512
+
+
+def line_index(line) -> "LineIndex":
+    """The LineIndex of a line geometry, made once per geometry object (snapshots share their border geometries, so a
+    refresh measuring one moved site does not prepare every line again)."""
+    kept = _LINE_INDEXES.get(id(line))
+    if kept is not None and kept[0] is line:
+        return kept[1]
+    if len(_LINE_INDEXES) >= LINE_INDEXES_KEPT:
+        _LINE_INDEXES.clear()
+    index = LineIndex(line)
+    _LINE_INDEXES[id(line)] = (line, index)
+    return index
 
 
 @dataclass(frozen=True)
