@@ -366,8 +366,7 @@ def _fill(source: PgConnection, target) -> None:
         columns = ["fid"] + [c for c, _ in pg_schema.COLUMNS[table]]
         listed = ", ".join(f'"{c}"' for c in columns)
         rows = source.raw.execute(f'SELECT {listed} FROM "{table}" ORDER BY fid').fetchall()
-        target.execute(f'DELETE FROM "{table}"')
-        target.executemany(f'INSERT INTO "{table}" ({listed}) VALUES ({", ".join("?" * len(columns))})', rows)
+        _replace_rows(target, table, columns, rows)
         _set_extent(source, target, table)
     target.execute(f'DELETE FROM "{migrations.META_TABLE}"')
     target.executemany(f'INSERT INTO "{migrations.META_TABLE}" (key, value) VALUES (?, ?)',
@@ -376,6 +375,35 @@ def _fill(source: PgConnection, target) -> None:
     target.execute("DELETE FROM changes")
     target.executemany(f"INSERT INTO changes ({columns}) VALUES ({', '.join('?' * 10)})",
                        source.raw.execute(f"SELECT {columns} FROM changes ORDER BY id").fetchall())
+
+
+def _replace_rows(target, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """A layer's rows replaced, doing in bulk what the per-row triggers would (as the importer does): the R-tree
+    and feature-count triggers are dropped within the transaction, the rows written, the R-tree filled from the
+    geometries' bounds (none for a missing or empty geometry, as the trigger's ST_IsEmpty test) and the count set,
+    then the triggers created again from their stored SQL. The R-tree trigger calls five Python functions a row."""
+    rtree = f"rtree_{table}_geom"
+    triggers = dict(target.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND (name LIKE ? OR name IN"
+        " (?, ?))", (table, f"{rtree}_%", f"trigger_insert_feature_count_{table}",
+                      f"trigger_delete_feature_count_{table}")))
+    for name in triggers:
+        target.execute(f'DROP TRIGGER "{name}"')
+    target.execute(f'DELETE FROM "{table}"')
+    listed = ", ".join(f'"{c}"' for c in columns)
+    target.executemany(f'INSERT INTO "{table}" ({listed}) VALUES ({", ".join("?" * len(columns))})', rows)
+    if store.has_table(target, rtree):
+        target.execute(f'DELETE FROM "{rtree}"')
+        at = columns.index("geom")
+        bounds = shapely.bounds(store.blob_geometries([row[at] for row in rows]))
+        target.executemany(f'INSERT INTO "{rtree}" VALUES (?, ?, ?, ?, ?)',
+                           [(row[0], minx, maxx, miny, maxy) for row, (minx, miny, maxx, maxy)
+                            in zip(rows, bounds.tolist()) if minx == minx])  # NaN: no point, or an empty one
+    if store.has_table(target, "gpkg_ogr_contents"):
+        target.execute("UPDATE gpkg_ogr_contents SET feature_count = ? WHERE lower(table_name) = lower(?)",
+                       (len(rows), table))
+    for sql in triggers.values():
+        target.execute(sql)
 
 
 def _set_extent(source: PgConnection, target, table: str) -> None:
