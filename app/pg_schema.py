@@ -167,9 +167,16 @@ def first_schema() -> list[str]:
     return statements
 
 
+def change_times_are_instants() -> list[str]:
+    """Migration 3: the change log's times are timestamptz, the instants they name (they were the stored text: UTC
+    with milliseconds and a Z, which the store still reads and writes; see store_pg.StoredTimeLoader)."""
+    return ["ALTER TABLE changes ALTER COLUMN at TYPE timestamptz USING at::timestamptz"]
+
+
 MIGRATIONS: tuple[tuple[int, str, "callable"], ...] = (
     (1, "the first PostgreSQL schema", first_schema),
     (2, "link triggers delete old link rows on update only", link_inserts_skip_the_delete),
+    (3, "the change log's times are timestamptz", change_times_are_instants),
 )
 VERSION_DDL = (f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version integer PRIMARY KEY, description text NOT NULL,"
                " applied_at timestamptz NOT NULL DEFAULT now())")

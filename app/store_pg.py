@@ -7,6 +7,7 @@ Writes are SERIALIZABLE transactions, retried when PostgreSQL asks; each change 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import struct
@@ -24,6 +25,7 @@ import shapely
 from psycopg import errors as pg_errors
 from psycopg.adapt import Loader
 from psycopg.types import TypeInfo
+from psycopg.types.datetime import TimestamptzLoader
 
 from app import migrations, pg_schema, store
 from app.errors import ServiceBusy, StorageUnavailable
@@ -66,6 +68,16 @@ class GpkgBlobLoader(Loader):
     def load(self, data) -> bytes:
         """One value as a GeoPackage blob."""
         return gpkg_blob(bytes.fromhex(bytes(data).decode("ascii")))
+
+
+class StoredTimeLoader(TimestamptzLoader):
+    """Loads a timestamptz as the stores' one time form, UTC with milliseconds and a Z (what store.utc_now writes
+    and the GeoPackage keeps as text), whatever the session's time zone."""
+
+    def load(self, data) -> str:
+        """One value as stored text."""
+        moment = super().load(data).astimezone(datetime.timezone.utc)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _PARAMETER = re.compile(r"\?")
@@ -121,11 +133,12 @@ class PgConnection:
 
 
 def configure(connection: psycopg.Connection) -> None:
-    """A new pooled connection loads geometry and geography values as GeoPackage blobs."""
+    """A new pooled connection loads geometry and geography values as GeoPackage blobs, and times as stored text."""
     for name in ("geometry", "geography"):
         info = TypeInfo.fetch(connection, name)
         if info is not None:
             connection.adapters.register_loader(info.oid, GpkgBlobLoader)
+    connection.adapters.register_loader("timestamptz", StoredTimeLoader)
 
 
 # --- the store ---------------------------------------------------------------------------------------
@@ -149,11 +162,18 @@ class PostGISStore:
         self._check_schema()
 
     def _check_schema(self) -> None:
-        """DatabaseProblem unless `missile-sites db init` made the schema."""
+        """DatabaseProblem unless the schema is at this version's migration (`db init` made it, `db migrate`
+        brought it up to date)."""
         with self._pool.connection() as connection:
-            if applied_version(connection) != latest_version():
-                raise DatabaseProblem(f"{self.label}: no missile-sites schema at version {latest_version()};"
-                                      " run `missile-sites db init` first")
+            version = applied_version(connection)
+        if version == 0:
+            raise DatabaseProblem(f"{self.label}: no missile-sites schema; run `missile-sites db init` first")
+        if version < latest_version():
+            raise DatabaseProblem(f"{self.label}: the schema is at migration {version}, this missile-sites needs"
+                                  f" {latest_version()}; run `missile-sites db migrate`")
+        if version > latest_version():
+            raise DatabaseProblem(f"{self.label}: the schema is at migration {version}, newer than this"
+                                  f" missile-sites knows ({latest_version()}); upgrade missile-sites")
 
     @contextmanager
     def reading(self) -> Iterator[PgConnection]:
@@ -262,13 +282,14 @@ def applied_version(connection: psycopg.Connection) -> int:
     return connection.execute(f"SELECT coalesce(max(version), 0) FROM {pg_schema.VERSION_TABLE}").fetchone()[0]
 
 
-def migrate(connection: psycopg.Connection) -> list[int]:
-    """Apply the migrations the database lacks, in order (inside the caller's transaction); their numbers."""
+def migrate(connection: psycopg.Connection, *, through: int | None = None) -> list[int]:
+    """Apply the migrations the database lacks, in order, up to `through` (default: all), inside the caller's
+    transaction; their numbers."""
     connection.execute(pg_schema.VERSION_DDL)
     done = applied_version(connection)
     applied = []
     for number, description, statements in pg_schema.MIGRATIONS:
-        if number > done:
+        if done < number <= (latest_version() if through is None else through):
             for statement in statements():
                 connection.execute(statement)
             connection.execute(f"INSERT INTO {pg_schema.VERSION_TABLE} (version, description) VALUES (%s, %s)",
@@ -280,9 +301,20 @@ def migrate(connection: psycopg.Connection) -> list[int]:
 # --- db init: the schema and a GeoPackage's rows, in one transaction ----------------------------------------
 
 
-def init_database(url: str, gpkg: Path) -> dict[str, int]:
-    """Create the schema and load a GeoPackage (brought to the current schema on a copy) in ONE transaction; the
-    rows loaded per table. DatabaseProblem when the database already holds a catalogue."""
+def upgrade_database(url: str) -> list[int]:
+    """Apply the migrations a database made by an earlier version lacks, in ONE transaction; their numbers.
+    DatabaseProblem when it holds no catalogue."""
+    with psycopg.connect(url, autocommit=True) as connection, connection.transaction():
+        if not applied_version(connection):
+            raise DatabaseProblem(f"{redacted(url)}: no missile-sites schema; run `missile-sites db init` first")
+        connection.execute(f"LOCK TABLE {pg_schema.VERSION_TABLE} IN EXCLUSIVE MODE")  # one migrator at a time
+        return migrate(connection)
+
+
+def init_database(url: str, gpkg: Path, *, through: int | None = None) -> dict[str, int]:
+    """Create the schema (its migrations up to `through`, default all) and load a GeoPackage (brought to the
+    current schema on a copy) in ONE transaction; the rows loaded per table. DatabaseProblem when the database
+    already holds a catalogue."""
     import tempfile
     with tempfile.TemporaryDirectory(prefix="missile-sites-init-") as folder:
         copy = store.copy_consistent(Path(gpkg), Path(folder) / "source.gpkg")
@@ -291,7 +323,7 @@ def init_database(url: str, gpkg: Path) -> dict[str, int]:
             with psycopg.connect(url, autocommit=True) as connection, connection.transaction():
                 if applied_version(connection) or connection.execute("SELECT to_regclass('sites')").fetchone()[0]:
                     raise DatabaseProblem(f"{redacted(url)} already holds a catalogue; use an empty database")
-                migrate(connection)
+                migrate(connection, through=through)
                 return _load(source, connection)
 
 
