@@ -88,9 +88,13 @@ def to_psycopg(sql: str) -> str:
     return _PARAMETER.sub("%s", sql.replace("%", "%%"))
 
 
+SRS_IDS = (struct.pack("<i", store.SRS_ID), struct.pack(">i", store.SRS_ID))
+
+
 def _value(value):
-    """A parameter as PostgreSQL takes it: a GeoPackage blob as hex EWKB."""
-    if isinstance(value, bytes) and value[:2] == store.GPKG_MAGIC:
+    """A parameter as PostgreSQL takes it: a GeoPackage blob (its whole header: magic, version 0, SRS 4326) as hex
+    EWKB; other bytes (stored border distances: float64 arrays, never subnormal) as they are."""
+    if isinstance(value, bytes) and value[:3] == store.GPKG_MAGIC + b"\x00" and value[4:8] in SRS_IDS:
         return ewkb_hex([value])[0]
     return value
 
@@ -104,6 +108,10 @@ class PgConnection:
     def execute(self, sql: str, values=()) -> psycopg.Cursor:
         """One statement with `?` parameters (GeoPackage blobs stored as geometry)."""
         return self.raw.execute(to_psycopg(sql), [_value(v) for v in values])
+
+    def executemany(self, sql: str, rows) -> None:
+        """One statement with `?` parameters for each row."""
+        self.raw.cursor().executemany(to_psycopg(sql), [[_value(v) for v in row] for row in rows])
 
     def copy_rows(self, table: str, columns, rows) -> None:
         """Rows (in `columns`' order) into a table through COPY, GeoPackage blobs converted to EWKB in bulk."""
@@ -308,7 +316,12 @@ def upgrade_database(url: str) -> list[int]:
         if not applied_version(connection):
             raise DatabaseProblem(f"{redacted(url)}: no missile-sites schema; run `missile-sites db init` first")
         connection.execute(f"LOCK TABLE {pg_schema.VERSION_TABLE} IN EXCLUSIVE MODE")  # one migrator at a time
-        return migrate(connection)
+        applied = migrate(connection)
+        if 4 in applied:  # the stored border distances: every located site measured once, as the GeoPackage's schema 4
+            from app import border_store
+            configure(connection)
+            border_store.write_all(PgConnection(connection))
+        return applied
 
 
 def init_database(url: str, gpkg: Path, *, through: int | None = None) -> dict[str, int]:
@@ -341,6 +354,13 @@ def _load(source, connection: psycopg.Connection) -> dict[str, int]:
         for row in rows:
             copy.write_row(row)
     counts["changes"] = len(rows)
+    if store.has_table(source, pg_schema.BORDER_DISTANCES_TABLE) and connection.execute(
+            "SELECT to_regclass(%s)", (pg_schema.BORDER_DISTANCES_TABLE,)).fetchone()[0]:  # from migration 4
+        listed = ", ".join(pg_schema.BORDER_DISTANCES_COLUMNS)
+        rows = source.execute(f'SELECT {listed} FROM "{pg_schema.BORDER_DISTANCES_TABLE}" ORDER BY fid').fetchall()
+        with connection.cursor().copy(f"COPY {pg_schema.BORDER_DISTANCES_TABLE} ({listed}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
     for table in (*counts, ):
         column = "id" if table == "changes" else "fid"
         connection.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
@@ -407,6 +427,13 @@ def _fill(source: PgConnection, target) -> None:
     target.execute("DELETE FROM changes")
     target.executemany(f"INSERT INTO changes ({columns}) VALUES ({', '.join('?' * 10)})",
                        source.raw.execute(f"SELECT {columns} FROM changes ORDER BY id").fetchall())
+    if store.has_table(target, pg_schema.BORDER_DISTANCES_TABLE):  # the template's rows replaced by the database's
+        listed = ", ".join(pg_schema.BORDER_DISTANCES_COLUMNS)
+        target.execute(f'DELETE FROM "{pg_schema.BORDER_DISTANCES_TABLE}"')
+        target.executemany(f'INSERT INTO "{pg_schema.BORDER_DISTANCES_TABLE}" ({listed}) VALUES'
+                           f' ({", ".join("?" * len(pg_schema.BORDER_DISTANCES_COLUMNS))})',
+                           source.raw.execute(f"SELECT {listed} FROM {pg_schema.BORDER_DISTANCES_TABLE}"
+                                              " ORDER BY site_id").fetchall())
 
 
 def _replace_rows(target, table: str, columns: list[str], rows: list[tuple]) -> None:
