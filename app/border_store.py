@@ -27,7 +27,7 @@ _LINES_LOCK = threading.Lock()
 
 
 def has_table(connection) -> bool:
-    """Whether the store has the table (a GeoPackage of schema 4 and later; the PostGIS schema measures at load)."""
+    """Whether the store has the table (a GeoPackage of schema 4 and later; PostGIS from its migration 4)."""
     from app.store import has_table as store_has_table
 
     return store_has_table(connection, TABLE)

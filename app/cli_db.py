@@ -11,7 +11,7 @@ from rich.console import Console
 from app.settings import Settings
 from app.storage import is_postgres
 
-db_cli = typer.Typer(help="The PostGIS engine: create its database from a GeoPackage, export it as one.",
+db_cli = typer.Typer(help="The PostGIS engine: create its database from a GeoPackage, migrate it, export it as one.",
                      no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
 
@@ -55,6 +55,21 @@ def init(
         _problem(exc)
     rows = ", ".join(f"{n} {table}" for table, n in counts.items())
     console.print(f"initialised {redacted(url)} from {source}: {rows}")
+
+
+@db_cli.command("migrate")
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Bring a database made by an earlier version up to this version's schema, in one transaction."""
+    import psycopg
+
+    from app.store_pg import DatabaseProblem, latest_version, redacted, upgrade_database
+    url = _url(database_url)
+    try:
+        applied = upgrade_database(url)
+    except (DatabaseProblem, psycopg.Error) as exc:
+        _problem(exc)
+    done = f"applied migration(s) {', '.join(map(str, applied))}" if applied else "nothing to apply"
+    console.print(f"{redacted(url)}: {done}; the schema is at migration {latest_version()}")
 
 
 @db_cli.command("export")

@@ -452,6 +452,8 @@ def _write(connection: sqlite3.Connection, batch: _Batch, known: dict[str, dict]
     if not isinstance(connection, sqlite3.Connection):  # a database store's connection: COPY does it in bulk
         connection.copy_rows("sites", batch.columns, batch.site_rows)
         connection.copy_rows("changes", CHANGE_COLUMNS, batch.change_rows)
+        border_store.write_sites(connection, [(site_id, s.get("country"), s["lon"], s["lat"])
+                                              for site_id, s in zip(batch.ids, batch.sites)])
         return
     _insert_sites(connection, batch)
     connection.executemany(edits.CHANGE_INSERT, batch.change_rows)

@@ -8,6 +8,7 @@ Row order (`fid`) is kept so a snapshot lists rows as the GeoPackage does.
 
 from __future__ import annotations
 
+from app.migrations import BORDER_DISTANCES_TABLE
 from app.store import EDIT_COLUMNS
 from app.vocab import LIST_COLUMNS, MISSILE_CLASSES, VOCAB
 
@@ -167,9 +168,30 @@ def first_schema() -> list[str]:
     return statements
 
 
+def change_times_are_instants() -> list[str]:
+    """Migration 3: the change log's times are timestamptz, the instants they name (they were the stored text: UTC
+    with milliseconds and a Z, which the store still reads and writes; see store_pg.StoredTimeLoader)."""
+    return ["ALTER TABLE changes ALTER COLUMN at TYPE timestamptz USING at::timestamptz"]
+
+
+BORDER_DISTANCES_COLUMNS = ("site_id", "lon", "lat", "border_ids", "distances_m", "nearest_lons", "nearest_lats",
+                            "build_id")
+
+
+def stored_border_distances() -> list[str]:
+    """Migration 4: each located site's border distances as its writer measured them (app.border_store, as the
+    GeoPackage's schema 4 keeps them), so a worker reads them at start-up instead of measuring every site."""
+    return [f"CREATE TABLE {BORDER_DISTANCES_TABLE} (site_id text PRIMARY KEY REFERENCES sites (id) DEFERRABLE"
+            " INITIALLY IMMEDIATE, lon double precision NOT NULL, lat double precision NOT NULL, border_ids text NOT"
+            " NULL, distances_m bytea NOT NULL, nearest_lons bytea NOT NULL, nearest_lats bytea NOT NULL,"
+            " build_id text NOT NULL)"]
+
+
 MIGRATIONS: tuple[tuple[int, str, "callable"], ...] = (
     (1, "the first PostgreSQL schema", first_schema),
     (2, "link triggers delete old link rows on update only", link_inserts_skip_the_delete),
+    (3, "the change log's times are timestamptz", change_times_are_instants),
+    (4, "border distances stored with the sites", stored_border_distances),
 )
 VERSION_DDL = (f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version integer PRIMARY KEY, description text NOT NULL,"
                " applied_at timestamptz NOT NULL DEFAULT now())")

@@ -7,6 +7,7 @@ Writes are SERIALIZABLE transactions, retried when PostgreSQL asks; each change 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import struct
@@ -24,6 +25,7 @@ import shapely
 from psycopg import errors as pg_errors
 from psycopg.adapt import Loader
 from psycopg.types import TypeInfo
+from psycopg.types.datetime import TimestamptzLoader
 
 from app import migrations, pg_schema, store
 from app.errors import ServiceBusy, StorageUnavailable
@@ -69,6 +71,16 @@ class GpkgBlobLoader(Loader):
         return gpkg_blob(bytes.fromhex(bytes(data).decode("ascii")))
 
 
+class StoredTimeLoader(TimestamptzLoader):
+    """Loads a timestamptz as the stores' one time form, UTC with milliseconds and a Z (what store.utc_now writes
+    and the GeoPackage keeps as text), whatever the session's time zone."""
+
+    def load(self, data) -> str:
+        """One value as stored text."""
+        moment = super().load(data).astimezone(datetime.timezone.utc)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 _PARAMETER = re.compile(r"\?")
 
 
@@ -77,9 +89,13 @@ def to_psycopg(sql: str) -> str:
     return _PARAMETER.sub("%s", sql.replace("%", "%%"))
 
 
+SRS_IDS = (struct.pack("<i", store.SRS_ID), struct.pack(">i", store.SRS_ID))
+
+
 def _value(value):
-    """A parameter as PostgreSQL takes it: a GeoPackage blob as hex EWKB."""
-    if isinstance(value, bytes) and value[:2] == store.GPKG_MAGIC:
+    """A parameter as PostgreSQL takes it: a GeoPackage blob (its whole header: magic, version 0, SRS 4326) as hex
+    EWKB; other bytes (stored border distances: float64 arrays, never subnormal) as they are."""
+    if isinstance(value, bytes) and value[:3] == store.GPKG_MAGIC + b"\x00" and value[4:8] in SRS_IDS:
         return ewkb_hex([value])[0]
     return value
 
@@ -93,6 +109,10 @@ class PgConnection:
     def execute(self, sql: str, values=()) -> psycopg.Cursor:
         """One statement with `?` parameters (GeoPackage blobs stored as geometry)."""
         return self.raw.execute(to_psycopg(sql), [_value(v) for v in values])
+
+    def executemany(self, sql: str, rows) -> None:
+        """One statement with `?` parameters for each row."""
+        self.raw.cursor().executemany(to_psycopg(sql), [[_value(v) for v in row] for row in rows])
 
     def copy_rows(self, table: str, columns, rows) -> None:
         """Rows (in `columns`' order) into a table through COPY, GeoPackage blobs converted to EWKB in bulk."""
@@ -122,11 +142,12 @@ class PgConnection:
 
 
 def configure(connection: psycopg.Connection) -> None:
-    """A new pooled connection loads geometry and geography values as GeoPackage blobs."""
+    """A new pooled connection loads geometry and geography values as GeoPackage blobs, and times as stored text."""
     for name in ("geometry", "geography"):
         info = TypeInfo.fetch(connection, name)
         if info is not None:
             connection.adapters.register_loader(info.oid, GpkgBlobLoader)
+    connection.adapters.register_loader("timestamptz", StoredTimeLoader)
 
 
 # --- the store ---------------------------------------------------------------------------------------
@@ -150,11 +171,18 @@ class PostGISStore:
         self._check_schema()
 
     def _check_schema(self) -> None:
-        """DatabaseProblem unless `missile-sites db init` made the schema."""
+        """DatabaseProblem unless the schema is at this version's migration (`db init` made it, `db migrate`
+        brought it up to date)."""
         with self._pool.connection() as connection:
-            if applied_version(connection) != latest_version():
-                raise DatabaseProblem(f"{self.label}: no missile-sites schema at version {latest_version()};"
-                                      " run `missile-sites db init` first")
+            version = applied_version(connection)
+        if version == 0:
+            raise DatabaseProblem(f"{self.label}: no missile-sites schema; run `missile-sites db init` first")
+        if version < latest_version():
+            raise DatabaseProblem(f"{self.label}: the schema is at migration {version}, this missile-sites needs"
+                                  f" {latest_version()}; run `missile-sites db migrate`")
+        if version > latest_version():
+            raise DatabaseProblem(f"{self.label}: the schema is at migration {version}, newer than this"
+                                  f" missile-sites knows ({latest_version()}); upgrade missile-sites")
 
     @contextmanager
     def reading(self) -> Iterator[PgConnection]:
@@ -264,13 +292,14 @@ def applied_version(connection: psycopg.Connection) -> int:
     return connection.execute(f"SELECT coalesce(max(version), 0) FROM {pg_schema.VERSION_TABLE}").fetchone()[0]
 
 
-def migrate(connection: psycopg.Connection) -> list[int]:
-    """Apply the migrations the database lacks, in order (inside the caller's transaction); their numbers."""
+def migrate(connection: psycopg.Connection, *, through: int | None = None) -> list[int]:
+    """Apply the migrations the database lacks, in order, up to `through` (default: all), inside the caller's
+    transaction; their numbers."""
     connection.execute(pg_schema.VERSION_DDL)
     done = applied_version(connection)
     applied = []
     for number, description, statements in pg_schema.MIGRATIONS:
-        if number > done:
+        if done < number <= (latest_version() if through is None else through):
             for statement in statements():
                 connection.execute(statement)
             connection.execute(f"INSERT INTO {pg_schema.VERSION_TABLE} (version, description) VALUES (%s, %s)",
@@ -282,9 +311,25 @@ def migrate(connection: psycopg.Connection) -> list[int]:
 # --- db init: the schema and a GeoPackage's rows, in one transaction ----------------------------------------
 
 
-def init_database(url: str, gpkg: Path) -> dict[str, int]:
-    """Create the schema and load a GeoPackage (brought to the current schema on a copy) in ONE transaction; the
-    rows loaded per table. DatabaseProblem when the database already holds a catalogue."""
+def upgrade_database(url: str) -> list[int]:
+    """Apply the migrations a database made by an earlier version lacks, in ONE transaction; their numbers.
+    DatabaseProblem when it holds no catalogue."""
+    with psycopg.connect(url, autocommit=True) as connection, connection.transaction():
+        if not applied_version(connection):
+            raise DatabaseProblem(f"{redacted(url)}: no missile-sites schema; run `missile-sites db init` first")
+        connection.execute(f"LOCK TABLE {pg_schema.VERSION_TABLE} IN EXCLUSIVE MODE")  # one migrator at a time
+        applied = migrate(connection)
+        if 4 in applied:  # the stored border distances: every located site measured once, as the GeoPackage's schema 4
+            from app import border_store
+            configure(connection)
+            border_store.write_all(PgConnection(connection))
+        return applied
+
+
+def init_database(url: str, gpkg: Path, *, through: int | None = None) -> dict[str, int]:
+    """Create the schema (its migrations up to `through`, default all) and load a GeoPackage (brought to the
+    current schema on a copy) in ONE transaction; the rows loaded per table. DatabaseProblem when the database
+    already holds a catalogue."""
     import tempfile
     with tempfile.TemporaryDirectory(prefix="missile-sites-init-") as folder:
         copy = store.copy_consistent(Path(gpkg), Path(folder) / "source.gpkg")
@@ -293,7 +338,7 @@ def init_database(url: str, gpkg: Path) -> dict[str, int]:
             with psycopg.connect(url, autocommit=True) as connection, connection.transaction():
                 if applied_version(connection) or connection.execute("SELECT to_regclass('sites')").fetchone()[0]:
                     raise DatabaseProblem(f"{redacted(url)} already holds a catalogue; use an empty database")
-                migrate(connection)
+                migrate(connection, through=through)
                 return _load(source, connection)
 
 
@@ -311,6 +356,13 @@ def _load(source, connection: psycopg.Connection) -> dict[str, int]:
         for row in rows:
             copy.write_row(row)
     counts["changes"] = len(rows)
+    if store.has_table(source, pg_schema.BORDER_DISTANCES_TABLE) and connection.execute(
+            "SELECT to_regclass(%s)", (pg_schema.BORDER_DISTANCES_TABLE,)).fetchone()[0]:  # from migration 4
+        listed = ", ".join(pg_schema.BORDER_DISTANCES_COLUMNS)
+        rows = source.execute(f'SELECT {listed} FROM "{pg_schema.BORDER_DISTANCES_TABLE}" ORDER BY fid').fetchall()
+        with connection.cursor().copy(f"COPY {pg_schema.BORDER_DISTANCES_TABLE} ({listed}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
     for table in (*counts, ):
         column = "id" if table == "changes" else "fid"
         connection.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
@@ -368,8 +420,7 @@ def _fill(source: PgConnection, target) -> None:
         columns = ["fid"] + [c for c, _ in pg_schema.COLUMNS[table]]
         listed = ", ".join(f'"{c}"' for c in columns)
         rows = source.raw.execute(f'SELECT {listed} FROM "{table}" ORDER BY fid').fetchall()
-        target.execute(f'DELETE FROM "{table}"')
-        target.executemany(f'INSERT INTO "{table}" ({listed}) VALUES ({", ".join("?" * len(columns))})', rows)
+        _replace_rows(target, table, columns, rows)
         _set_extent(source, target, table)
     target.execute(f'DELETE FROM "{migrations.META_TABLE}"')
     target.executemany(f'INSERT INTO "{migrations.META_TABLE}" (key, value) VALUES (?, ?)',
@@ -378,6 +429,42 @@ def _fill(source: PgConnection, target) -> None:
     target.execute("DELETE FROM changes")
     target.executemany(f"INSERT INTO changes ({columns}) VALUES ({', '.join('?' * 10)})",
                        source.raw.execute(f"SELECT {columns} FROM changes ORDER BY id").fetchall())
+    if store.has_table(target, pg_schema.BORDER_DISTANCES_TABLE):  # the template's rows replaced by the database's
+        listed = ", ".join(pg_schema.BORDER_DISTANCES_COLUMNS)
+        target.execute(f'DELETE FROM "{pg_schema.BORDER_DISTANCES_TABLE}"')
+        target.executemany(f'INSERT INTO "{pg_schema.BORDER_DISTANCES_TABLE}" ({listed}) VALUES'
+                           f' ({", ".join("?" * len(pg_schema.BORDER_DISTANCES_COLUMNS))})',
+                           source.raw.execute(f"SELECT {listed} FROM {pg_schema.BORDER_DISTANCES_TABLE}"
+                                              " ORDER BY site_id").fetchall())
+
+
+def _replace_rows(target, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """A layer's rows replaced, doing in bulk what the per-row triggers would (as the importer does): the R-tree
+    and feature-count triggers are dropped within the transaction, the rows written, the R-tree filled from the
+    geometries' bounds (none for a missing or empty geometry, as the trigger's ST_IsEmpty test) and the count set,
+    then the triggers created again from their stored SQL. The R-tree trigger calls five Python functions a row."""
+    rtree = f"rtree_{table}_geom"
+    triggers = dict(target.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND (name LIKE ? OR name IN"
+        " (?, ?))", (table, f"{rtree}_%", f"trigger_insert_feature_count_{table}",
+                      f"trigger_delete_feature_count_{table}")))
+    for name in triggers:
+        target.execute(f'DROP TRIGGER "{name}"')
+    target.execute(f'DELETE FROM "{table}"')
+    listed = ", ".join(f'"{c}"' for c in columns)
+    target.executemany(f'INSERT INTO "{table}" ({listed}) VALUES ({", ".join("?" * len(columns))})', rows)
+    if store.has_table(target, rtree):
+        target.execute(f'DELETE FROM "{rtree}"')
+        at = columns.index("geom")
+        bounds = shapely.bounds(store.blob_geometries([row[at] for row in rows]))
+        target.executemany(f'INSERT INTO "{rtree}" VALUES (?, ?, ?, ?, ?)',
+                           [(row[0], minx, maxx, miny, maxy) for row, (minx, miny, maxx, maxy)
+                            in zip(rows, bounds.tolist()) if minx == minx])  # NaN: no point, or an empty one
+    if store.has_table(target, "gpkg_ogr_contents"):
+        target.execute("UPDATE gpkg_ogr_contents SET feature_count = ? WHERE lower(table_name) = lower(?)",
+                       (len(rows), table))
+    for sql in triggers.values():
+        target.execute(sql)
 
 
 def _set_extent(source: PgConnection, target, table: str) -> None:

@@ -7,6 +7,7 @@ from pyproj import Geod
 
 GEOD = Geod(ellps="WGS84")
 SEOUL = (126.9784, 37.566)
+pytestmark = pytest.mark.contract
 
 
 def ids(collection: dict) -> list[str]:

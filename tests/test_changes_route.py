@@ -5,23 +5,23 @@ import datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from app import store
 from app.auth import hash_token, new_token
 from app.main import create_app
 from app.routers.changes import since_instant
-from app.settings import GEODATA_DIR, Settings
+from tests.conftest import engine_settings, new_live
 
+pytestmark = pytest.mark.contract
 EDITOR_TOKEN = new_token()
 EDITOR = {"Authorization": f"Bearer {EDITOR_TOKEN}"}
 SOURCE = "csis-bp-hoejung-ni-2022"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """A client of an app on a live copy holding two recorded changes."""
-    live = store.ensure_live(tmp_path_factory.mktemp("changes") / "live.gpkg", GEODATA_DIR / "catalogue.gpkg")
+def service(request, engine, tmp_path_factory):
+    """A client of an app on a fresh catalogue on the engine holding two recorded changes."""
+    live = new_live(request, engine, tmp_path_factory.mktemp("changes"))
     tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR_TOKEN)}]
-    app = create_app(Settings(gpkg=live, tokens=tokens, write_burst=1000, _env_file=None))
+    app = create_app(engine_settings(live, tokens=tokens, write_burst=1000))
     with TestClient(app, raise_server_exceptions=False) as client:
         for title in ("First report", "Second report"):
             assert client.post("/sources", json={"title": title, "publisher": "CSIS"}, headers=EDITOR).status_code == 201

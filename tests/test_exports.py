@@ -17,8 +17,10 @@ from app.exports import features_csv, features_kml, gpkg_snapshot
 from app.settings import REPO_ROOT
 from app.vocab import LIST_COLUMN_NAMES, decode_list
 from tests.clients.npm import npm_packages
+from tests.conftest import engine_env
 
 SITES_URL = "/sites?limit=1000"
+pytestmark = pytest.mark.contract
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +101,14 @@ def test_csv_reads_back_in_gdal(client, site_features, tmp_path):
                 assert (row[name] or "") == expected, (item["id"], name)
 
 
-def test_csv_cli_and_api_are_one_encoder(client):
+def test_csv_cli_and_api_are_one_encoder(client, client_live):
     """`missile-sites sites --format csv` writes the bytes `/sites?f=csv` answers for the same query."""
     query = {"near": "Seoul", "within_km": 150, "limit": 1000}
     api = client.get("/sites", params={**query, "f": "csv"}).text
+    env = {**os.environ, **engine_env(client_live), "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([sys.executable, "-m", "app.cli", "sites", "--near", "Seoul", "--within-km", "150",
                              "--limit", "1000", "--format", "csv"], capture_output=True, text=True, timeout=120,
-                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                            cwd=REPO_ROOT, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == api and api.startswith("lon,lat,wkt,id,name,aliases,")
     assert "border_km_mdl" in api.splitlines()[0] and api.count("\n") == 4  # Chiha-ri, Kal-gol, Sakkanmol

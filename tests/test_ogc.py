@@ -13,15 +13,18 @@ import pyogrio
 import pytest
 
 from app.routers.ogc import CONFORMANCE, parse_bbox, parse_datetime
+from tests.conftest import engine_env
+
+pytestmark = pytest.mark.contract
 
 
 @pytest.fixture(scope="module")
-def server_url(gpkg_path):
-    """A real uvicorn server on a free loopback port, in a background process (GDAL holds the GIL)."""
+def server_url(client_live):
+    """A real uvicorn server on a free loopback port on the engine, in a background process (GDAL holds the GIL)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "MISSILE_SITES_GPKG": str(gpkg_path)}
+    env = {**os.environ, **engine_env(client_live)}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning"], env=env,

@@ -1,5 +1,6 @@
 """The PostGIS engine: `db init` and `db export`, its constraints, and LISTEN/NOTIFY waking every worker."""
 
+import datetime
 import os
 import sqlite3
 import subprocess
@@ -68,7 +69,7 @@ def test_the_schema_refuses_what_the_vocabularies_and_references_forbid(pg_clust
         kinds = dict(connection.execute("SELECT f_table_name, type FROM geography_columns").fetchall())
         versions = connection.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     assert links == [(SOURCE,)]  # an update replaces the owner's link rows (migration 2 keeps that)
-    assert kinds["sites"] == "Point" and versions == [(1,), (2,)]
+    assert kinds["sites"] == "Point" and versions == [(1,), (2,), (3,), (4,)]
 
 
 def test_a_commit_elsewhere_wakes_the_worker_before_its_poll(pg_cluster, pg_template):
@@ -115,3 +116,47 @@ def test_f_gpkg_exports_once_per_data_version_and_the_next_edit_shows(engine_liv
         assert client.post("/sites", json={**NEW_SITE, "name": "Second Base"}, headers=EDITOR).status_code == 201
         assert _downloaded(client, tmp_path, "4.gpkg")[:2] == [(25,), [("alice", "test-base"),
                                                                       ("alice", "second-base")]]
+
+
+def test_a_database_made_at_migration_2_upgrades_and_answers_the_same(pg_cluster, tmp_path):
+    """A database an earlier version made (migration 2: the change log's times as text) with changes in its log is
+    refused until `db migrate` brings it to the latest migration; then the times are timestamptz and every answer
+    about them (the log, `since`, `as_of`) is what the text gave, and every located site's border distances are
+    stored (migration 4)."""
+    from app.models import SourceCreate
+    from app.store_pg import DatabaseProblem, PgConnection, configure, init_database
+    from tests.conftest import BUNDLED_GPKG, engine_rows
+
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as connection:
+        connection.execute("CREATE DATABASE made_at_2")
+    url = pg_cluster.url("made_at_2")
+    init_database(url, BUNDLED_GPKG, through=2)
+    with psycopg.connect(url, autocommit=True) as raw:  # the edits as the earlier version ran them
+        configure(raw)
+        for write in (lambda c: edits.create_source(c, SourceCreate(title="First", publisher="CSIS"), "alice"),
+                      lambda c: edits.create_site(c, SiteCreate(**NEW_SITE), "bob")):
+            with raw.transaction():
+                write(PgConnection(raw))
+            time.sleep(0.01)
+    columns = "id, at, actor, action, entity, entity_id, site_id, diff, before, after"
+    logged = engine_rows(url, f"SELECT {columns} FROM changes ORDER BY id")
+    assert len(logged) == 2 and all(isinstance(row[1], str) and row[1].endswith("Z") for row in logged)
+    with pytest.raises(DatabaseProblem, match="migration 2.*`missile-sites db migrate`"):
+        PostGISStore(url)
+
+    upgraded = cli("db", "migrate", "--database-url", url)
+    assert upgraded.returncode == 0 and "applied migration(s) 3, 4" in upgraded.stdout, upgraded.stdout + upgraded.stderr
+    assert "nothing to apply" in cli("db", "migrate", "--database-url", url).stdout
+    assert engine_rows(url, "SELECT data_type FROM information_schema.columns WHERE table_name = 'changes'"
+                            " AND column_name = 'at'") == [("timestamp with time zone",)]
+    assert engine_rows(url, f"SELECT {columns} FROM changes ORDER BY id") == logged
+    located = engine_rows(url, "SELECT id FROM sites WHERE geom IS NOT NULL ORDER BY id")
+    assert engine_rows(url, "SELECT site_id FROM site_border_distances ORDER BY site_id") == located  # migration 4
+    with TestClient(create_app(engine_settings(url)), raise_server_exceptions=False) as client:
+        answered = client.get("/changes").json()["changes"]
+        assert [(c["id"], c["at"], c["entity_id"]) for c in answered] == [(r[0], r[1], r[5]) for r in logged]
+        assert [c["id"] for c in client.get("/changes", params={"since": logged[1][1]}).json()["changes"]] == [2]
+        day = datetime.date.fromisoformat(logged[1][1][:10])
+        for as_of, seen in ((day - datetime.timedelta(days=1), False), (day, True)):
+            sites = client.get("/sites", params={"as_of": as_of.isoformat(), "limit": 1000}).json()["features"]
+            assert ("test-base" in {f["id"] for f in sites}) is seen

@@ -4,17 +4,17 @@ seen by reads at once and by as_of; places answer to their aliases."""
 import datetime
 import json
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from app import store
 from app.auth import hash_token
 from app.cli import cli
 from app.main import create_app
-from app.settings import GEODATA_DIR, Settings
+from app.storage import open_store
+from tests.conftest import engine_env, engine_rows, engine_settings
 
 EDITOR = {"Authorization": "Bearer editor-token-for-tests"}
 SOURCE = "38-north-iha-ri"
@@ -27,24 +27,33 @@ YESTERDAY = TODAY - datetime.timedelta(days=1)
 
 
 @pytest.fixture
-def live(tmp_path):
-    """A fresh live copy of the bundled catalogue."""
-    return store.ensure_live(tmp_path / "live.gpkg", GEODATA_DIR / "catalogue.gpkg")
+def live(engine_live):
+    """A fresh copy of the bundled catalogue on each engine: a live GeoPackage, then a PostGIS database."""
+    return engine_live
 
 
 @pytest.fixture
 def service(live):
     """A client of an app on the live copy with one editor token."""
     tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
-    app = create_app(Settings(gpkg=live, tokens=tokens, write_burst=1000, _env_file=None))
+    app = create_app(engine_settings(live, tokens=tokens, write_burst=1000))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
-def _rows(path, sql: str, *args) -> list[tuple]:
-    """Rows of a query on the file, through a separate connection."""
-    with closing(store.connect_readonly(path)) as connection:
-        return connection.execute(sql, args).fetchall()
+def _rows(live, sql: str, *args) -> list[tuple]:
+    """Rows of a query on either engine, through a separate connection."""
+    return engine_rows(live, sql, args)
+
+
+@contextmanager
+def _store(live):
+    """The store of the catalogue `live` names, closed after the block."""
+    opened = open_store(engine_settings(live))
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 # --- missiles --------------------------------------------------------------------------------------
@@ -208,15 +217,18 @@ def test_an_advanced_snapshot_equals_a_fresh_load_after_missile_and_place_writes
     from app.catalogue import Catalogue
     from app.models import MissileCreate, MissileUpdate, PlaceCreate, PlaceUpdate
 
-    old = Catalogue(live)
-    with closing(store.connect(live)) as connection, store.transaction(connection):
+    def write(connection):
         edits.create_missile(connection, MissileCreate(**MISSILE), "alice")
         edits.update_missile(connection, "hwasong-12", MissileUpdate(**{"class": "ICBM"}), "alice")
         edits.create_place(connection, PlaceCreate(**PLACE), "alice")
         edits.update_place(connection, "tokyo", PlaceUpdate(aliases=["Edo"]), "alice")
-    with closing(store.connect_readonly(live)) as connection:
-        assert old._changed_ids(connection) is not None  # the incremental path, not a whole read
-    advanced, fresh = old.advanced(), Catalogue(live)
+
+    with _store(live) as opened:
+        old = Catalogue(opened)
+        opened.write(write)
+        with opened.reading() as connection:
+            assert old._changed_ids(connection) is not None  # the incremental path, not a whole read
+        advanced, fresh = old.advanced(), Catalogue(opened)
     for name in ("missiles", "places"):
         assert_frame_equal(getattr(advanced, name), getattr(fresh, name), check_like=True)
     assert_frame_equal(advanced.sites.drop(columns="geometry"), fresh.sites.drop(columns="geometry"))
@@ -227,8 +239,10 @@ def test_an_advanced_snapshot_equals_a_fresh_load_after_missile_and_place_writes
 # --- import ----------------------------------------------------------------------------------------
 
 
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], env={"COLUMNS": "250"})
+def _run(live, *args):
+    """The command line on the catalogue `live` names (the GeoPackage by --gpkg, the database by its URL)."""
+    where = ["--gpkg", live] if not isinstance(live, str) else []
+    return CliRunner().invoke(cli, [str(a) for a in [*args, *where]], env={"COLUMNS": "250", **engine_env(live)})
 
 
 def test_import_missiles_checks_every_row_then_writes_all(live, tmp_path):
@@ -238,13 +252,13 @@ def test_import_missiles_checks_every_row_then_writes_all(live, tmp_path):
                     f"Beta,MRBM,1500,estimate,low,{SOURCE},\n", encoding="utf-8")
     bad = tmp_path / "bad.csv"
     bad.write_text(good.read_text(encoding="utf-8") + "Gamma,MRBM,1500,,normal,no-such-source,\n", encoding="utf-8")
-    refused = _run("import", bad, "--kind", "missiles", "--gpkg", live)
+    refused = _run(live, "import", bad, "--kind", "missiles")
     assert refused.exit_code == 1 and "nothing written" in refused.stdout
     assert "Gamma" in refused.stderr and "source_ids: unknown source id 'no-such-source'" in refused.stderr
     assert _rows(live, "SELECT count(*) FROM missiles WHERE id IN ('alpha', 'beta', 'gamma')") == [(0,)]
-    dry = _run("import", good, "--kind", "missiles", "--gpkg", live, "--dry-run")
+    dry = _run(live, "import", good, "--kind", "missiles", "--dry-run")
     assert dry.exit_code == 0 and "would add 2 missile(s)" in dry.stdout and "alpha" in dry.stdout
-    done = _run("import", good, "--kind", "missiles", "--gpkg", live, "--actor", "bob")
+    done = _run(live, "import", good, "--kind", "missiles", "--actor", "bob")
     assert done.exit_code == 0, done.stdout + done.stderr
     assert "added 2 missile(s)" in done.stdout
     assert _rows(live, "SELECT id, class, aliases FROM missiles WHERE id IN ('alpha', 'beta') ORDER BY id") == \
@@ -266,15 +280,18 @@ def test_import_places_from_geojson_checks_names_across_the_file(live, tmp_path)
         *features, feature("Teheran", 51.0, 35.0), {"type": "Feature", "geometry": None,
                                                     "properties": {"name": "Nowhere", "kind": "city",
                                                                    "source_id": SOURCE}}]}), encoding="utf-8")
-    refused = _run("import", clash, "--kind", "places", "--gpkg", live)
+    refused = _run(live, "import", clash, "--kind", "places")
     assert refused.exit_code == 1
     assert "'Teheran' already names the place 'tehran'" in refused.stderr and "lon" in refused.stderr
-    done = _run("import", path, "--kind", "places", "--gpkg", live)
+    done = _run(live, "import", path, "--kind", "places")
     assert done.exit_code == 0, done.stdout + done.stderr
     assert _rows(live, "SELECT id, aliases FROM places WHERE id IN ('tehran', 'tabriz') ORDER BY id") == \
         [("tabriz", None), ("tehran", '["Teheran"]')]
     from app.catalogue import Catalogue
-    assert Catalogue(live).place("teheran").place_id == "tehran"
+    with _store(live) as opened:
+        assert Catalogue(opened).place("teheran").place_id == "tehran"
+    if isinstance(live, str):
+        return  # PostGIS keeps its GiST index itself; a GeoPackage's R-tree is kept by the file's triggers
     with closing(sqlite3.connect(live)) as connection:  # the R-tree of the places layer holds the new points
         hits = connection.execute("SELECT count(*) FROM rtree_places_geom WHERE minx BETWEEN 46 AND 52").fetchone()
     assert hits == (2,)

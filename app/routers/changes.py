@@ -14,7 +14,8 @@ from app.schemas import MAX_LIMIT
 
 router = APIRouter(tags=["edits"])
 AFTER_EVERY_CHANGE = "~"
-"""A `since` bound no stored instant reaches (`~` sorts after every digit)."""
+"""A `since` bound no stored instant reaches (`~` sorts after every digit): answered with no change, never asked of a
+store (PostGIS keeps the times as timestamptz, which `~` is not)."""
 
 
 SINCE_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
@@ -59,8 +60,10 @@ def list_changes(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100,
 ) -> dict:
     """Every recorded change, oldest first: who, when, what, and each field's value before and after."""
-    changes = read_changes(catalogue.store, up_to_id=catalogue.last_change, since=since_instant(since),
-                           after_id=after, entity=entity, site_id=site_id, limit=limit)
+    since_at = since_instant(since)
+    changes = [] if since_at == AFTER_EVERY_CHANGE else read_changes(
+        catalogue.store, up_to_id=catalogue.last_change, since=since_at, after_id=after, entity=entity,
+        site_id=site_id, limit=limit)
     items = [Change(**{k: c[k] for k in Change.model_fields}).model_dump() for c in changes]
     next_link = None
     if len(items) == limit:
