@@ -424,18 +424,6 @@ def point_of(row: dict) -> shapely.Point | None:
     return shapely.Point(float(row["lon"]), float(row["lat"])) if row["lon"] else None
 
 
-def latest_status(observations: Table) -> dict[str, tuple[str, str]]:
-    """Per site, (status_seen, observed_on) of the latest-dated observation that saw a status."""
-    latest: dict[str, tuple[str, str, str]] = {}
-    for _, row in observations.rows:
-        if row["status_seen"] == "unknown":
-            continue
-        key = (row["observed_on"], row["id"], row["status_seen"])
-        if row["site_id"] not in latest or key > latest[row["site_id"]]:
-            latest[row["site_id"]] = key
-    return {site: (status, on) for site, (on, _, status) in latest.items()}
-
-
 def site_classes(row: dict, classes: dict[str, str]) -> str | None:
     """A sites.csv row's missile_classes cell: its missile types' classes and the classes reported without a type."""
     return encode_list(vocab.site_classes(split_cell(row["missile_types"]), split_cell(row["missile_classes_reported"]),
@@ -446,11 +434,12 @@ def sites_layer(tables: dict[str, Table]) -> gpd.GeoDataFrame:
     """The sites layer: sites.csv without lon/lat, plus missile_classes and the current status."""
     sites = tables["sites.csv"]
     classes = {row["id"]: row["class"] for _, row in tables["missiles.csv"].rows}
-    status = latest_status(tables["observations.csv"])
+    status = vocab.latest_status((r["site_id"], r["observed_on"], r["id"], r["status_seen"])
+                                 for _, r in tables["observations.csv"].rows)
     data = frame(sites, drop=("lon", "lat"), numeric=("coord_precision_m",))
     data["missile_classes"] = pd.Series([site_classes(row, classes) for _, row in sites.rows], dtype=object)
-    data["current_status"] = pd.Series([status.get(row["id"], ("unknown", None))[0] for _, row in sites.rows], dtype=object)
-    data["status_observed_on"] = pd.Series([status.get(row["id"], (None, None))[1] for _, row in sites.rows], dtype=object)
+    data["current_status"] = pd.Series([status.get(row["id"], vocab.NO_STATUS)[0] for _, row in sites.rows], dtype=object)
+    data["status_observed_on"] = pd.Series([status.get(row["id"], vocab.NO_STATUS)[1] for _, row in sites.rows], dtype=object)
     return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in sites.rows], crs=CRS)
 
 

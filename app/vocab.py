@@ -108,6 +108,28 @@ def site_classes(missile_types: Iterable[str], reported: Iterable[str], classes:
     return sorted({classes[m] for m in missile_types if m in classes} | set(reported))
 
 
+NO_STATUS = ("unknown", None)  # a site none of whose observations saw a status
+
+
+def latest_status(observations: Iterable[tuple[str, str, str, str]]) -> dict[str, tuple[str, str]]:
+    """Per site, (status_seen, observed_on) of its latest observation that saw a status: the one place this is derived.
+
+    Each observation is (site_id, observed_on, id, status_seen); the latest is the highest (observed_on, id), compared
+    as text; an `unknown` observation never counts. A site absent from the answer has NO_STATUS.
+
+    >>> latest_status([("a", "2020", "a-1", "active"), ("a", "2020", "a-2", "inactive"), ("a", "2021", "a-0", "unknown")])
+    {'a': ('inactive', '2020')}
+    """
+    latest: dict[str, tuple[str, str, str]] = {}
+    for site_id, observed_on, observation_id, status in observations:
+        if status == "unknown":
+            continue
+        key = (observed_on, observation_id, status)
+        if site_id not in latest or key[:2] > latest[site_id][:2]:
+            latest[site_id] = key
+    return {site_id: (status, on) for site_id, (on, _, status) in latest.items()}
+
+
 def slugify(text: str, fallback: str) -> str:
     """A lowercase ASCII slug of a text, at most MAX_ID_LENGTH long (the fallback when nothing ASCII remains)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()

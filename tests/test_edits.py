@@ -134,6 +134,20 @@ def test_an_observation_sets_the_current_status(service):
     assert service.get("/sites?status=active&lat=39&lon=126.5&within_km=1").json()["numberMatched"] == 1
 
 
+def test_the_status_on_a_tie_is_the_highest_observation_id_on_writes_and_as_of(service):
+    service.post("/sites", json=NEW_SITE, headers=EDITOR)
+    seen = {"observed_on": "2025-03", "source_id": SOURCE}
+    for kind, status in (("report", "active"), ("imagery", "inactive")):  # ids ...-report > ...-imagery
+        service.post("/sites/test-base/observations", json={**seen, "kind": kind, "status_seen": status}, headers=EDITOR)
+    service.post("/sites/test-base/observations", json={**seen, "observed_on": "2025-04", "kind": "event",
+                                                        "status_seen": "unknown"}, headers=EDITOR)
+    site = service.get("/sites/test-base").json()["properties"]
+    assert (site["current_status"], site["status_observed_on"]) == ("active", "2025-03")
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    past = {f["id"]: f["properties"] for f in service.get(f"/sites?as_of={today}&limit=1000").json()["features"]}
+    assert (past["test-base"]["current_status"], past["test-base"]["status_observed_on"]) == ("active", "2025-03")
+
+
 def test_observations_in_the_future_or_of_unknown_sites_are_refused(service):
     tomorrow = (datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=2)).isoformat()
     body = {"observed_on": tomorrow, "kind": "imagery", "source_id": SOURCE}

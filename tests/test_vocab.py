@@ -1,0 +1,28 @@
+"""The shared vocabulary rules: the site's current status from its observations."""
+
+import pytest
+
+from app import history, vocab
+
+
+@pytest.mark.parametrize("observations, expected", [
+    ([], {}),
+    ([("a", "2020", "a-1", "unknown")], {}),
+    ([("a", "2020", "a-1", "active"), ("a", "2021", "a-2", "unknown")], {"a": ("active", "2020")}),
+    ([("a", "2020", "a-2", "inactive"), ("a", "2020", "a-1", "active")], {"a": ("inactive", "2020")}),
+    ([("a", "2020-05", "a-1", "active"), ("a", "2020", "a-9", "inactive")], {"a": ("active", "2020-05")}),
+    ([("a", "2019", "a-1", "active"), ("b", "2019", "b-1", "under_construction")],
+     {"a": ("active", "2019"), "b": ("under_construction", "2019")}),
+])
+def test_latest_status(observations, expected):
+    assert vocab.latest_status(observations) == expected
+    assert vocab.latest_status(reversed(observations)) == expected
+
+
+def test_the_built_statuses_are_the_read_sides(catalogue):
+    derived = history.latest_status(catalogue.observations)
+    stored = {site_id: (status, on if isinstance(on, str) else None) for site_id, status, on
+              in zip(catalogue.all_sites.index, catalogue.all_sites["current_status"],
+                     catalogue.all_sites["status_observed_on"])}
+    assert stored == {site_id: derived.get(site_id, vocab.NO_STATUS) for site_id in stored}
+    assert {status for status, _ in derived.values()} >= {"active", "under_construction"}
