@@ -29,14 +29,14 @@ import shapely
 import shapely.affinity
 
 from app import migrations, vocab
-from app.vocab import MISSILE_CLASSES, SLUG, VOCAB, encode_list  # noqa: F401  (importable here as before)
+from app.vocab import MISSILE_CLASSES, SLUG, TEXT_LIST_SEPARATOR, VOCAB, encode_list, is_text_list  # noqa: F401
+from app.vocab import split_text_list
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES_DIR = REPO_ROOT / "geodata" / "sources"
 CATALOGUE_PATH = REPO_ROOT / "geodata" / "catalogue.gpkg"
 
 CRS = "EPSG:4326"
-SEP = "; "  # the list separator of the CSV sources (the GeoPackage stores JSON arrays)
 # gpkg_contents.last_change is pinned so that two builds give the same bytes; it is not a data date.
 BUILD_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 GDAL_OPTIONS = {"OGR_CURRENT_DATE": BUILD_TIMESTAMP}
@@ -122,11 +122,6 @@ def read_table(path: Path, columns: tuple[str, ...]) -> Table:
     return Table(path.name, rows)
 
 
-def split_cell(value: str) -> list[str]:
-    """A `; `-separated cell as its items (empty cell: no items)."""
-    return value.split(SEP) if value else []
-
-
 Rule = Callable[[str, dict], "str | None"]
 
 
@@ -199,9 +194,9 @@ def items(check: Callable[[str], str | None], blank_ok: bool = True) -> Rule:
     def rule(value: str, _ctx: dict) -> str | None:
         if not value:
             return None if blank_ok else "is blank"
-        parts = split_cell(value)
-        if any(not part or part != part.strip() or ";" in part for part in parts):
-            return f"{value!r} is not a '; '-separated list"
+        parts = split_text_list(value)
+        if not is_text_list(value):
+            return f"{value!r} is not a {TEXT_LIST_SEPARATOR!r}-separated list"
         if len(set(parts)) != len(parts):
             return f"{value!r} repeats an item"
         return next((problem for part in parts if (problem := check(part))), None)
@@ -337,7 +332,7 @@ def validate_site_row(row: dict, file: str, line: int) -> None:
     precision = [bool(row[c]) for c in ("coord_precision_m", "coord_precision_basis", "coord_precision_reason")]
     if any(precision) and not all(precision):
         _fail(file, line, "coord_precision_m, coord_precision_basis and coord_precision_reason are given together or not at all")
-    if row["coord_source_id"] and row["coord_source_id"] not in split_cell(row["source_ids"]):
+    if row["coord_source_id"] and row["coord_source_id"] not in split_text_list(row["source_ids"]):
         _fail(file, line, f"coord_source_id {row['coord_source_id']!r} is not among source_ids")
 
 
@@ -412,7 +407,7 @@ def frame(table: Table, drop: tuple[str, ...] = (), numeric: tuple[str, ...] = (
     """A table as a DataFrame: blanks as NULL, list cells as JSON arrays, numeric columns as floats, in file order."""
     columns = [c for c in SCHEMAS[table.name] if c not in drop]
     lists = vocab.LIST_COLUMNS.get(table.name.removesuffix(".csv"), ())
-    data = {c: pd.Series([(encode_list(split_cell(row[c])) if c in lists else row[c] or None) for _, row in table.rows],
+    data = {c: pd.Series([(encode_list(split_text_list(row[c])) if c in lists else row[c] or None) for _, row in table.rows],
                          dtype=object) for c in columns}
     for column in numeric:
         data[column] = pd.to_numeric(data[column]).astype(float)
@@ -426,7 +421,7 @@ def point_of(row: dict) -> shapely.Point | None:
 
 def site_classes(row: dict, classes: dict[str, str]) -> str | None:
     """A sites.csv row's missile_classes cell: its missile types' classes and the classes reported without a type."""
-    return encode_list(vocab.site_classes(split_cell(row["missile_types"]), split_cell(row["missile_classes_reported"]),
+    return encode_list(vocab.site_classes(split_text_list(row["missile_types"]), split_text_list(row["missile_classes_reported"]),
                                           classes))
 
 

@@ -20,6 +20,7 @@ from app.catalogue import Catalogue
 from app.errors import UnsupportedParameter
 from app.formats import features_csv
 from app.storage import as_store
+from app.vocab import join_text_list
 
 CSV_MEDIA_TYPE = "text/csv"
 KML_MEDIA_TYPE = "application/vnd.google-earth.kml+xml"
@@ -34,13 +35,13 @@ KML_DATA_FIELDS = ("id", "name", "country", "current_status", "declared_status",
 
 
 def _flat(value) -> str | None:
-    """Lists joined by `; `, dicts as `key=value` pairs, everything else as text."""
+    """Lists as text (join_text_list), dicts as `key=value` pairs so joined, everything else as text."""
     if value is None:
         return None
     if isinstance(value, list):
-        return "; ".join(str(v) for v in value)
+        return join_text_list(value)
     if isinstance(value, dict):
-        return "; ".join(f"{k}={v}" for k, v in value.items())
+        return join_text_list(f"{k}={v}" for k, v in value.items())
     return str(value) if not isinstance(value, str) else value
 
 

@@ -14,7 +14,7 @@ import shapely.geometry
 from shapely.geometry import mapping
 
 from app import vocab
-from app.catalogue import Catalogue, SitePage, _clean, has_point, record, split_list
+from app.catalogue import Catalogue, SitePage, _clean, has_point, record
 
 GEOJSON_MEDIA_TYPE = "application/geo+json"
 COORDINATE_DECIMALS = 7
@@ -64,7 +64,7 @@ def site_properties(row: pd.Series) -> dict:
     properties = record(row, [c for c in SITE_COLUMNS if c in row.index])
     for column in LIST_COLUMNS:
         if column in properties:
-            properties[column] = split_list(properties[column])
+            properties[column] = vocab.decode_list(properties[column])
     return properties
 
 
@@ -102,7 +102,7 @@ def site_features(page: SitePage) -> list[dict]:
     extra_cells = [sites[c].tolist() for c in extras]
     features = []
     for i, (site_id, geometry) in enumerate(zip(sites.index, sites.geometry.array)):
-        properties = {c: split_list(values[i]) if is_list else values[i]
+        properties = {c: vocab.decode_list(values[i]) if is_list else values[i]
                       for c, values, is_list in zip(columns, cells, lists)}
         for c, values in zip(extras, extra_cells):
             properties[c] = rounded_km(values[i])

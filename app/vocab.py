@@ -1,7 +1,9 @@
 """Vocabularies, list encoding and id rules: shared by reads, writes and the build.
 
 A list cell is stored as a compact JSON array of strings (as GDAL writes a StringList field in a
-GeoPackage), so any item text round-trips, `;` included; an empty list is NULL.
+GeoPackage), so any item text round-trips, `;` included; an empty list is NULL (encode_list, decode_list).
+A list written as text for people is its items joined by TEXT_LIST_SEPARATOR: the cells of the CSV sources in
+geodata/sources, schema-1 stored cells, KML values (join_text_list, split_text_list).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ MISSILE_LIST_COLUMNS = frozenset(LIST_COLUMNS["missiles"])
 PLACE_LIST_COLUMNS = frozenset(LIST_COLUMNS["places"])
 LIST_COLUMN_NAMES = frozenset(c for columns in LIST_COLUMNS.values() for c in columns)  # a list in every table
 
+TEXT_LIST_SEPARATOR = "; "
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 MAX_ID_LENGTH = 60
 
@@ -95,12 +98,26 @@ def decode_list(cell) -> list[str]:
             items = None
         if isinstance(items, list) and all(isinstance(item, str) for item in items):
             return items
-    return split_legacy(text)
+    return split_text_list(text)
 
 
-def split_legacy(text: str | None) -> list[str]:
-    """A schema-1 (`; `-joined) list cell as its items: split on `;`, stripped, blanks dropped."""
+def split_text_list(text: str | None) -> list[str]:
+    """A list written as text (`a; b`) as its items: split on `;`, stripped, blanks dropped.
+
+    >>> split_text_list("KOR; PRK"), split_text_list("a;b ;; c"), split_text_list("")
+    (['KOR', 'PRK'], ['a', 'b', 'c'], [])
+    """
     return [item.strip() for item in (text or "").split(";") if item.strip()]
+
+
+def join_text_list(items: Iterable) -> str:
+    """A list as text for people: its items joined by TEXT_LIST_SEPARATOR (split_text_list reads it back)."""
+    return TEXT_LIST_SEPARATOR.join(str(item) for item in items)
+
+
+def is_text_list(text: str) -> bool:
+    """Whether a text is exactly a list written by join_text_list (no blank, padded or `;`-holding item)."""
+    return join_text_list(split_text_list(text)) == text
 
 
 def site_classes(missile_types: Iterable[str], reported: Iterable[str], classes: dict[str, str]) -> list[str]:

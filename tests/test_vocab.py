@@ -26,3 +26,20 @@ def test_the_built_statuses_are_the_read_sides(catalogue):
                      catalogue.all_sites["status_observed_on"])}
     assert stored == {site_id: derived.get(site_id, vocab.NO_STATUS) for site_id in stored}
     assert {status for status, _ in derived.values()} >= {"active", "under_construction"}
+
+
+@pytest.mark.parametrize("text, items, exact", [
+    ("", [], True),
+    ("KOR; PRK", ["KOR", "PRK"], True),
+    ("KOR;PRK", ["KOR", "PRK"], False),
+    ("KOR; ; PRK", ["KOR", "PRK"], False),
+    ("KOR;  PRK", ["KOR", "PRK"], False),
+])
+def test_text_lists(text, items, exact):
+    assert vocab.split_text_list(text) == items and vocab.is_text_list(text) is exact
+    assert vocab.split_text_list(vocab.join_text_list(items)) == items
+
+
+@pytest.mark.parametrize("items", [[], ["a"], ["Foo; Bar", "Ünsan", "[x]", '"q"']])
+def test_stored_list_cells_round_trip(items):
+    assert vocab.decode_list(vocab.encode_list(items)) == items

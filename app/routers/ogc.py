@@ -20,7 +20,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app.catalogue import Catalogue, Centre, SitePage, has_point, record, split_list
+from app.catalogue import Catalogue, Centre, SitePage, has_point, record
 from app.errors import NotFound, UnsupportedParameter
 from app.exports import EXPORT_MEDIA_TYPES, export_response
 from app.formats import GEOJSON_MEDIA_TYPE, feature, html_cell, site_features
@@ -32,6 +32,7 @@ from app.ogc_schemas import (
 )
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, as_of_fields, catalogue_as_of
+from app.vocab import decode_list
 
 router = APIRouter(tags=["ogc api features"])
 
@@ -227,7 +228,7 @@ def _overlaps(value, start: dt.date, end: dt.date) -> bool:
 def _matches(value, wanted: str, list_valued: bool) -> bool:
     """Whether a cell equals the asked value (a list cell: contains it; numbers compared as numbers)."""
     if list_valued:
-        return wanted in split_list(value)
+        return wanted in decode_list(value)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return False
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from fastapi.concurrency import run_in_threadpool
 
-from app.catalogue import Catalogue, SiteFilter, record, split_list
+from app.catalogue import Catalogue, SiteFilter, record
 from app.exports import EXPORT_MEDIA_TYPES, export_response, sites_format
 from app.formats import GEOJSON_MEDIA_TYPE, feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
@@ -16,6 +16,7 @@ from app.routers.launches import site_launch_summary
 from app.schemas import (
     MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, as_of_fields, run_site_query, select_sites, site_query,
 )
+from app.vocab import decode_list
 
 router = APIRouter(tags=["sites"])
 SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
@@ -85,7 +86,7 @@ def _site_in_full(catalogue, site_id: str) -> dict:
     properties["missiles"] = [
         {**record(row, ["id", "name", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind",
                         "confidence", "notes"]),
-         "source_ids": split_list(row["source_ids"])}
+         "source_ids": decode_list(row["source_ids"])}
         for _, row in catalogue.site_missiles(site).iterrows()
     ]
     properties["border_distances"] = [
