@@ -491,14 +491,18 @@ class Catalogue:
         return centres
 
     def site_row(self, site_id: str) -> pd.Series:
-        """One site's row, or NotFound."""
-        if site_id in self.retired_sites.index:
-            retired = self.retired_sites.loc[site_id]
-            raise Gone(f"site {site_id!r} was retired at {retired['retired_at']} by {retired['retired_by']}",
-                       parameter="site_id")
+        """One site's row; Gone for a retired site, NotFound for an unknown one."""
+        self.refuse_retired(site_id)
         if site_id not in self.sites.index:
             raise NotFound(f"no site with id {site_id!r}", parameter="site_id")
         return self.sites.loc[site_id]
+
+    def refuse_retired(self, site_id: str, *, parameter: str = "site_id") -> None:
+        """Gone (410) when the site was retired: its id is known, its site no longer served."""
+        if site_id in self.retired_sites.index:
+            retired = self.retired_sites.loc[site_id]
+            raise Gone(f"site {site_id!r} was retired at {retired['retired_at']} by {retired['retired_by']}",
+                       parameter=parameter)
 
     def border_row(self, border_id: str, *, parameter: str = "border") -> pd.Series:
         """One border's (or coastline's) row, or InvalidParameter naming the known ids."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.formats import LIST_COLUMNS, SITE_COLUMNS
-from app.schemas import MAX_LIMIT, MAX_RADIUS_KM
+from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, MIN_RADIUS_KM
 
 JSON_SCHEMA_MEDIA_TYPE = "application/schema+json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -166,8 +166,9 @@ PARAMETERS = {
     },
     "within_km": {
         "name": "within_km", "in": "query", "required": False, "style": "form", "explode": False,
-        "description": "Extension: keep the sites within this geodesic (WGS84) distance of lat, lon, in km.",
-        "schema": {"type": "number", "minimum": 0, "maximum": MAX_RADIUS_KM},
+        "description": "Extension: keep the sites within this geodesic (WGS84) distance of lat, lon, in km (at "
+                       "least a metre, as on /sites).",
+        "schema": {"type": "number", "minimum": MIN_RADIUS_KM, "maximum": MAX_RADIUS_KM},
     },
 }
 """components.parameters of the OpenAPI documents; the OGC routes refer to them (GDAL reads `limit` from there)."""

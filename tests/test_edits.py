@@ -329,3 +329,13 @@ def test_validate_works_on_an_edited_catalogue(gpkg_live):
     assert sum("not checked: site retired" in line and "kal-gol" in line for line in lines) == 2
     assert sum("not checked: site has no coordinate" in line and "sakkanmol" in line for line in lines) == 2
     assert any("yusang-ni" in line and "yes" in line for line in lines)
+
+
+def test_a_retired_site_is_410_gone_on_sites_and_ogc_items_alike(service):
+    assert service.delete("/sites/sakkanmol", headers=EDITOR).status_code == 200
+    sites, item = service.get("/sites/sakkanmol"), service.get("/collections/sites/items/sakkanmol")
+    assert sites.status_code == item.status_code == 410
+    assert sites.json()["error"]["code"] == item.json()["error"]["code"] == "gone"
+    assert set(item.json()) == {"error"} and set(item.json()["error"]) == {"status", "code", "message", "parameter"}
+    assert item.json()["error"]["parameter"] == "featureId" and "retired" in item.json()["error"]["message"]
+    assert service.get("/collections/sites/items/atlantis").status_code == service.get("/sites/atlantis").status_code == 404
