@@ -10,7 +10,7 @@ import html
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated
 from urllib.parse import urlencode
 
 import numpy as np
@@ -24,8 +24,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.catalogue import Catalogue, Centre, SitePage, has_point, record
 from app.errors import InvalidParameter, NotFound, UnsupportedParameter, validation_problem
-from app.exports import EXPORT_MEDIA_TYPES, export_response
-from app.formats import GEOJSON_MEDIA_TYPE, feature, html_cell, site_features
+from app.exports import export_response
+from app.formats import DOWNLOADS, GEOJSON_MEDIA_TYPE, feature, format_for, html_cell, site_features
 from app.ogc_schemas import (
     COLLECTION_RESPONSE, COLLECTIONS_RESPONSE, CONFORMANCE_RESPONSE, DEFAULT_LIMIT, ITEM_FORMATS, ITEM_RESPONSE,
     JSON_SCHEMA_MEDIA_TYPE, LANDING_RESPONSE, MAX_OFFSET, PROPERTIES, SCHEMA_RESPONSE, f_parameter,
@@ -52,11 +52,6 @@ OPENAPI_MEDIA_TYPE = "application/vnd.oai.openapi+json;version=3.0"
 SCHEMA_REL = "http://www.opengis.net/def/rel/ogc/1.0/schema"
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 PAGE_FORMATS = ("json", "html")
-ITEM_EXPORTERS: dict[str, tuple[str, Callable]] = {  # f -> (media type, encoder)
-    name: (media_type, lambda catalogue, collection_id, features, name=name:
-           export_response(catalogue, name, features, collection_id))
-    for name, media_type in EXPORT_MEDIA_TYPES.items()
-}
 FeatureId = Annotated[str, Path(min_length=1, max_length=200, description="Feature id (the site, place or border id).")]
 
 
@@ -415,8 +410,8 @@ def _items_links(request: Request, collection: Collection, limit: int, offset: i
     links = [
         _link(_items_url(request), "self", GEOJSON_MEDIA_TYPE, "this page"),
         _link(_items_url(request, f="html"), "alternate", "text/html", "this page as HTML"),
-        *(_link(_items_url(request, f=name), "alternate", media_type, f"this page as {name.upper()}")
-          for name, (media_type, _) in ITEM_EXPORTERS.items() if name != "gpkg"),
+        *(_link(_items_url(request, f=name), "alternate", form.media_type, f"this page as {name.upper()}")
+          for name, form in DOWNLOADS.items() if name != "gpkg"),
         _link(f"{_base(request)}/collections/{collection.id}", "collection", "application/json", collection.title),
     ]
     if offset + limit < matched:
@@ -447,18 +442,12 @@ def _items_html(collection: Collection, body: dict, request: Request) -> HTMLRes
 
 def _item_format(request: Request) -> str:
     """The items format asked by `f`, else by the Accept header; 400 for an unknown `f`."""
-    f = request.query_params.get("f")
-    if f is not None:
-        if f not in ITEM_FORMATS:
-            raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(ITEM_FORMATS)}", parameter="f")
-        return f
-    accept = request.headers.get("accept", "")
-    for name, (media_type, _) in ITEM_EXPORTERS.items():
-        if media_type in accept:
-            return name
-    if "text/html" in accept and "json" not in accept:
+    f, accept = request.query_params.get("f"), request.headers.get("accept", "")
+    if f is None and "text/html" in accept and "json" not in accept and not any(
+            form.media_type in accept for form in DOWNLOADS.values()):
         return "html"
-    return "json"
+    fmt = format_for(accept, f, ITEM_FORMATS)
+    return "json" if fmt == "geojson" else fmt
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -525,8 +514,8 @@ def _collection_links(collection: Collection, base: str) -> list[dict]:
         _link(f"{url}?f=html", "alternate", "text/html", f"{collection.title} as HTML"),
         _link(f"{url}/items", "items", GEOJSON_MEDIA_TYPE, "items as GeoJSON"),
         _link(f"{url}/items?f=html", "items", "text/html", "items as HTML"),
-        *(_link(f"{url}/items?f={name}", "items", media_type, f"items as {name.upper()}")
-          for name, (media_type, _) in ITEM_EXPORTERS.items() if name != "gpkg"),
+        *(_link(f"{url}/items?f={name}", "items", form.media_type, f"items as {name.upper()}")
+          for name, form in DOWNLOADS.items() if name != "gpkg"),
         _link(f"{url}/schema", SCHEMA_REL, JSON_SCHEMA_MEDIA_TYPE, "the features' schema (Part 5)"),
         _link(f"{url}/queryables", QUERYABLES_REL, JSON_SCHEMA_MEDIA_TYPE, "the properties items filter on"),
         # relation types compare case-insensitively (RFC 8288); GDAL 3.6 matches only this spelling
@@ -580,10 +569,10 @@ def collection_items(request: Request, catalogue: Catalogue, collection: Collect
     """A page of features in the asked format."""
     catalogue = _as_of(catalogue, request)
     fmt = _item_format(request)
-    if fmt in ITEM_EXPORTERS:
+    if fmt in DOWNLOADS:
         rows, limit, offset = select_items(catalogue, collection, request)
         rows = rows.iloc[offset: offset + limit]
-        return ITEM_EXPORTERS[fmt][1](catalogue, collection.id, _features(catalogue, collection, rows))
+        return export_response(catalogue, fmt, _features(catalogue, collection, rows), collection.id)
     if fmt == "json" and collection.id == "sites":
         fast = _site_items_fast(catalogue, request)
         if fast is not None:
@@ -633,7 +622,7 @@ def _add_collection_routes(collection: Collection) -> None:
         return describe_collection(request, catalogue, collection)
 
     @router.get(f"{url}/items", response_class=GeoJSONResponse, summary=f"The {name} features",
-                responses=items_response(EXPORT_MEDIA_TYPES), openapi_extra={"parameters": items_parameters(name)},
+                responses=items_response(), openapi_extra={"parameters": items_parameters(name)},
                 operation_id=f"get_{name}_items", description=collection.description)
     async def items(request: Request, catalogue: CatalogueDep):
         if name == "sites" and "as_of" not in request.query_params and _item_format(request) == "json":
