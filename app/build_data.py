@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime
 import hashlib
 import io
 import json
@@ -30,7 +29,7 @@ import shapely.affinity
 
 from app import migrations, vocab
 from app.vocab import MISSILE_CLASSES, SLUG, TEXT_LIST_SEPARATOR, VOCAB, encode_list, is_text_list  # noqa: F401
-from app.vocab import split_text_list
+from app.vocab import PARTIAL_DATE, alpha3, date, split_text_list, url  # noqa: F401  (the shared cell rules)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES_DIR = REPO_ROOT / "geodata" / "sources"
@@ -64,7 +63,6 @@ LSIB_LINES = {  # LSIB feature name -> (border id, kind)
 }
 KOREAS = ["KOR", "PRK"]
 
-PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
 LAYER_DESCRIPTIONS = {
     "sites": "Missile and related sites; NULL geometry where no trustworthy coordinate is known.",
@@ -149,26 +147,6 @@ def enum(name: str, blank_ok: bool = False) -> Rule:
     return rule
 
 
-def date(value: str, _ctx: dict) -> str | None:
-    """Blank, or an ISO date, possibly partial (YYYY, YYYY-MM, YYYY-MM-DD)."""
-    if not value:
-        return None
-    if PARTIAL_DATE.match(value):
-        padded = value + "-01" * (2 - value.count("-"))
-        try:
-            datetime.date.fromisoformat(padded)
-            return None
-        except ValueError:
-            pass
-    return f"{value!r} is not an ISO date (YYYY, YYYY-MM or YYYY-MM-DD)"
-
-
-def url(value: str, _ctx: dict) -> str | None:
-    """Blank or an http(s) URL without spaces."""
-    ok = not value or (value.startswith(("http://", "https://")) and " " not in value)
-    return None if ok else f"{value!r} is not an http(s) URL"
-
-
 def number(value: str, _ctx: dict) -> str | None:
     """Blank or a finite number >= 0."""
     if not value:
@@ -178,15 +156,6 @@ def number(value: str, _ctx: dict) -> str | None:
     except ValueError:
         return f"{value!r} is not a number"
     return None if math.isfinite(parsed) and parsed >= 0 else f"{value!r} is not a finite number >= 0"
-
-
-def alpha3(blank_ok: bool) -> Rule:
-    """An ISO 3166-1 alpha-3 code (or blank when allowed)."""
-    def rule(value: str, _ctx: dict) -> str | None:
-        if (blank_ok and not value) or (value.isupper() and pycountry.countries.get(alpha_3=value)):
-            return None
-        return f"{value!r} is not an ISO 3166-1 alpha-3 code"
-    return rule
 
 
 def items(check: Callable[[str], str | None], blank_ok: bool = True) -> Rule:

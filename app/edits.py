@@ -18,7 +18,7 @@ from app.models import (
 )
 from app.vocab import (  # noqa: F401
     MAX_ID_LENGTH, MISSILE_LIST_COLUMNS, NO_STATUS, PLACE_LIST_COLUMNS, SITE_LIST_COLUMNS, decode_list, encode_list,
-    latest_status, slugify,
+    alpha3, latest_status, slugify,
 )
 
 SITE_FIELDS = tuple(SiteCreate.model_fields)
@@ -559,8 +559,6 @@ def attach_borders(connection: sqlite3.Connection, border_id: str, countries: li
     if row is None:
         raise NotFound(f"no border with id {border_id!r} (coastlines and land borders are measured without"
                        " attaching)", parameter="border_id")
-    from app.build_data import alpha3  # the offline build's checks (pycountry), imported on the first use
-
     at, changes = store.utc_now(), []
     for country in dict.fromkeys(countries):
         problem = alpha3(blank_ok=False)(country, {})

@@ -1,4 +1,4 @@
-"""Vocabularies, list encoding and id rules: shared by reads, writes and the build.
+"""Vocabularies, list encoding, id and cell rules, the site's status: shared by reads, writes and the build.
 
 A list cell is stored as a compact JSON array of strings (as GDAL writes a StringList field in a
 GeoPackage), so any item text round-trips, `;` included; an empty list is NULL (encode_list, decode_list).
@@ -8,11 +8,12 @@ geodata/sources, schema-1 stored cells, KML values (join_text_list, split_text_l
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from json.encoder import encode_basestring
 
 import pandas as pd
@@ -57,6 +58,7 @@ PLACE_LIST_COLUMNS = frozenset(LIST_COLUMNS["places"])
 LIST_COLUMN_NAMES = frozenset(c for columns in LIST_COLUMNS.values() for c in columns)  # a list in every table
 
 TEXT_LIST_SEPARATOR = "; "
+PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 MAX_ID_LENGTH = 60
 
@@ -145,6 +147,40 @@ def latest_status(observations: Iterable[tuple[str, str, str, str]]) -> dict[str
         if site_id not in latest or key[:2] > latest[site_id][:2]:
             latest[site_id] = key
     return {site_id: (status, on) for site_id, (on, _, status) in latest.items()}
+
+
+# --- cell rules shared by the build's source checks and the API's models: (value, context) -> problem or None ---
+
+
+def date(value: str, _ctx: dict) -> str | None:
+    """Blank, or an ISO date, possibly partial (YYYY, YYYY-MM, YYYY-MM-DD)."""
+    if not value:
+        return None
+    if PARTIAL_DATE.match(value):
+        padded = value + "-01" * (2 - value.count("-"))
+        try:
+            datetime.date.fromisoformat(padded)
+            return None
+        except ValueError:
+            pass
+    return f"{value!r} is not an ISO date (YYYY, YYYY-MM or YYYY-MM-DD)"
+
+
+def url(value: str, _ctx: dict) -> str | None:
+    """Blank or an http(s) URL without spaces."""
+    ok = not value or (value.startswith(("http://", "https://")) and " " not in value)
+    return None if ok else f"{value!r} is not an http(s) URL"
+
+
+def alpha3(blank_ok: bool) -> Callable[[str, dict], str | None]:
+    """An ISO 3166-1 alpha-3 code (or blank when allowed)."""
+    def rule(value: str, _ctx: dict) -> str | None:
+        import pycountry  # its tables load on the first check, not with every module that shares these rules
+
+        if (blank_ok and not value) or (value.isupper() and pycountry.countries.get(alpha_3=value)):
+            return None
+        return f"{value!r} is not an ISO 3166-1 alpha-3 code"
+    return rule
 
 
 def slugify(text: str, fallback: str) -> str:

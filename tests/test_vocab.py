@@ -1,5 +1,10 @@
 """The shared vocabulary rules: the site's current status from its observations."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from app import history, vocab
@@ -43,3 +48,20 @@ def test_text_lists(text, items, exact):
 @pytest.mark.parametrize("items", [[], ["a"], ["Foo; Bar", "Ünsan", "[x]", '"q"']])
 def test_stored_list_cells_round_trip(items):
     assert vocab.decode_list(vocab.encode_list(items)) == items
+
+
+def test_the_service_never_imports_the_offline_build():
+    """The cell rules the API's models check with live here, so serving never loads the build (nor pycountry)."""
+    code = "import app.main, sys; print(sorted(m for m in ('app.build_data', 'pycountry') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("rule, value, ok", [
+    (vocab.date, "2020-02", True), (vocab.date, "2020-02-30", False), (vocab.url, "https://x.org/a", True),
+    (vocab.url, "javascript:alert(1)", False), (vocab.alpha3(blank_ok=False), "PRK", True),
+    (vocab.alpha3(blank_ok=False), "XXX", False), (vocab.alpha3(blank_ok=True), "", True),
+])
+def test_cell_rules(rule, value, ok):
+    assert (rule(value, {}) is None) is ok
