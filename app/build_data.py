@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime
 import hashlib
 import io
 import json
@@ -29,14 +28,14 @@ import shapely
 import shapely.affinity
 
 from app import migrations, vocab
-from app.vocab import MISSILE_CLASSES, SLUG, VOCAB, encode_list  # noqa: F401  (importable here as before)
+from app.vocab import MISSILE_CLASSES, SLUG, TEXT_LIST_SEPARATOR, VOCAB, encode_list, is_text_list  # noqa: F401
+from app.vocab import PARTIAL_DATE, alpha3, date, split_text_list, url  # noqa: F401  (the shared cell rules)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES_DIR = REPO_ROOT / "geodata" / "sources"
 CATALOGUE_PATH = REPO_ROOT / "geodata" / "catalogue.gpkg"
 
 CRS = "EPSG:4326"
-SEP = "; "  # the list separator of the CSV sources (the GeoPackage stores JSON arrays)
 # gpkg_contents.last_change is pinned so that two builds give the same bytes; it is not a data date.
 BUILD_TIMESTAMP = "2000-01-01T00:00:00.000Z"
 GDAL_OPTIONS = {"OGR_CURRENT_DATE": BUILD_TIMESTAMP}
@@ -64,7 +63,6 @@ LSIB_LINES = {  # LSIB feature name -> (border id, kind)
 }
 KOREAS = ["KOR", "PRK"]
 
-PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
 LAYER_DESCRIPTIONS = {
     "sites": "Missile and related sites; NULL geometry where no trustworthy coordinate is known.",
@@ -122,11 +120,6 @@ def read_table(path: Path, columns: tuple[str, ...]) -> Table:
     return Table(path.name, rows)
 
 
-def split_cell(value: str) -> list[str]:
-    """A `; `-separated cell as its items (empty cell: no items)."""
-    return value.split(SEP) if value else []
-
-
 Rule = Callable[[str, dict], "str | None"]
 
 
@@ -154,26 +147,6 @@ def enum(name: str, blank_ok: bool = False) -> Rule:
     return rule
 
 
-def date(value: str, _ctx: dict) -> str | None:
-    """Blank, or an ISO date, possibly partial (YYYY, YYYY-MM, YYYY-MM-DD)."""
-    if not value:
-        return None
-    if PARTIAL_DATE.match(value):
-        padded = value + "-01" * (2 - value.count("-"))
-        try:
-            datetime.date.fromisoformat(padded)
-            return None
-        except ValueError:
-            pass
-    return f"{value!r} is not an ISO date (YYYY, YYYY-MM or YYYY-MM-DD)"
-
-
-def url(value: str, _ctx: dict) -> str | None:
-    """Blank or an http(s) URL without spaces."""
-    ok = not value or (value.startswith(("http://", "https://")) and " " not in value)
-    return None if ok else f"{value!r} is not an http(s) URL"
-
-
 def number(value: str, _ctx: dict) -> str | None:
     """Blank or a finite number >= 0."""
     if not value:
@@ -185,23 +158,14 @@ def number(value: str, _ctx: dict) -> str | None:
     return None if math.isfinite(parsed) and parsed >= 0 else f"{value!r} is not a finite number >= 0"
 
 
-def alpha3(blank_ok: bool) -> Rule:
-    """An ISO 3166-1 alpha-3 code (or blank when allowed)."""
-    def rule(value: str, _ctx: dict) -> str | None:
-        if (blank_ok and not value) or (value.isupper() and pycountry.countries.get(alpha_3=value)):
-            return None
-        return f"{value!r} is not an ISO 3166-1 alpha-3 code"
-    return rule
-
-
 def items(check: Callable[[str], str | None], blank_ok: bool = True) -> Rule:
     """A `; `-separated list whose items are unique, non-blank and pass `check`."""
     def rule(value: str, _ctx: dict) -> str | None:
         if not value:
             return None if blank_ok else "is blank"
-        parts = split_cell(value)
-        if any(not part or part != part.strip() or ";" in part for part in parts):
-            return f"{value!r} is not a '; '-separated list"
+        parts = split_text_list(value)
+        if not is_text_list(value):
+            return f"{value!r} is not a {TEXT_LIST_SEPARATOR!r}-separated list"
         if len(set(parts)) != len(parts):
             return f"{value!r} repeats an item"
         return next((problem for part in parts if (problem := check(part))), None)
@@ -337,7 +301,7 @@ def validate_site_row(row: dict, file: str, line: int) -> None:
     precision = [bool(row[c]) for c in ("coord_precision_m", "coord_precision_basis", "coord_precision_reason")]
     if any(precision) and not all(precision):
         _fail(file, line, "coord_precision_m, coord_precision_basis and coord_precision_reason are given together or not at all")
-    if row["coord_source_id"] and row["coord_source_id"] not in split_cell(row["source_ids"]):
+    if row["coord_source_id"] and row["coord_source_id"] not in split_text_list(row["source_ids"]):
         _fail(file, line, f"coord_source_id {row['coord_source_id']!r} is not among source_ids")
 
 
@@ -412,7 +376,7 @@ def frame(table: Table, drop: tuple[str, ...] = (), numeric: tuple[str, ...] = (
     """A table as a DataFrame: blanks as NULL, list cells as JSON arrays, numeric columns as floats, in file order."""
     columns = [c for c in SCHEMAS[table.name] if c not in drop]
     lists = vocab.LIST_COLUMNS.get(table.name.removesuffix(".csv"), ())
-    data = {c: pd.Series([(encode_list(split_cell(row[c])) if c in lists else row[c] or None) for _, row in table.rows],
+    data = {c: pd.Series([(encode_list(split_text_list(row[c])) if c in lists else row[c] or None) for _, row in table.rows],
                          dtype=object) for c in columns}
     for column in numeric:
         data[column] = pd.to_numeric(data[column]).astype(float)
@@ -424,21 +388,9 @@ def point_of(row: dict) -> shapely.Point | None:
     return shapely.Point(float(row["lon"]), float(row["lat"])) if row["lon"] else None
 
 
-def latest_status(observations: Table) -> dict[str, tuple[str, str]]:
-    """Per site, (status_seen, observed_on) of the latest-dated observation that saw a status."""
-    latest: dict[str, tuple[str, str, str]] = {}
-    for _, row in observations.rows:
-        if row["status_seen"] == "unknown":
-            continue
-        key = (row["observed_on"], row["id"], row["status_seen"])
-        if row["site_id"] not in latest or key > latest[row["site_id"]]:
-            latest[row["site_id"]] = key
-    return {site: (status, on) for site, (on, _, status) in latest.items()}
-
-
 def site_classes(row: dict, classes: dict[str, str]) -> str | None:
     """A sites.csv row's missile_classes cell: its missile types' classes and the classes reported without a type."""
-    return encode_list(vocab.site_classes(split_cell(row["missile_types"]), split_cell(row["missile_classes_reported"]),
+    return encode_list(vocab.site_classes(split_text_list(row["missile_types"]), split_text_list(row["missile_classes_reported"]),
                                           classes))
 
 
@@ -446,11 +398,12 @@ def sites_layer(tables: dict[str, Table]) -> gpd.GeoDataFrame:
     """The sites layer: sites.csv without lon/lat, plus missile_classes and the current status."""
     sites = tables["sites.csv"]
     classes = {row["id"]: row["class"] for _, row in tables["missiles.csv"].rows}
-    status = latest_status(tables["observations.csv"])
+    status = vocab.latest_status((r["site_id"], r["observed_on"], r["id"], r["status_seen"])
+                                 for _, r in tables["observations.csv"].rows)
     data = frame(sites, drop=("lon", "lat"), numeric=("coord_precision_m",))
     data["missile_classes"] = pd.Series([site_classes(row, classes) for _, row in sites.rows], dtype=object)
-    data["current_status"] = pd.Series([status.get(row["id"], ("unknown", None))[0] for _, row in sites.rows], dtype=object)
-    data["status_observed_on"] = pd.Series([status.get(row["id"], (None, None))[1] for _, row in sites.rows], dtype=object)
+    data["current_status"] = pd.Series([status.get(row["id"], vocab.NO_STATUS)[0] for _, row in sites.rows], dtype=object)
+    data["status_observed_on"] = pd.Series([status.get(row["id"], vocab.NO_STATUS)[1] for _, row in sites.rows], dtype=object)
     return gpd.GeoDataFrame(data, geometry=[point_of(row) for _, row in sites.rows], crs=CRS)
 
 

@@ -30,9 +30,6 @@ SITE_COLUMNS_ADDED = ("coord_precision_basis", "coord_precision_reason")  # like
 CITY_COLUMNS = ("id", "name", "country", "population", "source_id")
 
 
-split_list = decode_list  # a stored list cell (a JSON array) as its items; the name others import
-
-
 def has_point(geometry) -> bool:
     """Whether a cell holds a real, non-empty geometry (unknown coordinates are NULL or NaN)."""
     return isinstance(geometry, shapely.Geometry) and not geometry.is_empty
@@ -257,7 +254,7 @@ class Catalogue:
     def _sites_holding(self, missile_id: str) -> list[str]:
         """The ids of the sites (retired ones too) whose missile_types list the missile."""
         cells = self.all_sites["missile_types"]
-        return [site_id for site_id, cell in zip(cells.index, cells) if missile_id in split_list(cell)]
+        return [site_id for site_id, cell in zip(cells.index, cells) if missile_id in decode_list(cell)]
 
     def _copy(self) -> "Catalogue":
         """A shallow copy sharing the fixed layers, with the values derived from sites dropped."""
@@ -369,7 +366,7 @@ class Catalogue:
         by_country: dict[str, list] = {}
         land = self.borders[self.borders["kind"] == regions.LAND_BORDER_KIND]
         for geometry, countries in zip(land.geometry, land["countries"]):
-            for country in split_list(countries):
+            for country in decode_list(countries):
                 by_country.setdefault(country, []).append(geometry)
         return by_country
 
@@ -379,7 +376,7 @@ class Catalogue:
         by_country: dict[str, list[str]] = {}
         land = self.borders[self.borders["kind"] == regions.LAND_BORDER_KIND]
         for border_id, countries in zip(land.index, land["countries"]):
-            for country in split_list(countries):
+            for country in decode_list(countries):
                 by_country.setdefault(country, []).append(border_id)
         return {country: tuple(ids) for country, ids in by_country.items()}
 
@@ -459,7 +456,7 @@ class Catalogue:
 
     def _reported_classes(self) -> set[str]:
         """Classes named on sites without a missile type (e.g. a reported ICBM unit)."""
-        return {item for cell in self.sites["missile_classes"] for item in split_list(cell)}
+        return {item for cell in self.sites["missile_classes"] for item in decode_list(cell)}
 
     # --- lookups ------------------------------------------------------------------------------
 
@@ -482,7 +479,7 @@ class Catalogue:
         owners: dict[str, list[str]] = {}
         points = dict(zip(self.places.index, self.places.geometry))
         for place_id, aliases in zip(self.places.index, self.places["aliases"]):
-            for alias in split_list(aliases):
+            for alias in decode_list(aliases):
                 owners.setdefault(alias.casefold(), []).append(place_id)
         for key, ids in owners.items():
             ids = list(dict.fromkeys(ids))
@@ -494,14 +491,18 @@ class Catalogue:
         return centres
 
     def site_row(self, site_id: str) -> pd.Series:
-        """One site's row, or NotFound."""
-        if site_id in self.retired_sites.index:
-            retired = self.retired_sites.loc[site_id]
-            raise Gone(f"site {site_id!r} was retired at {retired['retired_at']} by {retired['retired_by']}",
-                       parameter="site_id")
+        """One site's row; Gone for a retired site, NotFound for an unknown one."""
+        self.refuse_retired(site_id)
         if site_id not in self.sites.index:
             raise NotFound(f"no site with id {site_id!r}", parameter="site_id")
         return self.sites.loc[site_id]
+
+    def refuse_retired(self, site_id: str, *, parameter: str = "site_id") -> None:
+        """Gone (410) when the site was retired: its id is known, its site no longer served."""
+        if site_id in self.retired_sites.index:
+            retired = self.retired_sites.loc[site_id]
+            raise Gone(f"site {site_id!r} was retired at {retired['retired_at']} by {retired['retired_by']}",
+                       parameter=parameter)
 
     def border_row(self, border_id: str, *, parameter: str = "border") -> pd.Series:
         """One border's (or coastline's) row, or InvalidParameter naming the known ids."""
@@ -585,9 +586,9 @@ class Catalogue:
         if where.country:
             mask &= sites["country"].isin(where.country)
         if where.missile_type:
-            mask &= sites["missile_types"].map(lambda v: bool(set(split_list(v)) & set(where.missile_type)))
+            mask &= sites["missile_types"].map(lambda v: bool(set(decode_list(v)) & set(where.missile_type)))
         if where.missile_class:
-            mask &= sites["missile_classes"].map(lambda v: bool(set(split_list(v)) & set(where.missile_class)))
+            mask &= sites["missile_classes"].map(lambda v: bool(set(decode_list(v)) & set(where.missile_class)))
         return sites[mask]
 
     def find_sites(
@@ -659,7 +660,7 @@ class Catalogue:
 
     def site_missiles(self, site: pd.Series) -> pd.DataFrame:
         """The missile rows attributed to a site."""
-        ids = [m for m in split_list(site["missile_types"]) if m in self.missiles.index]
+        ids = [m for m in decode_list(site["missile_types"]) if m in self.missiles.index]
         return self.missiles.loc[ids]
 
     def site_observations(self, site_id: str) -> pd.DataFrame:
@@ -685,13 +686,13 @@ class Catalogue:
         for site_id, source_id in zip(ordered["site_id"], ordered["source_id"]):
             if not pd.isna(source_id):
                 by_site.setdefault(site_id, []).append(source_id)
-        missile_sources = {m: split_list(ids) for m, ids in zip(self.missiles.index, self.missiles["source_ids"])}
+        missile_sources = {m: decode_list(ids) for m, ids in zip(self.missiles.index, self.missiles["source_ids"])}
         coord_sources = sites["coord_source_id"] if "coord_source_id" in sites else [None] * len(sites)
         result = {}
         for index, own, coord, site_id, missile_types in zip(sites.index, sites["source_ids"], coord_sources,
                                                               sites["id"], sites["missile_types"]):
-            ids = split_list(own) + split_list(coord) + by_site.get(site_id, [])
-            for missile_id in split_list(missile_types):
+            ids = decode_list(own) + decode_list(coord) + by_site.get(site_id, [])
+            for missile_id in decode_list(missile_types):
                 ids += missile_sources.get(missile_id, [])
             result[index] = ids
         return result

@@ -21,7 +21,7 @@ from rich.text import Text
 from app.build_data import build
 from app.catalogue import Catalogue
 from app.errors import CatalogueError, InvalidParameter, NotFound
-from app.formats import features_csv, sites_geojson
+from app.formats import TEXT_FORMATS, sites_geojson
 from app.live import live_path
 from app.schemas import (
     MAX_RADIUS_KM, AsOfParams, BorderParams, CentreParams, FilterParams, MapPageParams, PageParams, RadiusParams, run_site_query,
@@ -51,12 +51,15 @@ class ImportKind(str, Enum):
     places = "places"
 
 
-class OutputFormat(str, Enum):
-    """How `sites` prints its answer."""
+SitesFormat = Enum("SitesFormat", {name: name for name in ("table", "geojson", *TEXT_FORMATS)}, type=str)
+"""How `sites` prints its answer: a table, or a format of the registry the API's `f=` reads (formats.FORMATS)."""
+
+
+class ReachFormat(str, Enum):
+    """How `reach` prints its answer."""
 
     table = "table"
     geojson = "geojson"
-    csv = "csv"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -205,7 +208,8 @@ def sites(
     sort: Annotated[Optional[str], typer.Option(help="distance or name.")] = None,
     limit: Annotated[int, typer.Option(help="Rows to print.")] = 100,
     offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
-    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, geojson or csv.")] = OutputFormat.table,
+    output: Annotated[SitesFormat, typer.Option("--format", "-f", help="table, or as /sites answers f=: " + ", ".join(
+                                                    n for n in SitesFormat.__members__ if n != "table") + ".")] = SitesFormat.table,
     wide: Annotated[bool, typer.Option("--wide", help="Every column of the table (the name, the declared status, "
                                        "the missiles and each border), however wide.")] = False,
     gpkg: GpkgOption = None,
@@ -223,10 +227,10 @@ def sites(
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
     collection = sites_geojson(catalogue, result, limit=page.limit, offset=page.offset)
-    if output is OutputFormat.geojson:
+    if output.value == "geojson":
         sys.stdout.write(json.dumps(collection, ensure_ascii=False, indent=1) + "\n")
-    elif output is OutputFormat.csv:
-        sys.stdout.write(features_csv(collection["features"]))
+    elif output.value in TEXT_FORMATS:
+        sys.stdout.write(TEXT_FORMATS[output.value].encode(catalogue, collection["features"], "sites"))
     else:
         _print_table(_sites_table(collection, wide=wide, border=band.border), wide)
 
@@ -288,7 +292,7 @@ def reach(
     missile_type: Annotated[Optional[list[str]], typer.Option(help="Missile id, e.g. hwasong-7.")] = None,
     facility_type: Annotated[Optional[list[str]], typer.Option(help="Facility type.")] = None,
     country: Annotated[Optional[list[str]], typer.Option(help="ISO alpha-3 country code.")] = None,
-    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or geojson.")] = OutputFormat.table,
+    output: Annotated[ReachFormat, typer.Option("--format", "-f", help="table or geojson.")] = ReachFormat.table,
     wide: Annotated[bool, typer.Option("--wide", help="The margin's interval and the precision in columns of their "
                                        "own, however wide.")] = False,
     gpkg: GpkgOption = None,
@@ -311,7 +315,7 @@ def reach(
         unassessed = catalogue.unassessable_site_ids(where)
     except CatalogueError as exc:
         _fail(f"--{(exc.parameter or 'input').replace('_', '-')}: {exc.message}")
-    if output is OutputFormat.geojson:
+    if output is ReachFormat.geojson:
         answer = {"target": {"lon": centre.lon, "lat": centre.lat, "place_id": centre.place_id}, "short_km": short_km,
                   "verdicts": {v: reach_pairs(pairs[pairs["verdict"] == v]) for v in REACH_VERDICTS},
                   "not_assessed": unassessed, "data_version": catalogue.version}

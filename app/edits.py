@@ -17,7 +17,8 @@ from app.models import (
     SiteUpdate, SourceCreate, SourceUpdate,
 )
 from app.vocab import (  # noqa: F401
-    MAX_ID_LENGTH, MISSILE_LIST_COLUMNS, PLACE_LIST_COLUMNS, SITE_LIST_COLUMNS, decode_list, encode_list, slugify,
+    MAX_ID_LENGTH, MISSILE_LIST_COLUMNS, NO_STATUS, PLACE_LIST_COLUMNS, SITE_LIST_COLUMNS, decode_list, encode_list,
+    alpha3, latest_status, slugify,
 )
 
 SITE_FIELDS = tuple(SiteCreate.model_fields)
@@ -156,13 +157,12 @@ def check_site_fields(site: dict) -> None:
 def _derive(connection: sqlite3.Connection, site: dict) -> dict:
     """The site with its derived fields: its missiles' classes and the status of its latest observation."""
     classes = _missile_classes(connection, site["missile_types"])
-    latest = connection.execute(
-        "SELECT status_seen, observed_on FROM observations WHERE site_id = ? AND status_seen != 'unknown'"
-        " ORDER BY observed_on DESC, id DESC LIMIT 1", (site["id"],)).fetchone()
-    return with_derived(site, classes, latest or ("unknown", None))
+    observations = connection.execute("SELECT site_id, observed_on, id, status_seen FROM observations WHERE site_id = ?",
+                                      (site["id"],)).fetchall()
+    return with_derived(site, classes, latest_status(observations).get(site["id"], NO_STATUS))
 
 
-def with_derived(site: dict, classes: dict[str, str], status: tuple[str, str | None] = ("unknown", None)) -> dict:
+def with_derived(site: dict, classes: dict[str, str], status: tuple[str, str | None] = NO_STATUS) -> dict:
     """The site with its derived fields, given its missiles' classes and (status, date) of its latest observation."""
     missile_classes = vocab.site_classes(site["missile_types"], site["missile_classes_reported"], classes)
     return {**site, "missile_classes": missile_classes, "current_status": status[0], "status_observed_on": status[1]}
@@ -559,8 +559,6 @@ def attach_borders(connection: sqlite3.Connection, border_id: str, countries: li
     if row is None:
         raise NotFound(f"no border with id {border_id!r} (coastlines and land borders are measured without"
                        " attaching)", parameter="border_id")
-    from app.build_data import alpha3  # the offline build's checks (pycountry), imported on the first use
-
     at, changes = store.utc_now(), []
     for country in dict.fromkeys(countries):
         problem = alpha3(blank_ok=False)(country, {})

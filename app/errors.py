@@ -191,10 +191,16 @@ async def _on_catalogue_error(_: Request, exc: CatalogueError) -> JSONResponse:
     return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
 
 
-async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+def validation_problem(exc: RequestValidationError) -> tuple[str, str | None]:
+    """The first problem of a validation error as (message, parameter)."""
     first = exc.errors()[0]
     parameter = _parameter_name(tuple(first.get("loc", ())))
     message = f"{parameter}: {first.get('msg', 'invalid value')}" if parameter else first.get("msg", "invalid")
+    return message, parameter
+
+
+async def _on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    message, parameter = validation_problem(exc)
     return JSONResponse(error_body(422, "invalid_parameter", message, parameter), 422)
 
 

@@ -18,12 +18,10 @@ from starlette.responses import FileResponse, Response
 
 from app.catalogue import Catalogue
 from app.errors import UnsupportedParameter
-from app.formats import features_csv
+from app.formats import DOWNLOADS, features_csv, format_for  # noqa: F401  (features_csv: importable here as before)
 from app.storage import as_store
+from app.vocab import join_text_list
 
-CSV_MEDIA_TYPE = "text/csv"
-KML_MEDIA_TYPE = "application/vnd.google-earth.kml+xml"
-GPKG_MEDIA_TYPE = "application/geopackage+sqlite3"
 # longest range first: a site is styled by its longest-range class
 CLASS_ORDER = ("ICBM", "IRBM", "MRBM", "SRBM")
 CLASS_COLOURS = {"ICBM": "ff0000ff", "IRBM": "ff0080ff", "MRBM": "ff00ffff", "SRBM": "ff00ff00"}  # KML aabbggrr
@@ -34,13 +32,13 @@ KML_DATA_FIELDS = ("id", "name", "country", "current_status", "declared_status",
 
 
 def _flat(value) -> str | None:
-    """Lists joined by `; `, dicts as `key=value` pairs, everything else as text."""
+    """Lists as text (join_text_list), dicts as `key=value` pairs so joined, everything else as text."""
     if value is None:
         return None
     if isinstance(value, list):
-        return "; ".join(str(v) for v in value)
+        return join_text_list(value)
     if isinstance(value, dict):
-        return "; ".join(f"{k}={v}" for k, v in value.items())
+        return join_text_list(f"{k}={v}" for k, v in value.items())
     return str(value) if not isinstance(value, str) else value
 
 
@@ -172,31 +170,22 @@ def cached_export(source, at_least: int) -> str:
 
 
 def export_response(catalogue: Catalogue, fmt: str, features: list[dict], name: str) -> Response:
-    """Features as a download in one of the export formats (csv, kml, gpkg)."""
-    if fmt == "csv":
-        return Response(features_csv(features), media_type=CSV_MEDIA_TYPE,
-                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
-    if fmt == "kml":
-        return Response(features_kml(catalogue, features, name), media_type=KML_MEDIA_TYPE,
-                        headers={"Content-Disposition": f'attachment; filename="{name}.kml"'})
+    """Features as a download in one of the registry's download formats (csv, kml, gpkg)."""
+    form = DOWNLOADS[fmt]
+    if form.encode is not None:
+        return Response(form.encode(catalogue, features, name), media_type=form.media_type,
+                        headers={"Content-Disposition": f'attachment; filename="{name}.{form.name}"'})
     if catalogue.as_of_day is not None:
         raise UnsupportedParameter("f=gpkg is a copy of the current GeoPackage; it cannot answer as_of", parameter="f")
     path = cached_export(catalogue.store, catalogue.last_change)
-    return FileResponse(path, media_type=GPKG_MEDIA_TYPE, filename="catalogue.gpkg",
+    return FileResponse(path, media_type=form.media_type, filename="catalogue.gpkg",
                         background=BackgroundTask(os.unlink, path))
 
 
-EXPORT_MEDIA_TYPES = {"csv": CSV_MEDIA_TYPE, "kml": KML_MEDIA_TYPE, "gpkg": GPKG_MEDIA_TYPE}
+SITES_FORMATS = ("geojson", "json", *DOWNLOADS)
+"""The `f` values of /sites."""
 
 
 def sites_format(accept: str, f: str | None) -> str:
     """The /sites format asked by `f`, else by the Accept header; 400 for an unknown `f`."""
-    allowed = ("geojson", "json", *EXPORT_MEDIA_TYPES)
-    if f is not None:
-        if f not in allowed:
-            raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(allowed)}", parameter="f")
-        return "geojson" if f == "json" else f
-    for name, media_type in EXPORT_MEDIA_TYPES.items():
-        if media_type in accept:
-            return name
-    return "geojson"
+    return format_for(accept, f, SITES_FORMATS)

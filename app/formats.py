@@ -1,4 +1,4 @@
-"""Encoders: sites, rings and tables as GeoJSON (RFC 7946) and CSV."""
+"""Encoders: sites, rings and tables as GeoJSON (RFC 7946) and CSV; the one registry of output formats (FORMATS)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 import shapely
@@ -14,9 +16,13 @@ import shapely.geometry
 from shapely.geometry import mapping
 
 from app import vocab
-from app.catalogue import Catalogue, SitePage, _clean, has_point, record, split_list
+from app.catalogue import Catalogue, SitePage, _clean, has_point, record
+from app.errors import UnsupportedParameter
 
 GEOJSON_MEDIA_TYPE = "application/geo+json"
+CSV_MEDIA_TYPE = "text/csv"
+KML_MEDIA_TYPE = "application/vnd.google-earth.kml+xml"
+GPKG_MEDIA_TYPE = "application/geopackage+sqlite3"
 COORDINATE_DECIMALS = 7
 LIST_COLUMNS = vocab.LIST_COLUMNS["sites"]  # the site columns that hold lists
 SITE_COLUMNS = (
@@ -64,7 +70,7 @@ def site_properties(row: pd.Series) -> dict:
     properties = record(row, [c for c in SITE_COLUMNS if c in row.index])
     for column in LIST_COLUMNS:
         if column in properties:
-            properties[column] = split_list(properties[column])
+            properties[column] = vocab.decode_list(properties[column])
     return properties
 
 
@@ -102,7 +108,7 @@ def site_features(page: SitePage) -> list[dict]:
     extra_cells = [sites[c].tolist() for c in extras]
     features = []
     for i, (site_id, geometry) in enumerate(zip(sites.index, sites.geometry.array)):
-        properties = {c: split_list(values[i]) if is_list else values[i]
+        properties = {c: vocab.decode_list(values[i]) if is_list else values[i]
                       for c, values, is_list in zip(columns, cells, lists)}
         for c, values in zip(extras, extra_cells):
             properties[c] = rounded_km(values[i])
@@ -189,3 +195,53 @@ def html_cell(value) -> str:
     if isinstance(value, dict):
         return "<br>".join(f"{html.escape(str(k))}: {html_cell(v)}" for k, v in value.items())
     return "" if value is None else html.escape(str(value))
+
+
+# --- the registry of output formats ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format: its name (`f=` on /sites and OGC items, `--format` of the CLI), media type, and encoder."""
+
+    name: str
+    media_type: str
+    download: bool  # answered as an attachment, `<name>.<format name>`
+    encode: Callable[[Catalogue, list[dict], str], str] | None = None
+    """(catalogue, features, title) -> text; None: built by its caller (a GeoJSON page, a GeoPackage snapshot)."""
+
+
+def _csv(_catalogue: Catalogue, features: list[dict], _title: str) -> str:
+    return features_csv(features)
+
+
+def _kml(catalogue: Catalogue, features: list[dict], title: str) -> str:
+    from app.exports import features_kml  # KML (fastkml) loads with the first KML asked for, not at start-up
+
+    return features_kml(catalogue, features, title)
+
+
+FORMATS = {form.name: form for form in (
+    Format("geojson", GEOJSON_MEDIA_TYPE, download=False),  # a page with counts and links, built by the route or CLI
+    Format("csv", CSV_MEDIA_TYPE, download=True, encode=_csv),
+    Format("kml", KML_MEDIA_TYPE, download=True, encode=_kml),
+    Format("gpkg", GPKG_MEDIA_TYPE, download=True),  # a consistent copy of the whole store (exports.cached_export)
+)}
+"""Every output format of features, by name: /sites, OGC items and the CLI all read this table."""
+FORMAT_ALIASES = {"json": "geojson"}
+DOWNLOADS = {name: form for name, form in FORMATS.items() if form.download}
+TEXT_FORMATS = {name: form for name, form in FORMATS.items() if form.encode is not None}
+"""The formats encoded from features as text: what the CLI writes besides its table and GeoJSON."""
+
+
+def format_for(accept: str, f: str | None, allowed: tuple[str, ...]) -> str:
+    """The format asked by `f` (an alias resolved), else the download whose media type Accept names, else geojson;
+    400 for an `f` outside `allowed`."""
+    if f is not None:
+        if f not in allowed:
+            raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(allowed)}", parameter="f")
+        return FORMAT_ALIASES.get(f, f)
+    for name, form in DOWNLOADS.items():
+        if form.media_type in accept:
+            return name
+    return "geojson"

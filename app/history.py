@@ -12,6 +12,7 @@ import shapely
 
 from app.storage import as_store
 from app.store import has_table
+from app import vocab
 from app.vocab import SITE_LIST_COLUMNS, decode_list, encode_list
 
 CHANGE_COLUMNS = ("id", "at", "actor", "action", "entity", "entity_id", "site_id", "diff")
@@ -127,10 +128,9 @@ def observations_at(observations: pd.DataFrame, day: datetime.date) -> pd.DataFr
 
 
 def latest_status(observations: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """Per site, (status_seen, observed_on) of the latest observation that saw a status (ties: highest id)."""
-    seen = observations[observations["status_seen"] != "unknown"].sort_values(["site_id", "observed_on", "id"])
-    last = seen.groupby("site_id").tail(1)
-    return {row.site_id: (row.status_seen, row.observed_on) for row in last.itertuples()}
+    """Per site, (status_seen, observed_on) of its latest observation that saw a status (vocab.latest_status)."""
+    columns = (observations[c] for c in ("site_id", "observed_on", "id", "status_seen"))
+    return vocab.latest_status(zip(*columns))
 
 
 def _missing(value) -> bool:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import sqlite3
 
-from app.vocab import LIST_COLUMNS, decode_list, encode_list, split_legacy
+from app.vocab import LIST_COLUMNS, decode_list, encode_list, join_text_list, split_text_list
 
 SCHEMA_VERSION = "4"
 META_TABLE = "catalogue_meta"
@@ -198,9 +198,9 @@ def _converted(cell, logged) -> str | None:
     """One schema-1 list cell as a JSON array (the logged list when it joins to exactly this cell)."""
     if cell is None:
         return None
-    if isinstance(logged, list) and all(isinstance(i, str) for i in logged) and "; ".join(logged) == cell:
+    if isinstance(logged, list) and all(isinstance(i, str) for i in logged) and join_text_list(logged) == cell:
         return encode_list(logged)
-    return encode_list(split_legacy(str(cell)))
+    return encode_list(split_text_list(str(cell)))
 
 
 def _logged_site_lists(connection: sqlite3.Connection) -> dict[str, dict]:

@@ -10,8 +10,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.build_data import alpha3, date, url
-from app.vocab import LIST_FIELDS, MISSILE_CLASSES, VOCAB  # noqa: F401  (LIST_FIELDS importable here as before)
+from app.vocab import LIST_FIELDS, MISSILE_CLASSES, VOCAB, alpha3, date, url  # noqa: F401  (LIST_FIELDS importable here as before)
 
 MAX_TEXT = 4000
 MAX_NAME = 200

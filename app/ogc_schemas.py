@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.formats import LIST_COLUMNS, SITE_COLUMNS
-from app.schemas import MAX_LIMIT, MAX_RADIUS_KM
+from app.formats import DOWNLOADS, LIST_COLUMNS, SITE_COLUMNS
+from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, MIN_RADIUS_KM
 
 JSON_SCHEMA_MEDIA_TYPE = "application/schema+json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -166,12 +166,13 @@ PARAMETERS = {
     },
     "within_km": {
         "name": "within_km", "in": "query", "required": False, "style": "form", "explode": False,
-        "description": "Extension: keep the sites within this geodesic (WGS84) distance of lat, lon, in km.",
-        "schema": {"type": "number", "minimum": 0, "maximum": MAX_RADIUS_KM},
+        "description": "Extension: keep the sites within this geodesic (WGS84) distance of lat, lon, in km (at "
+                       "least a metre, as on /sites).",
+        "schema": {"type": "number", "minimum": MIN_RADIUS_KM, "maximum": MAX_RADIUS_KM},
     },
 }
 """components.parameters of the OpenAPI documents; the OGC routes refer to them (GDAL reads `limit` from there)."""
-ITEM_FORMATS = ("json", "geojson", "html", "csv", "kml", "gpkg")
+ITEM_FORMATS = ("json", "geojson", "html", *DOWNLOADS)  # the registry's downloads, as on /sites
 
 
 def ref(name: str) -> dict:
@@ -240,11 +241,10 @@ COLLECTION_RESPONSE = json_response(COLLECTION)
 SCHEMA_RESPONSE = json_response({"type": "object"}, html=False, media_type=JSON_SCHEMA_MEDIA_TYPE)
 
 
-def items_response(export_media_types: dict[str, str]) -> dict:
+def items_response() -> dict:
     """200 of a collection's items: GeoJSON, HTML and each download format."""
     content = {"application/geo+json": {"schema": FEATURE_COLLECTION}, **HTML,
-               **{media_type: {"schema": {"type": "string", "format": "binary"}}
-                  for media_type in export_media_types.values()}}
+               **{form.media_type: {"schema": {"type": "string", "format": "binary"}} for form in DOWNLOADS.values()}}
     return {200: {"description": "A page of features", "content": content}}
 
 

@@ -225,7 +225,11 @@ class QueryGroups:
 
     async def __call__(self, request: Request) -> tuple:
         """The groups, filled from the request's query string; RequestValidationError as FastAPI raises it."""
-        params, values = request.query_params, {}
+        return self.parse(request.query_params)
+
+    def parse(self, params) -> tuple:
+        """The groups, filled from query parameters (a Starlette QueryParams); RequestValidationError when bad."""
+        values = {}
         for name, listed in self._names:
             value = params.getlist(name) if listed else params.get(name)
             if value:
@@ -251,6 +255,10 @@ class QueryGroups:
 
 site_query = QueryGroups(CentreParams, RadiusParams, FilterParams, BorderParams, PageParams, AsOfParams)
 """The parameters of /sites as one dependency: (centre, radius, filters, border, page, as_of)."""
+radius_query = QueryGroups(CentreParams, RadiusParams)
+"""The centre and radius of /sites: OGC sites items take them (`lat`, `lon`, `within_km`) with the same bounds."""
+as_of_query = QueryGroups(AsOfParams)
+"""The as_of of /sites, which every OGC items request takes too."""
 
 
 def select_sites(catalogue: Catalogue, centre: CentreParams, radius: RadiusParams, filters: FilterParams,

@@ -1,16 +1,19 @@
-"""Vocabularies, list encoding and id rules: shared by reads, writes and the build.
+"""Vocabularies, list encoding, id and cell rules, the site's status: shared by reads, writes and the build.
 
 A list cell is stored as a compact JSON array of strings (as GDAL writes a StringList field in a
-GeoPackage), so any item text round-trips, `;` included; an empty list is NULL.
+GeoPackage), so any item text round-trips, `;` included; an empty list is NULL (encode_list, decode_list).
+A list written as text for people is its items joined by TEXT_LIST_SEPARATOR: the cells of the CSV sources in
+geodata/sources, schema-1 stored cells, KML values (join_text_list, split_text_list).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from json.encoder import encode_basestring
 
 import pandas as pd
@@ -54,6 +57,8 @@ MISSILE_LIST_COLUMNS = frozenset(LIST_COLUMNS["missiles"])
 PLACE_LIST_COLUMNS = frozenset(LIST_COLUMNS["places"])
 LIST_COLUMN_NAMES = frozenset(c for columns in LIST_COLUMNS.values() for c in columns)  # a list in every table
 
+TEXT_LIST_SEPARATOR = "; "
+PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 MAX_ID_LENGTH = 60
 
@@ -95,17 +100,87 @@ def decode_list(cell) -> list[str]:
             items = None
         if isinstance(items, list) and all(isinstance(item, str) for item in items):
             return items
-    return split_legacy(text)
+    return split_text_list(text)
 
 
-def split_legacy(text: str | None) -> list[str]:
-    """A schema-1 (`; `-joined) list cell as its items: split on `;`, stripped, blanks dropped."""
+def split_text_list(text: str | None) -> list[str]:
+    """A list written as text (`a; b`) as its items: split on `;`, stripped, blanks dropped.
+
+    >>> split_text_list("KOR; PRK"), split_text_list("a;b ;; c"), split_text_list("")
+    (['KOR', 'PRK'], ['a', 'b', 'c'], [])
+    """
     return [item.strip() for item in (text or "").split(";") if item.strip()]
+
+
+def join_text_list(items: Iterable) -> str:
+    """A list as text for people: its items joined by TEXT_LIST_SEPARATOR (split_text_list reads it back)."""
+    return TEXT_LIST_SEPARATOR.join(str(item) for item in items)
+
+
+def is_text_list(text: str) -> bool:
+    """Whether a text is exactly a list written by join_text_list (no blank, padded or `;`-holding item)."""
+    return join_text_list(split_text_list(text)) == text
 
 
 def site_classes(missile_types: Iterable[str], reported: Iterable[str], classes: dict[str, str]) -> list[str]:
     """A site's missile classes: the sorted union of its missiles' classes and the classes reported without a type."""
     return sorted({classes[m] for m in missile_types if m in classes} | set(reported))
+
+
+NO_STATUS = ("unknown", None)  # a site none of whose observations saw a status
+
+
+def latest_status(observations: Iterable[tuple[str, str, str, str]]) -> dict[str, tuple[str, str]]:
+    """Per site, (status_seen, observed_on) of its latest observation that saw a status: the one place this is derived.
+
+    Each observation is (site_id, observed_on, id, status_seen); the latest is the highest (observed_on, id), compared
+    as text; an `unknown` observation never counts. A site absent from the answer has NO_STATUS.
+
+    >>> latest_status([("a", "2020", "a-1", "active"), ("a", "2020", "a-2", "inactive"), ("a", "2021", "a-0", "unknown")])
+    {'a': ('inactive', '2020')}
+    """
+    latest: dict[str, tuple[str, str, str]] = {}
+    for site_id, observed_on, observation_id, status in observations:
+        if status == "unknown":
+            continue
+        key = (observed_on, observation_id, status)
+        if site_id not in latest or key[:2] > latest[site_id][:2]:
+            latest[site_id] = key
+    return {site_id: (status, on) for site_id, (on, _, status) in latest.items()}
+
+
+# --- cell rules shared by the build's source checks and the API's models: (value, context) -> problem or None ---
+
+
+def date(value: str, _ctx: dict) -> str | None:
+    """Blank, or an ISO date, possibly partial (YYYY, YYYY-MM, YYYY-MM-DD)."""
+    if not value:
+        return None
+    if PARTIAL_DATE.match(value):
+        padded = value + "-01" * (2 - value.count("-"))
+        try:
+            datetime.date.fromisoformat(padded)
+            return None
+        except ValueError:
+            pass
+    return f"{value!r} is not an ISO date (YYYY, YYYY-MM or YYYY-MM-DD)"
+
+
+def url(value: str, _ctx: dict) -> str | None:
+    """Blank or an http(s) URL without spaces."""
+    ok = not value or (value.startswith(("http://", "https://")) and " " not in value)
+    return None if ok else f"{value!r} is not an http(s) URL"
+
+
+def alpha3(blank_ok: bool) -> Callable[[str, dict], str | None]:
+    """An ISO 3166-1 alpha-3 code (or blank when allowed)."""
+    def rule(value: str, _ctx: dict) -> str | None:
+        import pycountry  # its tables load on the first check, not with every module that shares these rules
+
+        if (blank_ok and not value) or (value.isupper() and pycountry.countries.get(alpha_3=value)):
+            return None
+        return f"{value!r} is not an ISO 3166-1 alpha-3 code"
+    return rule
 
 
 def slugify(text: str, fallback: str) -> str:

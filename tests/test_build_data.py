@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -423,9 +425,38 @@ def test_a_write_failing_midway_leaves_no_partial_file(monkeypatch, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["catalogue.gpkg"]
 
 
-def test_build_never_reads_the_shared_reference_folder():
-    code = (REPO / "app" / "build_data.py").read_text(encoding="utf-8")
-    assert "/shared" not in code and "shared/" not in code
+OPENED_PATHS = """
+import json, os, sys
+from pathlib import Path
+opened = set()
+def record(event, args):
+    if event in ("open", "os.listdir", "os.scandir", "sqlite3.connect") and args and isinstance(args[0], (str, os.PathLike)):
+        opened.add(os.path.abspath(os.fsdecode(args[0])))
+sys.addaudithook(record)
+from app.build_data import build
+build(Path(sys.argv[1]), Path(sys.argv[2]))
+print(json.dumps(sorted(opened)))
+"""
+
+
+@pytest.mark.slow
+def test_build_reads_its_sources_and_nothing_beside_the_repository(tmp_path):
+    """The build opens the sources it is given, never a folder beside the checkout (such as ../shared): every file
+    or folder Python opens during a build, recorded by an audit hook, is inside the repository, the output's folder,
+    Python's installation or the system, never in the repository's parent elsewhere."""
+    sources = Path(shutil.copytree(SOURCES, tmp_path / "sources"))
+    out = tmp_path / "out" / "catalogue.gpkg"
+    out.parent.mkdir()
+    run = subprocess.run([sys.executable, "-c", OPENED_PATHS, str(sources), str(out)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    opened = [Path(p) for p in json.loads(run.stdout.splitlines()[-1])]
+    assert sources / "sites.csv" in opened and sources / "naturalearth-countries-10m.topojson" in opened
+    python = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    beside = [p for p in opened if p.is_relative_to(REPO.parent) and not p.is_relative_to(REPO)
+              and not p.is_relative_to(tmp_path) and not any(p.resolve().is_relative_to(d) for d in python)]
+    assert beside == []
+    assert not any(p.is_relative_to(SOURCES) for p in opened)  # the copy it was given, not the checkout's own
 
 
 def test_layer_coordinates_are_finite_lon_lat(layers):

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from app.catalogue import Catalogue
 from app.cli import cli
+from app.formats import FORMATS
 from app.settings import GEODATA_DIR, REPO_ROOT
 
 runner = CliRunner()
@@ -167,3 +168,18 @@ def test_validate_honours_the_tolerance_on_every_row_and_ends_with_a_summary():
     assert f" {disagree} disagree" in tight.stdout.splitlines()[-1] and disagree > 0
     wide = _run("validate", "--wide")
     assert "CSIS gives a round figure" in wide.stdout  # the explanations, with --wide
+
+
+@pytest.mark.parametrize("fmt", ["csv", "kml"])
+def test_sites_writes_the_bytes_the_api_answers_in_each_text_format(client, fmt):
+    """The CLI's --format and the API's f= read one registry: the same query, the same bytes."""
+    result = runner.invoke(cli, ["sites", "--near", "Seoul", "--within-km", "150", "--format", fmt])
+    assert result.exit_code == 0, result.output
+    answer = client.get(f"/sites?near=Seoul&within_km=150&f={fmt}")
+    assert answer.status_code == 200 and result.stdout == answer.text and "sakkanmol" in answer.text
+    assert answer.headers["content-type"].startswith(FORMATS[fmt].media_type)
+
+
+def test_reach_refuses_a_format_it_cannot_write():
+    result = runner.invoke(cli, ["reach", "--near", "Tokyo", "--format", "csv"])
+    assert result.exit_code == 2 and "csv" in result.output

@@ -134,6 +134,20 @@ def test_an_observation_sets_the_current_status(service):
     assert service.get("/sites?status=active&lat=39&lon=126.5&within_km=1").json()["numberMatched"] == 1
 
 
+def test_the_status_on_a_tie_is_the_highest_observation_id_on_writes_and_as_of(service):
+    service.post("/sites", json=NEW_SITE, headers=EDITOR)
+    seen = {"observed_on": "2025-03", "source_id": SOURCE}
+    for kind, status in (("report", "active"), ("imagery", "inactive")):  # ids ...-report > ...-imagery
+        service.post("/sites/test-base/observations", json={**seen, "kind": kind, "status_seen": status}, headers=EDITOR)
+    service.post("/sites/test-base/observations", json={**seen, "observed_on": "2025-04", "kind": "event",
+                                                        "status_seen": "unknown"}, headers=EDITOR)
+    site = service.get("/sites/test-base").json()["properties"]
+    assert (site["current_status"], site["status_observed_on"]) == ("active", "2025-03")
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    past = {f["id"]: f["properties"] for f in service.get(f"/sites?as_of={today}&limit=1000").json()["features"]}
+    assert (past["test-base"]["current_status"], past["test-base"]["status_observed_on"]) == ("active", "2025-03")
+
+
 def test_observations_in_the_future_or_of_unknown_sites_are_refused(service):
     tomorrow = (datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=2)).isoformat()
     body = {"observed_on": tomorrow, "kind": "imagery", "source_id": SOURCE}
@@ -315,3 +329,13 @@ def test_validate_works_on_an_edited_catalogue(gpkg_live):
     assert sum("not checked: site retired" in line and "kal-gol" in line for line in lines) == 2
     assert sum("not checked: site has no coordinate" in line and "sakkanmol" in line for line in lines) == 2
     assert any("yusang-ni" in line and "yes" in line for line in lines)
+
+
+def test_a_retired_site_is_410_gone_on_sites_and_ogc_items_alike(service):
+    assert service.delete("/sites/sakkanmol", headers=EDITOR).status_code == 200
+    sites, item = service.get("/sites/sakkanmol"), service.get("/collections/sites/items/sakkanmol")
+    assert sites.status_code == item.status_code == 410
+    assert sites.json()["error"]["code"] == item.json()["error"]["code"] == "gone"
+    assert set(item.json()) == {"error"} and set(item.json()["error"]) == {"status", "code", "message", "parameter"}
+    assert item.json()["error"]["parameter"] == "featureId" and "retired" in item.json()["error"]["message"]
+    assert service.get("/collections/sites/items/atlantis").status_code == service.get("/sites/atlantis").status_code == 404

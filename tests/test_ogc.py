@@ -190,7 +190,7 @@ def test_bad_bbox_is_400(client, bbox):
     ("/collections/sites/items/kal-gol?limit=2", "limit"),
     ("/collections/sites/items?f=xml", "f"),
     ("/collections/sites/items?lat=37&lon=127&within_km=-1", "within_km"),
-    ("/collections/sites/items?within_km=10", "lat"),
+    ("/collections/sites/items?within_km=10", "within_km"),
 ])
 def test_unknown_or_bad_parameter_is_400(client, url, parameter):
     response = client.get(url)

@@ -78,3 +78,30 @@ def test_examples(client, url, parameter):
                                  "/borders/distance?near=seoul&border=mdl&border=kor-prk"])
 def test_list_parameters_still_repeat(client, url):
     assert client.get(url).status_code == 200
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ("lat=37.5665&lon=126.978&within_km=0", "within_km"),  # under a metre: refused on both (a metre is the least)
+    ("lat=37.5665&lon=126.978&within_km=-1", "within_km"),
+    ("lat=37.5665&lon=126.978&within_km=20004", "within_km"),
+    ("lat=37.5665&lon=126.978&within_km=nan", "within_km"),
+    ("lat=91&lon=126.978&within_km=10", "lat"),
+    ("lat=37.5665&within_km=10", "lon"),
+    ("within_km=10", "within_km"),
+    ("as_of=2016-3-31", "as_of"),
+    ("as_of=2999-01-01", "as_of"),
+    ("lat=37.5665&lon=126.978&within_km=0.001", None),
+    ("lat=37.5665&lon=126.978&within_km=400", None),
+    ("lat=37.5665&lon=126.978", None),
+])
+def test_sites_and_ogc_site_items_read_their_shared_parameters_alike(client, query, parameter):
+    """/sites and OGC site items parse the centre, radius and as_of with the same groups: the same values pass and
+    the same fail, naming the same parameter (422 on /sites; 400 on OGC, as OGC API - Features asks)."""
+    sites, items = client.get(f"/sites?{query}&limit=1000"), client.get(f"/collections/sites/items?{query}&limit=1000")
+    if parameter is None:
+        assert sites.status_code == items.status_code == 200, (sites.text[:200], items.text[:200])
+        assert sorted(f["id"] for f in sites.json()["features"]) == sorted(f["id"] for f in items.json()["features"])
+        return
+    assert (sites.status_code, items.status_code) == (422, 400), (sites.text[:200], items.text[:200])
+    assert sites.json()["error"]["parameter"] == items.json()["error"]["parameter"] == parameter
+    assert sites.json()["error"]["message"].split(":")[0] == items.json()["error"]["message"].split(":")[0]

@@ -10,7 +10,8 @@ from pyproj import Geod
 from typer.testing import CliRunner
 
 from app import geodesy, regions, store
-from app.catalogue import BorderBand, Catalogue, split_list
+from app.catalogue import BorderBand, Catalogue
+from app.vocab import decode_list
 from app.cli import cli
 from app.settings import GEODATA_DIR
 from tests.test_integrity import editor_app
@@ -137,4 +138,4 @@ def test_a_map_legend_shows_only_the_lines_drawn(catalogue):
     borders = catalogue.map_borders(["sakkanmol"])
     assert KOREAN_LINES <= set(borders.index) and "coast-prk" in borders.index
     assert set(catalogue.map_borders([]).kind) == {"land_border"}
-    assert split_list(borders.loc["mdl", "countries"]) == ["KOR", "PRK"]
+    assert decode_list(borders.loc["mdl", "countries"]) == ["KOR", "PRK"]

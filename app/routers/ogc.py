@@ -4,12 +4,13 @@ catalogue's layers, each collection with its own paths so the API definition typ
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime as dt
 import html
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated
 from urllib.parse import urlencode
 
 import numpy as np
@@ -18,12 +19,13 @@ import pandas as pd
 import shapely
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app.catalogue import Catalogue, Centre, SitePage, has_point, record, split_list
-from app.errors import NotFound, UnsupportedParameter
-from app.exports import EXPORT_MEDIA_TYPES, export_response
-from app.formats import GEOJSON_MEDIA_TYPE, feature, html_cell, site_features
+from app.catalogue import Catalogue, Centre, SitePage, has_point, record
+from app.errors import InvalidParameter, NotFound, UnsupportedParameter, validation_problem
+from app.exports import export_response
+from app.formats import DOWNLOADS, GEOJSON_MEDIA_TYPE, feature, format_for, html_cell, site_features
 from app.ogc_schemas import (
     COLLECTION_RESPONSE, COLLECTIONS_RESPONSE, CONFORMANCE_RESPONSE, DEFAULT_LIMIT, ITEM_FORMATS, ITEM_RESPONSE,
     JSON_SCHEMA_MEDIA_TYPE, LANDING_RESPONSE, MAX_OFFSET, PROPERTIES, SCHEMA_RESPONSE, f_parameter,
@@ -31,7 +33,8 @@ from app.ogc_schemas import (
     geojson_feature_schema, items_parameters, items_response, queryable_properties, queryables,
 )
 from app.routers import CatalogueDep, GeoJSONResponse
-from app.schemas import MAX_LIMIT, MAX_RADIUS_KM, as_of_fields, catalogue_as_of
+from app.schemas import MAX_LIMIT, QueryGroups, as_of_fields, as_of_query, radius_query
+from app.vocab import decode_list
 
 router = APIRouter(tags=["ogc api features"])
 
@@ -49,11 +52,6 @@ OPENAPI_MEDIA_TYPE = "application/vnd.oai.openapi+json;version=3.0"
 SCHEMA_REL = "http://www.opengis.net/def/rel/ogc/1.0/schema"
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 PAGE_FORMATS = ("json", "html")
-ITEM_EXPORTERS: dict[str, tuple[str, Callable]] = {  # f -> (media type, encoder)
-    name: (media_type, lambda catalogue, collection_id, features, name=name:
-           export_response(catalogue, name, features, collection_id))
-    for name, media_type in EXPORT_MEDIA_TYPES.items()
-}
 FeatureId = Annotated[str, Path(min_length=1, max_length=200, description="Feature id (the site, place or border id).")]
 
 
@@ -227,7 +225,7 @@ def _overlaps(value, start: dt.date, end: dt.date) -> bool:
 def _matches(value, wanted: str, list_valued: bool) -> bool:
     """Whether a cell equals the asked value (a list cell: contains it; numbers compared as numbers)."""
     if list_valued:
-        return wanted in split_list(value)
+        return wanted in decode_list(value)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return False
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -251,32 +249,29 @@ def _int_parameter(request: Request, name: str, default: int, low: int, high: in
     return value
 
 
-def _float_parameter(request: Request, name: str, low: float, high: float) -> float | None:
-    text = request.query_params.get(name)
-    if text is None:
-        return None
+@contextlib.contextmanager
+def _as_400():
+    """A refused parameter value answers 400, as OGC API - Features asks (the same check answers 422 on /sites)."""
     try:
-        value = float(text) if text.isascii() else math.nan
-    except ValueError:
-        raise UnsupportedParameter(f"{name} must be a number", parameter=name) from None
-    if not (math.isfinite(value) and low <= value <= high):
-        raise UnsupportedParameter(f"{name} must be between {low:g} and {high:g}", parameter=name)
-    return value
+        yield
+    except RequestValidationError as exc:
+        message, parameter = validation_problem(exc)
+        raise UnsupportedParameter(message, parameter=parameter) from None
+    except InvalidParameter as exc:
+        raise UnsupportedParameter(exc.message, parameter=exc.parameter) from None
 
 
-def _day_parameter(text: str | None, name: str) -> dt.date | None:
-    """A YYYY-MM-DD parameter as a date (400 when malformed, as OGC asks)."""
-    if text is None:
-        return None
-    try:
-        day = dt.date.fromisoformat(text) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else None
-    except ValueError:
-        day = None
-    if day is None:
-        raise UnsupportedParameter(f"{name} must be a date YYYY-MM-DD, got {text!r}", parameter=name)
-    if day > dt.datetime.now(dt.timezone.utc).date():
-        raise UnsupportedParameter(f"{name} {text} is after today (UTC)", parameter=name)
-    return day
+def _groups(request: Request, groups: QueryGroups) -> tuple:
+    """The parameter groups of /sites, parsed from this request with their bounds (400 when refused)."""
+    with _as_400():
+        return groups.parse(request.query_params)
+
+
+def _as_of(catalogue: Catalogue, request: Request) -> Catalogue:
+    """The catalogue as of the `as_of` day, as /sites reads it (400 when refused)."""
+    (as_of,) = _groups(request, as_of_query)
+    with _as_400():
+        return as_of.apply(catalogue)
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -284,19 +279,18 @@ def _day_parameter(text: str | None, name: str) -> dt.date | None:
 
 def _site_rows(catalogue: Catalogue, request: Request) -> pd.DataFrame:
     """Every site in /sites order; with the radius extension, those within it, with distance_km."""
-    centre, within_km = _radius_extension(request)
+    centre, within_km = _radius_extension(catalogue, request)
     return catalogue.find_sites(centre=centre, within_km=within_km, limit=len(catalogue.sites) + 1).sites
 
 
-def _radius_extension(request: Request) -> tuple[Centre | None, float | None]:
-    """The centre and radius of the `lat`, `lon`, `within_km` extension (None when not given)."""
-    lat = _float_parameter(request, "lat", -90, 90)
-    lon = _float_parameter(request, "lon", -180, 180)
-    within_km = _float_parameter(request, "within_km", 0, MAX_RADIUS_KM)
-    if (lat is None) != (lon is None) or (within_km is not None and lat is None):
-        raise UnsupportedParameter("the radius extension needs lat, lon and within_km together",
-                                   parameter="within_km" if lat is not None else "lat")
-    return (None if lat is None else Centre(lon, lat)), within_km
+def _radius_extension(catalogue: Catalogue, request: Request) -> tuple[Centre | None, float | None]:
+    """The centre and radius of the `lat`, `lon`, `within_km` extension (None when not given), as /sites reads them."""
+    centre_params, radius = _groups(request, radius_query)
+    with _as_400():
+        centre = centre_params.resolve(catalogue)
+        if radius.within_km is not None and centre is None:
+            raise InvalidParameter("within_km needs a centre: give lat and lon", parameter="within_km")
+    return centre, radius.within_km
 
 
 def _site_items_fast(catalogue: Catalogue, request: Request) -> bytes | None:
@@ -307,7 +301,7 @@ def _site_items_fast(catalogue: Catalogue, request: Request) -> bytes | None:
         return None
     limit = min(_int_parameter(request, "limit", DEFAULT_LIMIT, 1, None), MAX_LIMIT)
     offset = _int_parameter(request, "offset", 0, 0, MAX_OFFSET)
-    centre, within_km = _radius_extension(request)
+    centre, within_km = _radius_extension(catalogue, request)
     bbox = query.get("bbox")
     boxes = None if bbox is None else parse_bbox(bbox)
     answers = catalogue.answers
@@ -416,8 +410,8 @@ def _items_links(request: Request, collection: Collection, limit: int, offset: i
     links = [
         _link(_items_url(request), "self", GEOJSON_MEDIA_TYPE, "this page"),
         _link(_items_url(request, f="html"), "alternate", "text/html", "this page as HTML"),
-        *(_link(_items_url(request, f=name), "alternate", media_type, f"this page as {name.upper()}")
-          for name, (media_type, _) in ITEM_EXPORTERS.items() if name != "gpkg"),
+        *(_link(_items_url(request, f=name), "alternate", form.media_type, f"this page as {name.upper()}")
+          for name, form in DOWNLOADS.items() if name != "gpkg"),
         _link(f"{_base(request)}/collections/{collection.id}", "collection", "application/json", collection.title),
     ]
     if offset + limit < matched:
@@ -448,18 +442,12 @@ def _items_html(collection: Collection, body: dict, request: Request) -> HTMLRes
 
 def _item_format(request: Request) -> str:
     """The items format asked by `f`, else by the Accept header; 400 for an unknown `f`."""
-    f = request.query_params.get("f")
-    if f is not None:
-        if f not in ITEM_FORMATS:
-            raise UnsupportedParameter(f"unknown f {f!r}; allowed: {', '.join(ITEM_FORMATS)}", parameter="f")
-        return f
-    accept = request.headers.get("accept", "")
-    for name, (media_type, _) in ITEM_EXPORTERS.items():
-        if media_type in accept:
-            return name
-    if "text/html" in accept and "json" not in accept:
+    f, accept = request.query_params.get("f"), request.headers.get("accept", "")
+    if f is None and "text/html" in accept and "json" not in accept and not any(
+            form.media_type in accept for form in DOWNLOADS.values()):
         return "html"
-    return "json"
+    fmt = format_for(accept, f, ITEM_FORMATS)
+    return "json" if fmt == "geojson" else fmt
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -526,8 +514,8 @@ def _collection_links(collection: Collection, base: str) -> list[dict]:
         _link(f"{url}?f=html", "alternate", "text/html", f"{collection.title} as HTML"),
         _link(f"{url}/items", "items", GEOJSON_MEDIA_TYPE, "items as GeoJSON"),
         _link(f"{url}/items?f=html", "items", "text/html", "items as HTML"),
-        *(_link(f"{url}/items?f={name}", "items", media_type, f"items as {name.upper()}")
-          for name, (media_type, _) in ITEM_EXPORTERS.items() if name != "gpkg"),
+        *(_link(f"{url}/items?f={name}", "items", form.media_type, f"items as {name.upper()}")
+          for name, form in DOWNLOADS.items() if name != "gpkg"),
         _link(f"{url}/schema", SCHEMA_REL, JSON_SCHEMA_MEDIA_TYPE, "the features' schema (Part 5)"),
         _link(f"{url}/queryables", QUERYABLES_REL, JSON_SCHEMA_MEDIA_TYPE, "the properties items filter on"),
         # relation types compare case-insensitively (RFC 8288); GDAL 3.6 matches only this spelling
@@ -579,12 +567,12 @@ def describe_collection(request: Request, catalogue: Catalogue, collection: Coll
 
 def collection_items(request: Request, catalogue: Catalogue, collection: Collection):
     """A page of features in the asked format."""
-    catalogue = catalogue_as_of(catalogue, _day_parameter(request.query_params.get("as_of"), "as_of"))
+    catalogue = _as_of(catalogue, request)
     fmt = _item_format(request)
-    if fmt in ITEM_EXPORTERS:
+    if fmt in DOWNLOADS:
         rows, limit, offset = select_items(catalogue, collection, request)
         rows = rows.iloc[offset: offset + limit]
-        return ITEM_EXPORTERS[fmt][1](catalogue, collection.id, _features(catalogue, collection, rows))
+        return export_response(catalogue, fmt, _features(catalogue, collection, rows), collection.id)
     if fmt == "json" and collection.id == "sites":
         fast = _site_items_fast(catalogue, request)
         if fast is not None:
@@ -601,6 +589,8 @@ def collection_item(request: Request, catalogue: Catalogue, collection: Collecti
     # compared as Python strings: pandas compares through numpy, whose strings drop trailing NULs ("a\0" == "a")
     rows = _keep(frame, (str(v) == feature_id for v in frame["id"]))
     if rows.empty:
+        if collection.id == "sites":
+            catalogue.refuse_retired(feature_id, parameter="featureId")  # 410 Gone, as on /sites/{site_id}
         raise NotFound(f"no feature {feature_id!r} in collection {collection.id!r}", parameter="featureId")
     item = _empty_lists_as_null(collection, _features(catalogue, collection, rows))[0]
     url = f"{_base(request)}/collections/{collection.id}/items/{feature_id}"
@@ -632,7 +622,7 @@ def _add_collection_routes(collection: Collection) -> None:
         return describe_collection(request, catalogue, collection)
 
     @router.get(f"{url}/items", response_class=GeoJSONResponse, summary=f"The {name} features",
-                responses=items_response(EXPORT_MEDIA_TYPES), openapi_extra={"parameters": items_parameters(name)},
+                responses=items_response(), openapi_extra={"parameters": items_parameters(name)},
                 operation_id=f"get_{name}_items", description=collection.description)
     async def items(request: Request, catalogue: CatalogueDep):
         if name == "sites" and "as_of" not in request.query_params and _item_format(request) == "json":

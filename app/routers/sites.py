@@ -8,23 +8,23 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from fastapi.concurrency import run_in_threadpool
 
-from app.catalogue import Catalogue, SiteFilter, record, split_list
-from app.exports import EXPORT_MEDIA_TYPES, export_response, sites_format
-from app.formats import GEOJSON_MEDIA_TYPE, feature, feature_collection, rounded_km, site_properties, sites_geojson
+from app.catalogue import Catalogue, SiteFilter, record
+from app.exports import SITES_FORMATS, export_response, sites_format
+from app.formats import DOWNLOADS, GEOJSON_MEDIA_TYPE, feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.routers.launches import site_launch_summary
 from app.schemas import (
     MAX_LIST_ITEMS, MAX_RADIUS_KM, MIN_RADIUS_KM, as_of_fields, run_site_query, select_sites, site_query,
 )
+from app.vocab import decode_list
 
 router = APIRouter(tags=["sites"])
 SiteId = Annotated[str, Path(min_length=1, max_length=200, description="Site id, e.g. sakkanmol.")]
 
 
-SITES_FORMATS = ["geojson", "json", "csv", "kml", "gpkg"]
 SITES_RESPONSES = {200: {"description": "The sites, as asked by `f` or Accept", "content": {
     GEOJSON_MEDIA_TYPE: {"schema": {"type": "object"}},
-    **{media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in EXPORT_MEDIA_TYPES.values()},
+    **{form.media_type: {"schema": {"type": "string", "format": "binary"}} for form in DOWNLOADS.values()},
 }}}
 
 
@@ -35,12 +35,12 @@ async def list_sites(
     query: Annotated[tuple, Depends(site_query)],
     request: Request,
     f: Annotated[str | None, Query(description="geojson (default), csv, kml or gpkg; or by Accept.",
-                                   json_schema_extra={"enum": SITES_FORMATS})] = None,
+                                   json_schema_extra={"enum": list(SITES_FORMATS)})] = None,
 ):
     """Sites as GeoJSON (or CSV, KML, GeoPackage), filtered, optionally within a geodesic radius of a point or place."""
     centre, radius, filters, border, page, as_of = query
     accept = request.headers.get("accept", "")
-    geojson = f in (None, "geojson", "json") and not any(t in accept for t in EXPORT_MEDIA_TYPES.values())
+    geojson = f in (None, "geojson", "json") and not any(form.media_type in accept for form in DOWNLOADS.values())
     if geojson and as_of.as_of is None and filters.to_filter() == SiteFilter() and border.border is None:
         return _sites_answer(catalogue, query, request, f)  # selected and concatenated: answered on the event loop
     return await run_in_threadpool(_sites_answer, catalogue, query, request, f)
@@ -85,7 +85,7 @@ def _site_in_full(catalogue, site_id: str) -> dict:
     properties["missiles"] = [
         {**record(row, ["id", "name", "class", "range_min_km", "range_max_km", "range_max_qualifier", "range_kind",
                         "confidence", "notes"]),
-         "source_ids": split_list(row["source_ids"])}
+         "source_ids": decode_list(row["source_ids"])}
         for _, row in catalogue.site_missiles(site).iterrows()
     ]
     properties["border_distances"] = [
