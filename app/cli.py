@@ -670,10 +670,10 @@ def attach_border(
 ) -> None:
     """Attach a named line to countries: their sites are measured against it (as the MDL and the DMZ edges are for
     KOR and PRK), in /sites/{id}, exports and maps. Recorded in the change log; a running service follows."""
-    import sqlite3
     from contextlib import closing
 
     from app import edits, store
+    from app.storage import store_errors
 
     database = None if gpkg else _database()
     target = gpkg or (database.label if database is not None else _live(Settings()))
@@ -689,7 +689,7 @@ def attach_border(
                     changes = edits.attach_borders(connection, border, countries, who, detach=detach)
     except CatalogueError as exc:
         _fail(f"{exc.parameter or 'input'}: {exc.message}")
-    except sqlite3.Error as exc:
+    except store_errors() as exc:
         _fail(f"{target}: {exc}")
     verb = "detached" if detach else "attached"
     done = [c["entity_id"].split(":")[1] for c in changes]

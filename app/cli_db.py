@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from app.settings import Settings
-from app.storage import is_postgres
+from app.storage import is_postgres, store_errors
 
 db_cli = typer.Typer(help="The PostGIS engine: create its database from a GeoPackage, migrate it, export it as one.",
                      no_args_is_help=True)
@@ -43,15 +43,13 @@ def init(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create the schema in an empty database and load a GeoPackage into it, in one transaction."""
-    import psycopg
-
     from app.store_pg import DatabaseProblem, init_database, redacted
     url, source = _url(database_url), gpkg or Settings().seed_gpkg
     if not Path(source).is_file():
         _problem(FileNotFoundError(f"{source}: no such GeoPackage"))
     try:
         counts = init_database(url, Path(source))
-    except (DatabaseProblem, psycopg.Error) as exc:
+    except (DatabaseProblem, *store_errors()) as exc:
         _problem(exc)
     rows = ", ".join(f"{n} {table}" for table, n in counts.items())
     console.print(f"initialised {redacted(url)} from {source}: {rows}")
@@ -60,13 +58,11 @@ def init(
 @db_cli.command("migrate")
 def migrate(database_url: DatabaseUrl = None) -> None:
     """Bring a database made by an earlier version up to this version's schema, in one transaction."""
-    import psycopg
-
     from app.store_pg import DatabaseProblem, latest_version, redacted, upgrade_database
     url = _url(database_url)
     try:
         applied = upgrade_database(url)
-    except (DatabaseProblem, psycopg.Error) as exc:
+    except (DatabaseProblem, *store_errors()) as exc:
         _problem(exc)
     done = f"applied migration(s) {', '.join(map(str, applied))}" if applied else "nothing to apply"
     console.print(f"{redacted(url)}: {done}; the schema is at migration {latest_version()}")
@@ -78,8 +74,6 @@ def export(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Write the database's catalogue, as one snapshot, to a GeoPackage that passes validate_gpkg."""
-    import psycopg
-
     from app.store_pg import DatabaseProblem, PostGISStore
     try:
         pg = PostGISStore(_url(database_url), poll_s=60)
@@ -87,6 +81,6 @@ def export(
             path = pg.export_gpkg(destination)
         finally:
             pg.close()
-    except (DatabaseProblem, psycopg.Error) as exc:
+    except (DatabaseProblem, *store_errors()) as exc:
         _problem(exc)
     console.print(f"wrote {path} from {pg.label}: {path.stat().st_size} bytes")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import sqlite3
 
 import shapely
 
 from app import border_store, store, vocab
+from app.storage import Connection
 from app.errors import Gone, InvalidParameter, NotFound
 from app.history import period_start
 from app.migrations import ATTACHED_TABLE
@@ -27,12 +27,12 @@ DERIVED_SITE_FIELDS = ("missile_classes", "current_status", "status_observed_on"
 SITE_STORED = tuple(f for f in SITE_FIELDS if f not in ("lon", "lat")) + DERIVED_SITE_FIELDS + store.EDIT_COLUMNS["sites"]
 
 
-def _free_id(connection: sqlite3.Connection, table: str, base: str) -> str:
+def _free_id(connection: Connection, table: str, base: str) -> str:
     """The base id, or base-2, base-3 ... whichever is not yet taken in the table (probes on its unique index)."""
     return free_ids(connection, table, [base])[0]
 
 
-def free_ids(connection: sqlite3.Connection, table: str, bases: list[str]) -> list[str]:
+def free_ids(connection: Connection, table: str, bases: list[str]) -> list[str]:
     """A free id for each base, in order: the base, else base-2, base-3 ...; distinct from each other too.
 
     Each probe is one lookup on the table's unique id index, so the cost grows with the ids handed out, not
@@ -67,7 +67,7 @@ def _stored(field: str, value):
     return encode_list(value) if field in SITE_LIST_COLUMNS else value
 
 
-def site_record(connection: sqlite3.Connection, site_id: str) -> dict | None:
+def site_record(connection: Connection, site_id: str) -> dict | None:
     """A stored site as a plain record (lon/lat, lists as lists), or None."""
     row = connection.execute(f'SELECT geom, {", ".join(SITE_STORED)} FROM sites WHERE id = ?', (site_id,)).fetchone()
     if row is None:
@@ -79,21 +79,21 @@ def site_record(connection: sqlite3.Connection, site_id: str) -> dict | None:
     return record
 
 
-def source_record(connection: sqlite3.Connection, source_id: str) -> dict | None:
+def source_record(connection: Connection, source_id: str) -> dict | None:
     """A stored source as a plain record, or None."""
     columns = ("id",) + SOURCE_FIELDS + store.EDIT_COLUMNS["sources"]
     row = connection.execute(f'SELECT {", ".join(columns)} FROM sources WHERE id = ?', (source_id,)).fetchone()
     return None if row is None else dict(zip(columns, row))
 
 
-def observation_record(connection: sqlite3.Connection, observation_id: str) -> dict | None:
+def observation_record(connection: Connection, observation_id: str) -> dict | None:
     """A stored observation as a plain record, or None."""
     cursor = connection.execute("SELECT * FROM observations WHERE id = ?", (observation_id,))
     row = cursor.fetchone()
     return None if row is None else {d[0]: v for d, v in zip(cursor.description, row) if d[0] != "fid"}
 
 
-def _live_site(connection: sqlite3.Connection, site_id: str) -> dict:
+def _live_site(connection: Connection, site_id: str) -> dict:
     """A site that exists and is not retired (NotFound or Gone otherwise)."""
     record = site_record(connection, site_id)
     if record is None:
@@ -107,7 +107,7 @@ def _live_site(connection: sqlite3.Connection, site_id: str) -> dict:
 # --- checks against the stored catalogue ----------------------------------------------------------
 
 
-def _known(connection: sqlite3.Connection, table: str, ids) -> set[str]:
+def _known(connection: Connection, table: str, ids) -> set[str]:
     """Which of the ids exist in a table."""
     ids = list(ids)
     if not ids:
@@ -116,7 +116,7 @@ def _known(connection: sqlite3.Connection, table: str, ids) -> set[str]:
     return {row[0] for row in connection.execute(f'SELECT id FROM "{table}" WHERE id IN ({marks})', ids)}
 
 
-def _check_refs(connection: sqlite3.Connection, field: str, table: str, ids) -> None:
+def _check_refs(connection: Connection, field: str, table: str, ids) -> None:
     """Every id must name an existing row of the table."""
     known = _known(connection, table, ids)
     missing = [i for i in ids if i not in known]
@@ -124,7 +124,7 @@ def _check_refs(connection: sqlite3.Connection, field: str, table: str, ids) -> 
         raise InvalidParameter(f"{field}: unknown {table[:-1]} id {missing[0]!r}", parameter=field)
 
 
-def _check_site(connection: sqlite3.Connection, site: dict) -> None:
+def _check_site(connection: Connection, site: dict) -> None:
     """A whole site record agrees with itself and cites only known sources and missiles."""
     _check_refs(connection, "source_ids", "sources", site["source_ids"])
     _check_refs(connection, "missile_types", "missiles", site["missile_types"])
@@ -154,7 +154,7 @@ def check_site_fields(site: dict) -> None:
                                parameter="coord_source_id")
 
 
-def _derive(connection: sqlite3.Connection, site: dict) -> dict:
+def _derive(connection: Connection, site: dict) -> dict:
     """The site with its derived fields: its missiles' classes and the status of its latest observation."""
     classes = _missile_classes(connection, site["missile_types"])
     observations = connection.execute("SELECT site_id, observed_on, id, status_seen FROM observations WHERE site_id = ?",
@@ -168,7 +168,7 @@ def with_derived(site: dict, classes: dict[str, str], status: tuple[str, str | N
     return {**site, "missile_classes": missile_classes, "current_status": status[0], "status_observed_on": status[1]}
 
 
-def _missile_classes(connection: sqlite3.Connection, missile_ids) -> dict[str, str]:
+def _missile_classes(connection: Connection, missile_ids) -> dict[str, str]:
     """The class of each of the given missiles (one indexed lookup each)."""
     ids = list(dict.fromkeys(missile_ids))
     if not ids:
@@ -210,7 +210,7 @@ def record_change(connection, *, at: str, actor: str, action: str, entity: str, 
             "entity_id": entity_id, "site_id": site_id, "diff": diff}
 
 
-def _insert(connection: sqlite3.Connection, table: str, row: dict) -> None:
+def _insert(connection: Connection, table: str, row: dict) -> None:
     """Insert one row given as column -> value."""
     columns = ", ".join(f'"{c}"' for c in row)
     connection.execute(f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
@@ -229,7 +229,7 @@ def site_row(site: dict) -> dict:
     return {**row, "id": site["id"]}
 
 
-def _write_site(connection: sqlite3.Connection, site: dict, *, insert: bool) -> None:
+def _write_site(connection: Connection, site: dict, *, insert: bool) -> None:
     """Insert or update a site's row, its point blob (the R-tree triggers follow) and gpkg_contents."""
     located = site["lon"] is not None
     row = site_row(site)
@@ -257,7 +257,7 @@ def site_id_base(data: SiteCreate) -> str:
     return slugify(data.name, "site")
 
 
-def create_site(connection: sqlite3.Connection, data: SiteCreate, actor: str) -> dict:
+def create_site(connection: Connection, data: SiteCreate, actor: str) -> dict:
     """Add a site; its id comes from its name. Returns the change."""
     at = store.utc_now()
     site = new_site(data, site_id=_free_id(connection, "sites", site_id_base(data)), at=at, actor=actor)
@@ -268,7 +268,7 @@ def create_site(connection: sqlite3.Connection, data: SiteCreate, actor: str) ->
                          site_id=site["id"], before=None, after=site)
 
 
-def update_site(connection: sqlite3.Connection, site_id: str, data: SiteUpdate, actor: str) -> dict | None:
+def update_site(connection: Connection, site_id: str, data: SiteUpdate, actor: str) -> dict | None:
     """Change the given fields of a site (null clears); a moved site gets a new point. The change, or None if none."""
     before = _live_site(connection, site_id)
     changes = {field: getattr(data, field) for field in data.model_fields_set}
@@ -285,7 +285,7 @@ def update_site(connection: sqlite3.Connection, site_id: str, data: SiteUpdate, 
                          site_id=site_id, before=before, after=site)
 
 
-def retire_site(connection: sqlite3.Connection, site_id: str, actor: str) -> dict:
+def retire_site(connection: Connection, site_id: str, actor: str) -> dict:
     """Retire a site: it leaves the current catalogue, keeping its row and history. Returns the change."""
     before = _live_site(connection, site_id)
     at = store.utc_now()
@@ -296,7 +296,7 @@ def retire_site(connection: sqlite3.Connection, site_id: str, actor: str) -> dic
                          site_id=site_id, before=before, after=site)
 
 
-def add_observation(connection: sqlite3.Connection, site_id: str, data: ObservationCreate, actor: str) -> dict:
+def add_observation(connection: Connection, site_id: str, data: ObservationCreate, actor: str) -> dict:
     """Add a dated observation to a site and re-derive its current status. Returns the change."""
     site = _live_site(connection, site_id)
     if period_start(data.observed_on) > datetime.datetime.now(datetime.timezone.utc).date():
@@ -314,7 +314,7 @@ def add_observation(connection: sqlite3.Connection, site_id: str, data: Observat
                          entity_id=observation["id"], site_id=site_id, before=None, after=observation)
 
 
-def create_source(connection: sqlite3.Connection, data: SourceCreate, actor: str) -> dict:
+def create_source(connection: Connection, data: SourceCreate, actor: str) -> dict:
     """Add a source; its id comes from its publisher and title. Returns the change."""
     at = store.utc_now()
     source_id = _free_id(connection, "sources", slugify(f"{data.publisher} {data.title}", "source"))
@@ -326,7 +326,7 @@ def create_source(connection: sqlite3.Connection, data: SourceCreate, actor: str
                          site_id=None, before=None, after=source)
 
 
-def update_source(connection: sqlite3.Connection, source_id: str, data: SourceUpdate, actor: str) -> dict | None:
+def update_source(connection: Connection, source_id: str, data: SourceUpdate, actor: str) -> dict | None:
     """Change the given fields of a source. The change, or None if nothing differs."""
     before = source_record(connection, source_id)
     if before is None:
@@ -356,7 +356,7 @@ def _missile_fields(data: MissileFields, names) -> dict:
     return {("class" if name == "missile_class" else name): getattr(data, name) for name in names}
 
 
-def missile_record(connection: sqlite3.Connection, missile_id: str) -> dict | None:
+def missile_record(connection: Connection, missile_id: str) -> dict | None:
     """A stored missile as a plain record (lists as lists), or None."""
     columns = ", ".join(f'"{c}"' for c in MISSILE_STORED)
     row = connection.execute(f"SELECT {columns} FROM missiles WHERE id = ?", (missile_id,)).fetchone()
@@ -378,7 +378,7 @@ def check_missile_fields(missile: dict) -> None:
             raise InvalidParameter(f"{field} must be given exactly when range_max_km is given", parameter=field)
 
 
-def _check_missile(connection: sqlite3.Connection, missile: dict) -> None:
+def _check_missile(connection: Connection, missile: dict) -> None:
     """A whole missile record agrees with itself and cites only known sources."""
     _check_refs(connection, "source_ids", "sources", missile["source_ids"])
     check_missile_fields(missile)
@@ -398,7 +398,7 @@ def new_missile(data: MissileCreate, *, missile_id: str, at: str, actor: str) ->
     return missile
 
 
-def create_missile(connection: sqlite3.Connection, data: MissileCreate, actor: str) -> dict:
+def create_missile(connection: Connection, data: MissileCreate, actor: str) -> dict:
     """Add a missile system; its id comes from its name. Returns the change."""
     at = store.utc_now()
     missile = new_missile(data, missile_id=_free_id(connection, "missiles", slugify(data.name, "missile")), at=at,
@@ -410,7 +410,7 @@ def create_missile(connection: sqlite3.Connection, data: MissileCreate, actor: s
                          site_id=None, before=None, after=missile)
 
 
-def update_missile(connection: sqlite3.Connection, missile_id: str, data: MissileUpdate, actor: str) -> dict | None:
+def update_missile(connection: Connection, missile_id: str, data: MissileUpdate, actor: str) -> dict | None:
     """Change the given fields of a missile; a new class re-derives the missile classes of the sites that hold it
     (each such site's change recorded too). The missile's change, or None if nothing differs."""
     before = missile_record(connection, missile_id)
@@ -434,14 +434,14 @@ def update_missile(connection: sqlite3.Connection, missile_id: str, data: Missil
                          site_id=None, before=before, after=missile)
 
 
-def sites_holding(connection: sqlite3.Connection, missile_id: str) -> list[str]:
+def sites_holding(connection: Connection, missile_id: str) -> list[str]:
     """The ids of the sites (retired ones too) whose missile_types list the missile."""
     rows = connection.execute("SELECT id, missile_types FROM sites WHERE instr(missile_types, ?) > 0",
                               (json.dumps(missile_id),)).fetchall()
     return [site_id for site_id, cell in rows if missile_id in decode_list(cell)]
 
 
-def _rederive_classes(connection: sqlite3.Connection, missile_id: str, *, at: str, actor: str) -> None:
+def _rederive_classes(connection: Connection, missile_id: str, *, at: str, actor: str) -> None:
     """Re-derive missile_classes of every site holding the missile, recording each site whose classes changed."""
     for site_id in sites_holding(connection, missile_id):
         before = site_record(connection, site_id)
@@ -461,7 +461,7 @@ PLACE_FIELDS = tuple(PlaceCreate.model_fields)
 PLACE_STORED = tuple(f for f in PLACE_FIELDS if f not in ("lon", "lat")) + store.EDIT_COLUMNS["places"]
 
 
-def place_record(connection: sqlite3.Connection, place_id: str) -> dict | None:
+def place_record(connection: Connection, place_id: str) -> dict | None:
     """A stored place as a plain record (lon/lat, lists as lists), or None."""
     columns = ", ".join(f'"{c}"' for c in PLACE_STORED)
     row = connection.execute(f"SELECT geom, {columns} FROM places WHERE id = ?", (place_id,)).fetchone()
@@ -472,7 +472,7 @@ def place_record(connection: sqlite3.Connection, place_id: str) -> dict | None:
     return {k: decode_list(v) if k in PLACE_LIST_COLUMNS else v for k, v in record.items()}
 
 
-def place_names(connection: sqlite3.Connection, *, other_than: str | None = None) -> dict[str, str]:
+def place_names(connection: Connection, *, other_than: str | None = None) -> dict[str, str]:
     """Every casefolded id, name and alias `near=` answers to, with the place it names (one place left out)."""
     names: dict[str, str] = {}
     for place_id, name, aliases in connection.execute("SELECT id, name, aliases FROM places"):
@@ -495,7 +495,7 @@ def check_place_names(place: dict, taken: dict[str, str]) -> None:
         seen.add(key)
 
 
-def _check_place(connection: sqlite3.Connection, place: dict) -> None:
+def _check_place(connection: Connection, place: dict) -> None:
     """A whole place record cites a known source and names no other place."""
     _check_refs(connection, "source_id", "sources", [place["source_id"]])
     check_place_names(place, place_names(connection, other_than=place["id"]))
@@ -516,7 +516,7 @@ def new_place(data: PlaceCreate, *, place_id: str, at: str, actor: str) -> dict:
     return place
 
 
-def create_place(connection: sqlite3.Connection, data: PlaceCreate, actor: str) -> dict:
+def create_place(connection: Connection, data: PlaceCreate, actor: str) -> dict:
     """Add a reference place; its id comes from its name. Returns the change."""
     at = store.utc_now()
     place = new_place(data, place_id=_free_id(connection, "places", slugify(data.name, "place")), at=at, actor=actor)
@@ -527,7 +527,7 @@ def create_place(connection: sqlite3.Connection, data: PlaceCreate, actor: str) 
                          site_id=None, before=None, after=place)
 
 
-def update_place(connection: sqlite3.Connection, place_id: str, data: PlaceUpdate, actor: str) -> dict | None:
+def update_place(connection: Connection, place_id: str, data: PlaceUpdate, actor: str) -> dict | None:
     """Change the given fields of a place (a new lon/lat moves it). The change, or None if nothing differs."""
     before = place_record(connection, place_id)
     if before is None:
@@ -551,7 +551,7 @@ def update_place(connection: sqlite3.Connection, place_id: str, data: PlaceUpdat
 # --- named lines attached to countries ------------------------------------------------------------
 
 
-def attach_borders(connection: sqlite3.Connection, border_id: str, countries: list[str], actor: str, *,
+def attach_borders(connection: Connection, border_id: str, countries: list[str], actor: str, *,
                    detach: bool = False) -> list[dict]:
     """Attach a named line (a row of the borders layer) to countries, so their sites are measured against it (or
     detach it); each pair that changes is recorded. Returns the changes (none when every pair already was so)."""

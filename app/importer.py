@@ -8,7 +8,6 @@ import gc
 import io
 import json
 import math
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from contextlib import closing, contextmanager
@@ -19,6 +18,7 @@ import pydantic
 import shapely
 
 from app import border_store, edits, store
+from app.storage import Connection, bulk_copier
 from app.errors import CatalogueError
 from app.models import LIST_FIELDS, MissileCreate, PlaceCreate, SiteCreate
 from app.vocab import decode_list
@@ -374,7 +374,7 @@ def import_rows(connection, rows: list[Row], *, actor: str, unit: str, path: Pat
     return result
 
 
-def _known_ids(connection: sqlite3.Connection) -> dict[str, dict]:
+def _known_ids(connection: Connection) -> dict[str, dict]:
     """The stored source ids and each missile's class, read once for the whole check."""
     return {"sources": dict.fromkeys(row[0] for row in connection.execute("SELECT id FROM sources")),
             "missiles": dict(connection.execute("SELECT id, class FROM missiles"))}
@@ -429,7 +429,7 @@ class _Batch:
                                                     after=record)
 
 
-def _prepare(connection: sqlite3.Connection, sites: list[dict], actor: str) -> _Batch:
+def _prepare(connection: Connection, sites: list[dict], actor: str) -> _Batch:
     """Free ids for the sites as the catalogue stands now, and every row to insert (the costly part, done without
     the write lock)."""
     bases = [site["id"] for site in sites]
@@ -440,7 +440,7 @@ def _prepare(connection: sqlite3.Connection, sites: list[dict], actor: str) -> _
     return batch
 
 
-def _write(connection: sqlite3.Connection, batch: _Batch, known: dict[str, dict]) -> None:
+def _write(connection: Connection, batch: _Batch, known: dict[str, dict]) -> None:
     """Under the write lock: check the cited ids and the prepared ids are still good (rebuilding the rows of any id
     taken meanwhile), then insert the sites and their change records in bulk."""
     _check_still_known(connection, batch.sites, known)
@@ -449,7 +449,7 @@ def _write(connection: sqlite3.Connection, batch: _Batch, known: dict[str, dict]
         changed = [at for at, (old, new) in enumerate(zip(batch.ids, fresh)) if old != new]
         batch.ids = fresh
         batch.build(changed)
-    if not isinstance(connection, sqlite3.Connection):  # a database store's connection: COPY does it in bulk
+    if bulk_copier(connection) is not None:  # a database store's connection: COPY does it in bulk
         connection.copy_rows("sites", batch.columns, batch.site_rows)
         connection.copy_rows("changes", CHANGE_COLUMNS, batch.change_rows)
         border_store.write_sites(connection, [(site_id, s.get("country"), s["lon"], s["lat"])
@@ -470,7 +470,7 @@ RTREE_INSERT_TRIGGER = "rtree_sites_geom_insert"  # the GeoPackage R-tree extens
 COUNT_INSERT_TRIGGER = "trigger_insert_feature_count_sites"  # GDAL's feature-count trigger
 
 
-def _insert_sites(connection: sqlite3.Connection, batch: _Batch) -> None:
+def _insert_sites(connection: Connection, batch: _Batch) -> None:
     """Insert the site rows with executemany, and do in bulk what the per-row insert triggers would do.
 
     The R-tree trigger calls five Python functions a row and the feature-count trigger updates a row each time;
@@ -502,7 +502,7 @@ def _insert_sites(connection: sqlite3.Connection, batch: _Batch) -> None:
                                           for site_id, s in zip(batch.ids, batch.sites)])
 
 
-def _taken(connection: sqlite3.Connection, ids: list[str], chunk: int = 500) -> bool:
+def _taken(connection: Connection, ids: list[str], chunk: int = 500) -> bool:
     """Whether any of the ids is already in sites (indexed lookups, a chunk at a time)."""
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
@@ -512,7 +512,7 @@ def _taken(connection: sqlite3.Connection, ids: list[str], chunk: int = 500) -> 
     return False
 
 
-def _check_still_known(connection: sqlite3.Connection, sites: list[dict], known: dict[str, dict]) -> None:
+def _check_still_known(connection: Connection, sites: list[dict], known: dict[str, dict]) -> None:
     """Every source and missile the rows cite still exists, the missiles with the class they had when checked."""
     cited = {"sources": {i for s in sites for i in s["source_ids"]},
              "missiles": {i for s in sites for i in s["missile_types"]}}
@@ -524,7 +524,7 @@ def _check_still_known(connection: sqlite3.Connection, sites: list[dict], known:
 
 
 @contextmanager
-def _read_transaction(connection: sqlite3.Connection):
+def _read_transaction(connection: Connection):
     """One read transaction (a consistent view, no lock held against writers)."""
     connection.execute("BEGIN")
     try:
@@ -536,7 +536,7 @@ def _read_transaction(connection: sqlite3.Connection):
 def _transactions(target) -> tuple[Callable, Callable]:
     """(reading, writing) for an SQLite connection or a store: `with reading() as connection` is one read
     transaction; `writing(work)` runs `work(connection)` in one write transaction and returns its result."""
-    if isinstance(target, sqlite3.Connection):
+    if not hasattr(target, "reading"):  # a connection, not a store
         def write(work):
             with store.transaction(target):
                 return work(target)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import sqlite3
 
+from app.storage import Connection
 from app.vocab import LIST_COLUMNS, decode_list, encode_list, join_text_list, split_text_list
 
 SCHEMA_VERSION = "4"
@@ -59,20 +59,20 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _has_table(connection: sqlite3.Connection, name: str) -> bool:
+def _has_table(connection: Connection, name: str) -> bool:
     """Whether the file has a table of that name (asked of the PostGIS engine's connection when given one)."""
-    if not isinstance(connection, sqlite3.Connection):
+    if hasattr(connection, "has_table"):
         return connection.has_table(name)
     return connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
         is not None
 
 
-def _columns(connection: sqlite3.Connection, table: str) -> list[tuple[str, int]]:
+def _columns(connection: Connection, table: str) -> list[tuple[str, int]]:
     """A table's columns as (name, primary-key position)."""
     return [(row[1], row[5]) for row in connection.execute(f'PRAGMA table_info("{table}")')]
 
 
-def _content_tables(connection: sqlite3.Connection) -> list[str]:
+def _content_tables(connection: Connection) -> list[str]:
     """The tables listed in gpkg_contents, sorted by name (views left out)."""
     return [row[0] for row in connection.execute(
         "SELECT c.table_name FROM gpkg_contents c JOIN sqlite_master m ON m.name = c.table_name AND m.type = 'table'"
@@ -82,7 +82,7 @@ def _content_tables(connection: sqlite3.Connection) -> list[str]:
 # --- reading the version -----------------------------------------------------------------------------
 
 
-def schema_version(connection: sqlite3.Connection) -> str:
+def schema_version(connection: Connection) -> str:
     """The file's schema version: "1" for a file without catalogue_meta."""
     if not _has_table(connection, META_TABLE):
         return "1"
@@ -92,7 +92,7 @@ def schema_version(connection: sqlite3.Connection) -> str:
     return row[0]
 
 
-def build_id(connection: sqlite3.Connection) -> str:
+def build_id(connection: Connection) -> str:
     """The id of the data the file was built from (the build's input hash, or `legacy-…` for a schema-1 file)."""
     if not _has_table(connection, META_TABLE):
         return legacy_build_id(connection)
@@ -102,7 +102,7 @@ def build_id(connection: sqlite3.Connection) -> str:
     return row[0]
 
 
-def legacy_build_id(connection: sqlite3.Connection) -> str:
+def legacy_build_id(connection: Connection) -> str:
     """`legacy-` and the SHA-256 of every row of the gpkg_contents tables but `changes`: tables by name, rows by
     rowid, each row as the repr of its tuple of values."""
     digest = hashlib.sha256()
@@ -119,7 +119,7 @@ def legacy_build_id(connection: sqlite3.Connection) -> str:
 # --- migrating -----------------------------------------------------------------------------------------
 
 
-def migrate(connection: sqlite3.Connection) -> bool:
+def migrate(connection: Connection) -> bool:
     """Bring the file to the current schema in ONE `BEGIN IMMEDIATE` transaction; True if it changed anything.
 
     Idempotent: at the current version it costs two small queries and writes nothing. Raises MigrationError
@@ -144,19 +144,19 @@ def migrate(connection: sqlite3.Connection) -> bool:
     return first != SCHEMA_VERSION
 
 
-def _upgrade_1_to_2(connection: sqlite3.Connection) -> None:
+def _upgrade_1_to_2(connection: Connection) -> None:
     """Schema 1 -> 2: lists as JSON arrays, catalogue_meta with a legacy build id, unique ids."""
     legacy_id = legacy_build_id(connection)
     convert_lists(connection)
     _schema_2(connection, build_id=legacy_id, at=_now())
 
 
-def _upgrade_2_to_3(connection: sqlite3.Connection) -> None:
+def _upgrade_2_to_3(connection: Connection) -> None:
     """Schema 2 -> 3: places get an (empty) aliases list; named lines attached to their countries."""
     _schema_3(connection, at=_now())
 
 
-def _upgrade_3_to_4(connection: sqlite3.Connection) -> None:
+def _upgrade_3_to_4(connection: Connection) -> None:
     """Schema 3 -> 4: the site_border_distances table, every located site measured once."""
     _schema_4(connection, at=_now())
 
@@ -164,7 +164,7 @@ def _upgrade_3_to_4(connection: sqlite3.Connection) -> None:
 UPGRADES = {"1": _upgrade_1_to_2, "2": _upgrade_2_to_3, "3": _upgrade_3_to_4}
 
 
-def convert_lists(connection: sqlite3.Connection) -> int:
+def convert_lists(connection: Connection) -> int:
     """Rewrite every `; `-joined list cell as a JSON array; returns the cells changed.
 
     A site's lists are taken from its latest change-log record when that record joins to exactly the stored
@@ -203,7 +203,7 @@ def _converted(cell, logged) -> str | None:
     return encode_list(split_text_list(str(cell)))
 
 
-def _logged_site_lists(connection: sqlite3.Connection) -> dict[str, dict]:
+def _logged_site_lists(connection: Connection) -> dict[str, dict]:
     """Each site's record in its latest change (its `after`), when the file has a change log."""
     if not _has_table(connection, "changes"):
         return {}
@@ -213,7 +213,7 @@ def _logged_site_lists(connection: sqlite3.Connection) -> dict[str, dict]:
     return {entity_id: json.loads(after) for entity_id, after in rows}
 
 
-def finish_schema(connection: sqlite3.Connection, *, build_id: str, at: str) -> None:
+def finish_schema(connection: Connection, *, build_id: str, at: str) -> None:
     """The parts beside the layers at the current schema (see the module's docstring); the build calls it on a
     fresh file, inside its transaction."""
     _schema_2(connection, build_id=build_id, at=at)
@@ -221,7 +221,7 @@ def finish_schema(connection: sqlite3.Connection, *, build_id: str, at: str) -> 
     _schema_4(connection, at=at)
 
 
-def _schema_2(connection: sqlite3.Connection, *, build_id: str, at: str) -> None:
+def _schema_2(connection: Connection, *, build_id: str, at: str) -> None:
     """The schema-2 parts beside the layers: JSON list columns registered, unique ids, catalogue_meta."""
     register_json_columns(connection)
     unique_ids(connection)
@@ -233,7 +233,7 @@ def _schema_2(connection: sqlite3.Connection, *, build_id: str, at: str) -> None
                            [("schema_version", "2"), ("build_id", build_id)])
 
 
-def _schema_3(connection: sqlite3.Connection, *, at: str) -> None:
+def _schema_3(connection: Connection, *, at: str) -> None:
     """The schema-3 parts: places' aliases column (JSON), the attached_borders table seeded with every line that is
     not a land border attached to the countries it separates, and schema_version 3."""
     if "aliases" not in {name for name, _ in _columns(connection, "places")}:
@@ -250,7 +250,7 @@ def _schema_3(connection: sqlite3.Connection, *, at: str) -> None:
     connection.execute(f'UPDATE "{META_TABLE}" SET value = ? WHERE key = ?', ("3", "schema_version"))
 
 
-def _schema_4(connection: sqlite3.Connection, *, at: str) -> None:
+def _schema_4(connection: Connection, *, at: str) -> None:
     """The schema-4 parts: the site_border_distances table with every located site measured, schema_version 4."""
     from app import border_store  # measuring needs the geometry stack; only a build or an upgrade gets here
 
@@ -263,7 +263,7 @@ def _schema_4(connection: sqlite3.Connection, *, at: str) -> None:
     connection.execute(f'UPDATE "{META_TABLE}" SET value = ? WHERE key = ?', ("4", "schema_version"))
 
 
-def register_json_columns(connection: sqlite3.Connection) -> None:
+def register_json_columns(connection: Connection) -> None:
     """Declare every list column `application/json` in gpkg_data_columns (the GeoPackage schema extension), so
     GDAL reads them as JSON strings."""
     for statement in SCHEMA_DDL:
@@ -284,7 +284,7 @@ def register_json_columns(connection: sqlite3.Connection) -> None:
             [(table, column, JSON_MIME_TYPE) for column in present])
 
 
-def unique_ids(connection: sqlite3.Connection) -> None:
+def unique_ids(connection: Connection) -> None:
     """A UNIQUE index on the `id` column of every gpkg_contents table that has one (not its integer key).
 
     Raises MigrationError naming the table and the first repeated id when ids repeat.

@@ -21,6 +21,19 @@ T = TypeVar("T")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+class Connection(Protocol):
+    """A store's connection, in SQLite's dialect (`?` parameters, GeoPackage geometry blobs): an `sqlite3.Connection`
+    on the GeoPackage, a translating wrapper (`store_pg.PgConnection`) on PostGIS."""
+
+    def execute(self, sql: str, values=...) -> Any:
+        """Run one statement; the cursor answers fetchone/fetchall."""
+
+
+def bulk_copier(connection) -> Callable | None:
+    """The connection's bulk row loader (`copy_rows(table, columns, rows)`, PostGIS's COPY), or None (SQLite)."""
+    return getattr(connection, "copy_rows", None)
+
+
 class Store(Protocol):
     """What the service needs of an engine; `GeoPackageStore` and `PostGISStore` implement it."""
 
