@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from app import geodesy
-from app.catalogue import BorderBand, Centre, SiteFilter, SORTS, _clean
+from app.queries import _clean, BorderBand, Centre, SiteFilter, SORTS
 from app.errors import InvalidParameter
 from app.ogc_schemas import PROPERTIES
 from app.formats import LIST_COLUMNS, SITE_COLUMNS, feature, rounded_km

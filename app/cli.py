@@ -299,7 +299,7 @@ def reach(
 ) -> None:
     """Which sites' missiles reach a target, as GET /reach: each margin as an interval (± the site's coordinate
     precision), grouped by verdict."""
-    from app.catalogue import REACH_VERDICTS
+    from app.queries import REACH_VERDICTS
     from app.formats import reach_pairs
 
     target = _params(CentreParams, lat=lat, lon=lon, near=near)
@@ -836,7 +836,7 @@ def cities_reach(
     gpkg: GpkgOption = None,
 ) -> None:
     """The sites and missiles whose published range covers a city, as GET /cities/{city_id}/reach."""
-    from app.catalogue import Centre
+    from app.queries import Centre
 
     catalogue = _open(gpkg)
     try:
@@ -875,7 +875,7 @@ def launches_command(
     GET /sites/{site_id}/launches."""
     import datetime
 
-    from app.catalogue import launch_counts
+    from app.queries import launch_counts
     from app.schemas import MAX_RADIUS_KM, MIN_RADIUS_KM
 
     if within_km is not None and not MIN_RADIUS_KM <= within_km <= MAX_RADIUS_KM:

@@ -16,7 +16,8 @@ import shapely.geometry
 from shapely.geometry import mapping
 
 from app import vocab
-from app.catalogue import Catalogue, SitePage, _clean, has_point, record
+from app.catalogue import Catalogue
+from app.queries import _clean, has_point, record, SitePage
 from app.errors import UnsupportedParameter
 
 GEOJSON_MEDIA_TYPE = "application/geo+json"

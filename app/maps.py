@@ -43,7 +43,7 @@ from folium.plugins import Fullscreen, MeasureControl
 from shapely.geometry import mapping
 
 from app import geodesy
-from app.catalogue import has_point
+from app.queries import has_point
 from app.vocab import CNS_PLACEHOLDER, decode_list
 
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"

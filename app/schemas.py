@@ -14,7 +14,8 @@ import pydantic
 from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 
-from app.catalogue import BorderBand, Catalogue, Centre, SiteFilter, SitePage
+from app.catalogue import Catalogue
+from app.queries import BorderBand, Centre, SiteFilter, SitePage
 from app.errors import InvalidParameter
 from app.geodesy import EARTH_HALF_CIRCUMFERENCE_M
 

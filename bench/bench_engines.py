@@ -37,7 +37,8 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from app import edits, store  # noqa: E402
-from app.catalogue import Catalogue, Centre  # noqa: E402
+from app.catalogue import Catalogue  # noqa: E402
+from app.queries import Centre
 from app.importer import import_file  # noqa: E402
 from app.models import SiteCreate  # noqa: E402
 from app.store_gpkg import GeoPackageStore  # noqa: E402

@@ -256,7 +256,7 @@ def synthetic_page(catalogue, n: int, seed: int = 3):
     """A page of `n` sites around Korea: the bundled sites' attributes drawn at random, new ids and points."""
     import geopandas as gpd
 
-    from app.catalogue import SitePage
+    from app.queries import SitePage
 
     real = catalogue.sites[~catalogue.sites.geometry.isna()]
     sites = real.iloc[np.random.default_rng(seed).integers(0, len(real), n)].copy()

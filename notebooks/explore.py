@@ -25,7 +25,8 @@
 # %%
 import pandas as pd
 
-from app.catalogue import BorderBand, Catalogue
+from app.catalogue import Catalogue
+from app.queries import BorderBand
 from app.live import live_path
 from app.maps import catalogue_map
 from app.settings import Settings

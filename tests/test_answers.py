@@ -5,7 +5,7 @@ import json
 import orjson
 import pytest
 
-from app.catalogue import BorderBand, Centre, SiteFilter, has_point
+from app.queries import BorderBand, Centre, has_point, SiteFilter
 from app.formats import sites_geojson
 
 SEOUL = "Seoul"

@@ -1,6 +1,5 @@
 """The HTTP API through an in-process client: answers, and errors for every bad input."""
 
-import math
 
 import pytest
 from pyproj import Geod

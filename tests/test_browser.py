@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pyproj import Geod
 
-from app.catalogue import SitePage
+from app.queries import SitePage
 from app.maps import catalogue_map, read_map_data, render_html
 from app.settings import REPO_ROOT
 from app.snapshot import map_png, offline_page, open_map

@@ -5,7 +5,7 @@ import csv
 import pytest
 from pyproj import Geod
 
-from app.catalogue import BorderBand, Centre, SiteFilter
+from app.queries import BorderBand, Centre, SiteFilter
 from app.errors import InvalidParameter, NotFound
 from app.settings import GEODATA_DIR
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pyproj import Geod
 
-from app.catalogue import Centre
+from app.queries import Centre
 from app.settings import REPO_ROOT
 
 CITIES_CSV = REPO_ROOT / "geodata" / "sources" / "cities.csv"

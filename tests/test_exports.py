@@ -12,7 +12,7 @@ import pyogrio
 import pytest
 from lxml import etree
 
-from app.catalogue import has_point
+from app.queries import has_point
 from app.exports import features_csv, features_kml, gpkg_snapshot
 from app.settings import REPO_ROOT
 from app.vocab import LIST_COLUMN_NAMES, decode_list

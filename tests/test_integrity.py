@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import multiprocessing
-import sqlite3
 import subprocess
 import threading
 import time

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from app.catalogue import _period_end, launch_counts
+from app.queries import _period_end, launch_counts
 from app.settings import REPO_ROOT
 
 CNS = REPO_ROOT / "geodata" / "sources" / "cns-missile-tests"

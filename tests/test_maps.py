@@ -19,12 +19,12 @@ import shapely
 from folium.plugins import MiniMap
 
 from app import geodesy, maps, store
-from app.catalogue import SitePage
+from app.queries import SitePage
 from app.cli import cli
 from app.maps import (
     DATA_SCRIPT, VENDOR_DIR, VENDORED_CSS, VENDORED_JS, catalogue_map, class_colours, decode_geometry, expand_sites, http_url,
     make_self_contained, read_map_data, render_html, ring_outline, script_json, site_class, site_map,
-    split_at_antimeridian, vendored_css, vendored_js,
+    split_at_antimeridian,
 )
 from app.settings import GEODATA_DIR, REPO_ROOT
 from tests.mapdata import BENIGN, GENERATED_AT, HOSTILE, HOSTILE_QUERY, HOSTILE_URL, hostile_map

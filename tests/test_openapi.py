@@ -9,7 +9,7 @@ from openapi_spec_validator import OpenAPIV30SpecValidator, OpenAPIV31SpecValida
 from app.auth import hash_token, new_token
 from app.main import create_app
 from app.schemas import MAX_LIMIT
-from app.settings import GEODATA_DIR, Settings
+from app.settings import Settings
 
 COLLECTIONS = ("sites", "places", "borders", "observations")
 METHODS = ("get", "put", "post", "patch", "delete")

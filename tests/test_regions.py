@@ -10,7 +10,8 @@ from pyproj import Geod
 from typer.testing import CliRunner
 
 from app import geodesy, regions, store
-from app.catalogue import BorderBand, Catalogue
+from app.catalogue import Catalogue
+from app.queries import BorderBand
 from app.vocab import decode_list
 from app.cli import cli
 from app.settings import GEODATA_DIR

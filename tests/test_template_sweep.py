@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from app import store
 from app.auth import hash_token
-from app.catalogue import SitePage
+from app.queries import SitePage
 from app.main import create_app
 from app.maps import DATA_SCRIPT, catalogue_map, read_map_data, render_html
 from app.settings import GEODATA_DIR, REPO_ROOT, Settings

@@ -6,7 +6,8 @@ import shapely
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.catalogue import Catalogue, CitiesInRange
+from app.catalogue import Catalogue
+from app.queries import CitiesInRange
 from app.errors import InvalidParameter
 from app.formats import feature, feature_collection, rounded_km
 from app.routers import CatalogueDep, GeoJSONResponse

@@ -5,7 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.catalogue import Catalogue, launch_counts, record
+from app.catalogue import Catalogue
+from app.queries import launch_counts, record
 from app.formats import rounded_km
 from app.routers import CatalogueDep
 from app.errors import InvalidParameter, StorageUnavailable

@@ -22,7 +22,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app.catalogue import Catalogue, Centre, SitePage, has_point, record
+from app.catalogue import Catalogue
+from app.queries import Centre, has_point, record, SitePage
 from app.errors import InvalidParameter, NotFound, UnsupportedParameter, validation_problem
 from app.exports import export_response
 from app.formats import DOWNLOADS, GEOJSON_MEDIA_TYPE, feature, format_for, html_cell, site_features

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from app.catalogue import REACH_VERDICTS
+from app.queries import REACH_VERDICTS
 from app.formats import feature, feature_collection, reach_pairs, rounded_km, site_properties
 from app.routers import CatalogueDep, GeoJSONResponse
 from app.schemas import MAX_RADIUS_KM, CentreParams, FilterParams

@@ -8,7 +8,7 @@ import pandas as pd
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from app.catalogue import record
+from app.queries import record
 from app.errors import NotFound, StorageUnavailable
 from app.formats import feature, feature_collection, rounded_km
 from app.routers import CatalogueDep, GeoJSONResponse

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from fastapi.concurrency import run_in_threadpool
 
-from app.catalogue import Catalogue, SiteFilter, record
+from app.catalogue import Catalogue
+from app.queries import record, SiteFilter
 from app.exports import SITES_FORMATS, export_response, sites_format
 from app.formats import DOWNLOADS, GEOJSON_MEDIA_TYPE, feature, feature_collection, rounded_km, site_properties, sites_geojson
 from app.routers import CatalogueDep, GeoJSONResponse
