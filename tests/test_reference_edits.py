@@ -14,7 +14,7 @@ from app.auth import hash_token
 from app.cli import cli
 from app.main import create_app
 from app.storage import open_store
-from tests.conftest import engine_env, engine_rows, engine_settings
+from tests.conftest import engine_env, engine_rows, engine_settings, new_live
 
 EDITOR = {"Authorization": "Bearer editor-token-for-tests"}
 SOURCE = "38-north-iha-ri"
@@ -32,13 +32,25 @@ def live(engine_live):
     return engine_live
 
 
+TOKENS = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
+
+
 @pytest.fixture
 def service(live):
     """A client of an app on the live copy with one editor token."""
-    tokens = [{"name": "alice", "role": "editor", "sha256": hash_token(EDITOR["Authorization"].split()[1])}]
-    app = create_app(engine_settings(live, tokens=tokens, write_burst=1000))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(create_app(engine_settings(live, tokens=TOKENS, write_burst=1000)),
+                    raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def refusing(request, engine, tmp_path_factory):
+    """(client, catalogue) of one app per engine for the tests whose every write is refused: they share it, as
+    nothing they send may be stored (each checks the change log is still empty)."""
+    live = new_live(request, engine, tmp_path_factory.mktemp("refusing"))
+    with TestClient(create_app(engine_settings(live, tokens=TOKENS, write_burst=1000)),
+                    raise_server_exceptions=False) as client:
+        yield client, live
 
 
 def _rows(live, sql: str, *args) -> list[tuple]:
@@ -98,7 +110,9 @@ def test_a_missile_is_stored_logged_and_read_back(service, live):
     ({"id": "x"}, "id"),
     ({"created_by": "x"}, "created_by"),
 ])
-def test_bad_missiles_answer_422_naming_the_field_and_store_nothing(service, live, change, parameter):
+@pytest.mark.contract
+def test_bad_missiles_answer_422_naming_the_field_and_store_nothing(refusing, change, parameter):
+    service, live = refusing
     body = {k: v for k, v in {**MISSILE, **change}.items() if v is not None}
     response = service.post("/missiles", json=body, headers=EDITOR)
     assert response.status_code == 422, response.text
@@ -190,7 +204,9 @@ def test_near_guam_finds_hagatna_by_its_alias(client):
     ({"lon": None}, "lon"),
     ({"lat": 91}, "lat"),
 ])
-def test_bad_places_answer_422_naming_the_field_and_store_nothing(service, live, change, parameter):
+@pytest.mark.contract
+def test_bad_places_answer_422_naming_the_field_and_store_nothing(refusing, change, parameter):
+    service, live = refusing
     body = {k: v for k, v in {**PLACE, **change}.items() if v is not None}
     response = service.post("/places", json=body, headers=EDITOR)
     assert response.status_code == 422, response.text
