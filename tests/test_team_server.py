@@ -53,6 +53,7 @@ def test_the_team_server_block_runs_as_written(pg_cluster, client, tmp_path):
         done = subprocess.run(["bash", "-c", line], env=env, cwd=tmp_path, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, f"{line}\n{done.stdout}{done.stderr}"
+        print(f"\n$ {line}\n{done.stdout}{done.stderr}", end="")  # the block as run (pytest -s shows it)
     assert "initialised postgresql:///missile_sites" in done.stdout and "23 sites" in done.stdout
     server = subprocess.Popen(["bash", "-c", serve], env=env, cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -68,6 +69,8 @@ def test_the_team_server_block_runs_as_written(pg_cluster, client, tmp_path):
         workers = subprocess.run(["pgrep", "-g", str(server.pid), "-f", "multiprocessing"], capture_output=True,
                                  text=True).stdout.split()
         assert len(workers) >= 4, workers  # uvicorn's four worker processes (spawned through multiprocessing)
+        print(f"\n$ {serve}\n/health: {health}\nGET {QUERY}: {[f['id'] for f in answers[0].json()['features']]} from "
+              f"{len(answers)} requests, {len(workers)} worker processes")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
