@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,11 +20,22 @@ EDITOR_TOKEN = "service-editor-token-for-tests"
 EDITOR = {"Authorization": f"Bearer {EDITOR_TOKEN}"}
 
 
+PORTS_PER_WORKER = 5_000  # each pytest-xdist worker picks from its own block, below the kernel's ephemeral ports
+
+
 def free_port() -> int:
-    """A port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on now, from this test worker's own block: two xdist workers never pick the same one,
+    and a service restarted on its port (the chaos tests) cannot lose it to a client's ephemeral source port."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    low = 10_000 + PORTS_PER_WORKER * (worker % 4)
+    for port in random.sample(range(low, low + PORTS_PER_WORKER), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + PORTS_PER_WORKER - 1}")
 
 
 def service_env(live: Path, **extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from app.maps import (
 )
 from app.settings import GEODATA_DIR, REPO_ROOT
 from tests.mapdata import BENIGN, GENERATED_AT, HOSTILE, HOSTILE_QUERY, HOSTILE_URL, hostile_map
+from tests.service import free_port
 
 CDN_HOSTS = ("cdn.jsdelivr", "cdnjs", "code.jquery", "netdna", "unpkg.com", "bootstrapcdn")
 
@@ -556,13 +556,6 @@ def test_map_query_text_is_not_run_as_a_template(client):
 BURST_CLIENTS, BURST_ROUNDS, RSS_ALLOWANCE_MB = 15, 3, 150
 
 
-def _free_port() -> int:
-    """A port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _rss_mb(pid: int) -> tuple[int, int]:
     """A process's resident set and its peak, MB (from /proc/PID/status)."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -573,7 +566,7 @@ def _rss_mb(pid: int) -> tuple[int, int]:
 def worker(tmp_path):
     """A real uvicorn worker on a temp live copy; yields (pid, base URL)."""
     live = store.ensure_live(tmp_path / "live.gpkg", GEODATA_DIR / "catalogue.gpkg")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MISSILE_SITES_GPKG": str(live)}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
                                 str(port)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from app.routers.ogc import CONFORMANCE, parse_bbox, parse_datetime
 from tests.conftest import engine_env
+from tests.service import free_port
 
 pytestmark = pytest.mark.contract
 
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.contract
 @pytest.fixture(scope="module")
 def server_url(client_live):
     """A real uvicorn server on a free loopback port on the engine, in a background process (GDAL holds the GIL)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, **engine_env(client_live)}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
