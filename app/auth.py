@@ -40,9 +40,12 @@ class Principal:
 ANONYMOUS = Principal("anonymous", "anonymous")
 
 
+TOKEN_PREFIX = "ms_"  # names the token's kind, and keeps it from starting with "-" (a command line would read an option)
+
+
 def new_token() -> str:
-    """A fresh random token (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random token: the prefix and 256 random bits, URL-safe."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:

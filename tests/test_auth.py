@@ -259,6 +259,11 @@ def test_bad_access_settings_are_rejected(values):
         Settings(_env_file=None, **values)
 
 
+def test_tokens_never_start_like_an_option():
+    tokens = {new_token() for _ in range(2000)}  # one in 64 raw URL-safe tokens starts with "-"
+    assert len(tokens) == 2000 and all(t.startswith("ms_") and len(t) == 46 for t in tokens)
+
+
 def test_cli_token_create_prints_a_token_and_its_entry():
     result = CliRunner().invoke(cli, ["token", "create", "--name", "carol", "--role", "editor"])
     assert result.exit_code == 0, result.output
