@@ -32,7 +32,7 @@ from app.store import connect_readonly, ensure_live, read_layer
 pytestmark = pytest.mark.slow  # a real browser, client or fuzzer
 
 SEED = 20261124
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 12
 """Cases per operation and phase; the coverage phase adds its own bounded set of boundary cases."""
 EDITOR_TOKEN = new_token()
 EDITOR = {"Authorization": f"Bearer {EDITOR_TOKEN}"}
