@@ -86,6 +86,19 @@ def find_sites_ms(catalogue: Catalogue) -> float:
                                                            sort="distance", limit=100), centres(QUERIES))
 
 
+def _per_second(writer, done: list[int], stop: threading.Event) -> float:
+    """Run WRITERS threads of `writer(number)` for WRITE_SECONDS; the writes they report in `done`, per second."""
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(WRITE_SECONDS)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
 def store_writes_per_second(database, *, one_at_a_time: bool) -> float:
     """Created sites per second with WRITERS threads calling the store's write directly (no HTTP, no wait for a
     snapshot): the engine's own ceiling. `one_at_a_time` holds a lock round each write, as the service's single writer
@@ -103,15 +116,7 @@ def store_writes_per_second(database, *, one_at_a_time: bool) -> float:
             count += 1
         done.append(count)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(WRITE_SECONDS)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.perf_counter() - started)
+    return _per_second(writer, done, stop)
 
 
 def st_dwithin_ms(url: str) -> float:
@@ -148,15 +153,7 @@ def writes_per_second(base: str, label: str) -> float:
                 count += 1
             done.append(count)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(WRITE_SECONDS)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.perf_counter() - started)
+    return _per_second(writer, done, stop)
 
 
 def _health(base: str) -> tuple[int, int]:
